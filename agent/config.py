@@ -1,0 +1,386 @@
+"""Typed, frozen agent configuration, validated once at load.
+
+A config is a stack of TOML files: a device profile from ``device_configs/`` (named by the
+``profile`` key of the file above it), then the device-local file (``/etc/wearcap/agent.toml``
+by default, or ``--config F``). Later files override earlier ones key by key. Every error names
+the file, the key, the bad value and what is allowed.
+
+Each section is a frozen dataclass; a field's ``metadata`` may carry ``choices``, ``min``,
+``max`` or ``pattern``. Unknown keys are errors.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import re
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin
+
+from agent.errors import ConfigError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+PROFILE_DIRS = (REPO_ROOT / "device_configs", Path("/usr/share/wearcap/device_configs"))
+DEVICE_LOCAL = Path("/etc/wearcap/agent.toml")
+
+
+def _f(default: Any, **meta: Any) -> Any:
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceSection:
+    id: str = _f("sim-0001", pattern=ID_PATTERN)
+    model: str = _f("sim")
+
+
+@dataclass(frozen=True, slots=True)
+class CameraSection:
+    backend: str = _f("ffmpeg", choices=("ffmpeg", "picamera2", "none"))
+    input: str = _f("testsrc2=size={width}x{height}:rate={fps}")
+    format: str = _f("lavfi")
+    """FFmpeg input format ("" = let FFmpeg probe; "lavfi", "v4l2", ...)."""
+    live: str = _f("auto", choices=("auto", "yes", "no"))
+    """Whether the input is a live device; a non-live input is paced to ``fps``."""
+    width: int = _f(1280, min=16, max=7680)
+    height: int = _f(720, min=16, max=4320)
+    fps: float = _f(30.0, min=1.0, max=240.0)
+    encoder: str = _f("auto", choices=("auto", "libx264", "h264_v4l2m2m"))
+    bitrate_kbps: int = _f(4000, min=100, max=100_000)
+    keyframe_seconds: float = _f(2.0, min=0.1, max=60.0)
+    exposure_us: int = _f(10_000, min=1, max=1_000_000)
+    """Exposure the simulated sensor reports (a real sensor reports its own)."""
+    ring_bytes: int = _f(32 * 1024 * 1024, min=1024 * 1024)
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentSection:
+    seconds: float = _f(60.0, min=1.0, max=3600.0)
+    chunk_seconds: float = _f(1.0, min=0.05, max=10.0)
+    """Longest time data waits in memory before it is in a complete, CRC-checked chunk."""
+    chunk_bytes: int = _f(4 * 1024 * 1024, min=64 * 1024)
+
+
+@dataclass(frozen=True, slots=True)
+class SpoolSection:
+    path: str = _f("/var/lib/wearcap/spool")
+    reserve_mb: int = _f(512, min=0)
+    """Recording stops with a fault when free space would fall below this."""
+    max_gb: float = _f(0.0, min=0.0)
+    """Budget for the spool (0 = the whole disk less the reserve)."""
+
+
+@dataclass(frozen=True, slots=True)
+class BleSection:
+    adapter: str = _f("hci0", pattern=r"hci[0-9]{1,2}")
+    connect_timeout: float = _f(20.0, min=1.0, max=120.0)
+    backoff_max: float = _f(30.0, min=0.5, max=600.0)
+
+
+@dataclass(frozen=True, slots=True)
+class WristBand:
+    name: str = _f("left", pattern=r"[a-z][a-z0-9_]{0,31}")
+    address: str = _f("", pattern=r"([0-9A-Fa-f]{2}:){5}[0-9A-Fa-f]{2}")
+    profile: str = _f(
+        "wearcap-open", choices=("wearcap-open", "polar-pmd", "movesense", "witmotion")
+    )
+    rate_hz: float = _f(200.0, min=1.0, max=2000.0)
+
+
+@dataclass(frozen=True, slots=True)
+class McuSection:
+    enabled: bool = _f(False)
+    port: str = _f("")
+    baud: int = _f(921_600, min=9600)
+
+
+@dataclass(frozen=True, slots=True)
+class SimSection:
+    """The simulated rig: used when ``enabled``; bands are simulated behind a private BlueZ."""
+
+    enabled: bool = _f(False)
+    drift_ppm: float = _f(50.0, min=0.0, max=500.0)
+    interval_ms: list[float] = _f([7.5, 50.0])
+    """Connection-interval range the simulated bands draw from."""
+    seed: int = _f(1)
+
+
+@dataclass(frozen=True, slots=True)
+class SyncSection:
+    url: str = _f("http://127.0.0.1:8750/files/")
+    token_file: str = _f("/etc/wearcap/token")
+    state_db: str = _f("")
+    """SQLite state of the sync service ("" = ``<spool>/sync.sqlite3``)."""
+    chunk_bytes: int = _f(4 * 1024 * 1024, min=16 * 1024, max=256 * 1024 * 1024)
+    connect_timeout: float = _f(10.0, min=0.1)
+    read_timeout: float = _f(30.0, min=0.1)
+    stall_seconds: float = _f(60.0, min=1.0)
+    rescan_seconds: float = _f(30.0, min=1.0)
+    allowed_networks: list[str] = _f([])
+    only_while_charging: bool = _f(False)
+    bandwidth_kbps: int = _f(0, min=0)
+    pause_while_recording: bool = _f(False)
+
+
+@dataclass(frozen=True, slots=True)
+class RetentionSection:
+    keep_verified_hours: float = _f(0.0, min=0.0)
+    """Verified segments older than this may be evicted (space pressure evicts sooner)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    profile: str = _f("")
+    device: DeviceSection = field(default_factory=DeviceSection)
+    camera: CameraSection = field(default_factory=CameraSection)
+    segment: SegmentSection = field(default_factory=SegmentSection)
+    spool: SpoolSection = field(default_factory=SpoolSection)
+    ble: BleSection = field(default_factory=BleSection)
+    wrist: list[WristBand] = field(default_factory=list)
+    mcu: McuSection = field(default_factory=McuSection)
+    sim: SimSection = field(default_factory=SimSection)
+    sync: SyncSection = field(default_factory=SyncSection)
+    retention: RetentionSection = field(default_factory=RetentionSection)
+    sources: tuple[str, ...] = ()
+    """The files this config was built from, lowest layer first."""
+
+    def digest(self) -> str:
+        """SHA-256 of the effective config (not of where it came from)."""
+        d = dataclasses.asdict(self)
+        d.pop("sources", None)
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @property
+    def spool_path(self) -> Path:
+        return Path(os.path.expanduser(self.spool.path))
+
+
+# ---------------------------------------------------------------- loading
+
+
+def _describe(tp: Any) -> str:
+    if tp is bool:
+        return "true or false"
+    if tp is int:
+        return "an integer"
+    if tp is float:
+        return "a number"
+    if tp is str:
+        return "a string"
+    if get_origin(tp) is list:
+        return f"a list of {_describe(get_args(tp)[0])}s"
+    return str(tp)
+
+
+def _check_scalar(tp: Any, value: Any, path: str, key: str, meta: Any) -> Any:
+    raw = value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(path, key, "wrong type", value=value, allowed=_describe(tp))
+    elif tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(path, key, "wrong type", value=value, allowed=_describe(tp))
+    elif tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(path, key, "wrong type", value=value, allowed=_describe(tp))
+        value = float(value)
+    elif tp is str and not isinstance(value, str):
+        raise ConfigError(path, key, "wrong type", value=value, allowed=_describe(tp))
+    choices = meta.get("choices")
+    if choices is not None and value not in choices:
+        raise ConfigError(path, key, "not one of the choices", value=value,
+                          allowed=", ".join(map(str, choices)))
+    lo, hi = meta.get("min"), meta.get("max")
+    if (lo is not None and value < lo) or (hi is not None and value > hi):
+        rng = f"{lo if lo is not None else '-inf'} to {hi if hi is not None else 'inf'}"
+        raise ConfigError(path, key, "out of range", value=raw, allowed=rng)
+    pattern = meta.get("pattern")
+    if pattern is not None and value != "" and not re.fullmatch(pattern, value):
+        raise ConfigError(path, key, "does not match the pattern", value=value,
+                          allowed=f"/{pattern}/")
+    return value
+
+
+def _build(cls: Any, table: dict[str, Any], origins: dict[str, str], prefix: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls) if f.name != "sources"]
+    kwargs: dict[str, Any] = {}
+    for key, value in table.items():
+        dotted = f"{prefix}{key}"
+        path = origins.get(dotted, origins.get(prefix.rstrip("."), "<config>"))
+        if key not in names:
+            raise ConfigError(path, dotted, "unknown key", allowed=", ".join(names))
+        fld = next(f for f in dataclasses.fields(cls) if f.name == key)
+        tp = hints[key]
+        origin = get_origin(tp)
+        if dataclasses.is_dataclass(tp):
+            if not isinstance(value, dict):
+                raise ConfigError(path, dotted, "must be a table", value=value)
+            kwargs[key] = _build(tp, value, origins, f"{dotted}.")
+        elif origin is list and dataclasses.is_dataclass(get_args(tp)[0]):
+            if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+                raise ConfigError(path, dotted, "must be an array of tables", value=value)
+            kwargs[key] = [
+                _build(get_args(tp)[0], v, origins, f"{dotted}[{i}].")
+                for i, v in enumerate(value)
+            ]
+        elif origin is list:
+            inner = get_args(tp)[0]
+            if not isinstance(value, list):
+                raise ConfigError(path, dotted, "wrong type", value=value,
+                                  allowed=_describe(tp))
+            kwargs[key] = [
+                _check_scalar(inner, v, path, f"{dotted}[{i}]", fld.metadata)
+                for i, v in enumerate(value)
+            ]
+        elif origin in (typing.Union, types.UnionType, Literal):
+            kwargs[key] = value
+        else:
+            kwargs[key] = _check_scalar(tp, value, path, dotted, fld.metadata)
+    return cls(**kwargs)
+
+
+def _merge(base: dict[str, Any], top: dict[str, Any], origins: dict[str, str],
+           path: str, prefix: str = "") -> dict[str, Any]:
+    out = dict(base)
+    for key, value in top.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            origins.setdefault(dotted, path)
+            out[key] = _merge(out[key], value, origins, path, f"{dotted}.")
+        else:
+            out[key] = value
+            origins[dotted] = path
+            if isinstance(value, dict):
+                _mark(value, origins, path, f"{dotted}.")
+            elif isinstance(value, list):
+                for i, v in enumerate(value):
+                    if isinstance(v, dict):
+                        _mark(v, origins, path, f"{dotted}[{i}].")
+    return out
+
+
+def _mark(table: dict[str, Any], origins: dict[str, str], path: str, prefix: str) -> None:
+    for key, value in table.items():
+        origins[f"{prefix}{key}"] = path
+        if isinstance(value, dict):
+            _mark(value, origins, path, f"{prefix}{key}.")
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(str(path), "", "no such file") from None
+    except IsADirectoryError:
+        raise ConfigError(str(path), "", "is a directory, not a TOML file") from None
+    except PermissionError:
+        raise ConfigError(str(path), "", "permission denied") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(str(path), "", f"not valid TOML: {exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(str(path), "", "not valid TOML: not UTF-8 text") from None
+
+
+def find_profile(name: str, referrer: str) -> Path:
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
+        raise ConfigError(referrer, "profile", "not a profile name", value=name)
+    for d in PROFILE_DIRS:
+        p = d / f"{name}.toml"
+        if p.is_file():
+            return p
+    known = sorted(
+        {p.stem for d in PROFILE_DIRS if d.is_dir() for p in d.glob("*.toml")}
+    )
+    raise ConfigError(referrer, "profile", "no such device profile", value=name,
+                      allowed=", ".join(known))
+
+
+def _stack(path: Path) -> list[Path]:
+    chain = [path]
+    seen = {path.resolve()}
+    while True:
+        data = read_toml(chain[0])
+        name = data.get("profile")
+        if not name:
+            return chain
+        if not isinstance(name, str):
+            raise ConfigError(str(chain[0]), "profile", "wrong type", value=name,
+                              allowed="a string naming a file in device_configs/")
+        parent = find_profile(name, str(chain[0]))
+        if parent.resolve() in seen:
+            raise ConfigError(str(chain[0]), "profile", "profiles refer to each other",
+                              value=name)
+        seen.add(parent.resolve())
+        chain.insert(0, parent)
+
+
+def load(path: str | Path) -> Config:
+    """Load ``path`` with every profile below it; raise ConfigError naming what is wrong."""
+    files = _stack(Path(path))
+    merged: dict[str, Any] = {}
+    origins: dict[str, str] = {}
+    for f in files:
+        merged = _merge(merged, read_toml(f), origins, str(f))
+    merged.pop("profile", None)
+    cfg = _build(Config, merged, origins, "")
+    cfg = dataclasses.replace(cfg, sources=tuple(str(f) for f in files),
+                              profile=files[0].stem if len(files) > 1 else "")
+    _cross_check(cfg, origins)
+    return typing.cast(Config, cfg)
+
+
+def _cross_check(cfg: Config, origins: dict[str, str]) -> None:
+    names = [w.name for w in cfg.wrist]
+    for i, w in enumerate(cfg.wrist):
+        if names.count(w.name) > 1:
+            raise ConfigError(origins.get(f"wrist[{i}].name", cfg.sources[-1]),
+                              f"wrist[{i}].name", "names must be unique", value=w.name)
+        if not w.address and not cfg.sim.enabled:
+            raise ConfigError(origins.get(f"wrist[{i}].name", cfg.sources[-1]),
+                              f"wrist[{i}].address", "a band needs an address (run wearcap pair)")
+    if len(cfg.wrist) > 2:
+        raise ConfigError(cfg.sources[-1], "wrist", "at most two wrist bands",
+                          value=len(cfg.wrist))
+    if len(cfg.sim.interval_ms) != 2 or cfg.sim.interval_ms[0] > cfg.sim.interval_ms[1]:
+        raise ConfigError(origins.get("sim.interval_ms", cfg.sources[-1]), "sim.interval_ms",
+                          "must be [low, high]", value=cfg.sim.interval_ms)
+
+
+def is_raspberry_pi() -> bool:
+    try:
+        return "raspberry pi" in Path("/proc/device-tree/model").read_text().lower()
+    except OSError:
+        return False
+
+
+def default_path() -> Path:
+    """The config used without ``--config``: the device-local file, else the simulated rig."""
+    env = os.environ.get("WEARCAP_CONFIG")
+    if env:
+        return Path(env)
+    if DEVICE_LOCAL.is_file():
+        return DEVICE_LOCAL
+    if is_raspberry_pi():
+        raise ConfigError(str(DEVICE_LOCAL), "", "no device config on this Pi; run "
+                          "`wearcap provision` or pass --config")
+    return find_profile("sim", "<default>")
+
+
+def load_default(path: str | Path | None = None) -> Config:
+    return load(Path(path) if path is not None else default_path())

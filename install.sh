@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Set up wearcap. Idempotent: run it again at any time.
+#
+#   ./install.sh          on a Raspberry Pi: system packages (incl. python3-picamera2), a venv
+#                         that sees them, the service user, directories and systemd units.
+#                         elsewhere: the dev setup (same as --dev).
+#   ./install.sh --dev    a venv in .venv with the dev extras, plus what the simulated rig and
+#                         the tests need (dbus-daemon for the private BlueZ, ffmpeg's ffprobe,
+#                         Node.js for the third-party tus server).
+#   ./install.sh --pi     force the Pi setup.
+set -euo pipefail
+cd "$(dirname "$0")"
+here=$(pwd)
+
+mode=auto
+for arg in "$@"; do
+  case "$arg" in
+    --dev) mode=dev ;;
+    --pi) mode=pi ;;
+    -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
+    *) echo "install.sh: unknown option $arg (use --dev or --pi)" >&2; exit 2 ;;
+  esac
+done
+if [ "$mode" = auto ]; then
+  if grep -qi 'raspberry pi' /proc/device-tree/model 2>/dev/null; then mode=pi; else mode=dev; fi
+fi
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
+sudo_() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+apt_install() {
+  local missing=()
+  for p in "$@"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  if ! command -v apt-get >/dev/null; then
+    echo "install.sh: please install: ${missing[*]}" >&2; return 0
+  fi
+  say "apt: ${missing[*]}"
+  sudo_ apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive sudo_ apt-get install -y -qq --no-install-recommends "${missing[@]}"
+}
+
+py=python3
+if [ "$mode" = pi ]; then
+  apt_install python3-venv python3-picamera2 python3-libcamera bluez dbus ffmpeg
+  [ -d .venv ] || { say "venv (with system site packages, for picamera2)"; $py -m venv --system-site-packages .venv; }
+  .venv/bin/pip install -q --upgrade pip
+  .venv/bin/pip install -q -e .
+  say "service user, directories, units"
+  id wearcap >/dev/null 2>&1 || sudo_ useradd --system --home /var/lib/wearcap --shell /usr/sbin/nologin --groups video,dialout,bluetooth wearcap
+  sudo_ install -d -o wearcap -g wearcap -m 0750 /var/lib/wearcap /var/lib/wearcap/spool
+  sudo_ install -d -m 0755 /etc/wearcap
+  sudo_ ln -sf "$here/.venv/bin/wearcap" /usr/local/bin/wearcap
+  for unit in systemd/*.service; do
+    sed "s#@PREFIX@#$here#g" "$unit" | sudo_ tee "/etc/systemd/system/$(basename "$unit")" >/dev/null
+  done
+  sudo_ systemctl daemon-reload
+  sudo_ systemctl enable wearcap-capture.service wearcap-sync.service >/dev/null
+  say "done. Next: wearcap provision, then wearcap selftest"
+else
+  apt_install python3-venv dbus ffmpeg nodejs npm
+  [ -d .venv ] || { say "venv in .venv"; $py -m venv .venv; }
+  .venv/bin/pip install -q --upgrade pip
+  .venv/bin/pip install -q -e '.[dev]'
+  if [ -f tests/interop/package.json ] && command -v npm >/dev/null; then
+    say "third-party tus server for the interop tests"
+    (cd tests/interop && npm install --silent --no-audit --no-fund >/dev/null)
+  fi
+  say "done. Record on the simulated rig: .venv/bin/wearcap run --duration 30"
+fi
