@@ -1,0 +1,1 @@
+"""Camera sources. Each backend is imported lazily by ``open_camera``."""
