@@ -58,7 +58,8 @@ if [ "$mode" = pi ]; then
   sudo_ systemctl enable wearcap-capture.service wearcap-sync.service >/dev/null
   say "done. Next: wearcap provision, then wearcap selftest"
 else
-  apt_install python3-venv dbus ffmpeg nodejs npm
+  apt_install python3-venv dbus ffmpeg
+  command -v npm >/dev/null || apt_install nodejs npm
   [ -d .venv ] || { say "venv in .venv"; $py -m venv .venv; }
   .venv/bin/pip install -q --upgrade pip
   .venv/bin/pip install -q -e '.[dev]'
