@@ -1,0 +1,1 @@
+"""Recording: the segment writer (MCAP), the roll policy, the spool and crash recovery."""

@@ -1,0 +1,116 @@
+"""The channels every segment carries, and how their messages are encoded.
+
+- ``/camera/h264``: ``foxglove.CompressedVideo`` (protobuf), one H.264 access unit per message,
+  so a segment plays in Foxglove as written. The message is encoded by hand (four fields) to
+  keep the hot path free of a protobuf object per frame; tests decode it with the official
+  generated class.
+- ``/camera/frames``: per-frame timing (msgpack, JSON schema declared).
+- ``/wearcap/gaps``: every loss (msgpack, JSON schema declared), always registered.
+- any ``ChannelSpec`` a source declares (msgpack, JSON schema).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+from agent.camera.base import FRAME_TIME_DOC
+from agent.sources import GAP_SCHEMA, GAP_TOPIC, ChannelSpec
+
+VIDEO_TOPIC = "/camera/h264"
+FRAMES_TOPIC = "/camera/frames"
+VIDEO_SCHEMA_NAME = "foxglove.CompressedVideo"
+FRAME_ID = "camera"
+
+VIDEO_DOC = (
+    "foxglove.CompressedVideo, format h264: data is one Annex B access unit (SPS/PPS before "
+    "every IDR, no B-frames); timestamp and log_time are the frame's mid-exposure instant on "
+    "the host timeline (CLOCK_MONOTONIC, seconds+nanos since boot)"
+)
+
+FRAMES_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "title": "wearcap.CameraFrame",
+    "description": "Timing of one camera frame. " + FRAME_TIME_DOC,
+    "properties": {
+        "index": {"type": "integer", "description": "frame counter since capture started; "
+                  "a jump means frames were lost (also written to /wearcap/gaps)"},
+        "sensor_ts_ns": {"type": "integer", "description": "raw sensor timestamp, ns"},
+        "host_ts_ns": {"type": "integer", "description": "mid-exposure, host timeline, ns "
+                       "(= log_time of this message and of the video message)"},
+        "exposure_us": {"type": "integer"},
+        "frame_duration_us": {"type": "integer"},
+        "keyframe": {"type": "boolean"},
+        "dropped_before": {"type": "integer", "description": "frames lost just before"},
+        "size": {"type": "integer", "description": "bytes of the access unit"},
+    },
+    "required": ["index", "sensor_ts_ns", "host_ts_ns", "exposure_us", "frame_duration_us",
+                 "keyframe", "dropped_before"],
+}
+
+FRAMES_SPEC = ChannelSpec(FRAMES_TOPIC, "wearcap.CameraFrame", FRAMES_SCHEMA,
+                          {"time_doc": FRAME_TIME_DOC})
+GAP_SPEC = ChannelSpec(GAP_TOPIC, "wearcap.Gap", GAP_SCHEMA,
+                       {"time_doc": "start_ns/end_ns: host timeline (CLOCK_MONOTONIC ns)"})
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelDef:
+    """Everything needed to register a channel (again) in an MCAP file."""
+
+    topic: str
+    message_encoding: str
+    schema_name: str
+    schema_encoding: str
+    schema_data: bytes
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+def msgpack_channel(spec: ChannelSpec) -> ChannelDef:
+    data = json.dumps(spec.schema, sort_keys=True).encode()
+    return ChannelDef(spec.topic, "msgpack", spec.schema_name, "jsonschema", data,
+                      dict(spec.metadata))
+
+
+@lru_cache(maxsize=1)
+def video_schema_data() -> bytes:
+    """The FileDescriptorSet of foxglove.CompressedVideo (with its imports)."""
+    from foxglove_schemas_protobuf.CompressedVideo_pb2 import CompressedVideo
+    from mcap_protobuf.schema import build_file_descriptor_set
+
+    return bytes(build_file_descriptor_set(CompressedVideo).SerializeToString())
+
+
+def video_channel() -> ChannelDef:
+    return ChannelDef(VIDEO_TOPIC, "protobuf", VIDEO_SCHEMA_NAME, "protobuf",
+                      video_schema_data(), {"time_doc": VIDEO_DOC})
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+
+_FRAME_ID_FIELD = b"\x12" + _varint(len(FRAME_ID)) + FRAME_ID.encode()
+_FORMAT_FIELD = b"\x22\x04h264"
+
+
+def encode_video(ts_ns: int, data: bytes) -> bytes:
+    """foxglove.CompressedVideo{timestamp, frame_id="camera", data, format="h264"}."""
+    sec, nsec = divmod(ts_ns, 1_000_000_000)
+    ts = b""
+    if sec:
+        ts += b"\x08" + _varint(sec)
+    if nsec:
+        ts += b"\x10" + _varint(nsec)
+    return b"".join((b"\x0a", _varint(len(ts)), ts, _FRAME_ID_FIELD,
+                     b"\x1a", _varint(len(data)), data, _FORMAT_FIELD))
