@@ -1,0 +1,237 @@
+"""The collector's upload logic, free of HTTP: create (with dedup), patch, verify, terminate,
+expire. Methods block on disk and SQLite; the HTTP layer calls them from worker threads.
+
+Every method that takes an upload id checks the asking device first; another device's upload
+is answered exactly like an unknown one (404), so ids of other namespaces leak nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import IO
+
+from agent.collector.auth import Principal
+from agent.collector.store import Backend, Database, LocalBackend, Staging, Upload
+from agent.collector.tus import CHECKSUM_MISMATCH, Checksum, SegmentMeta, TusError, next_state
+from agent.errors import CollectorError, InputError
+
+log = logging.getLogger("agent.collector")
+
+DEFAULT_MAX_SIZE = 4 * 1024**3
+DEFAULT_EXPIRE_SECONDS = 7 * 24 * 3600.0
+
+
+def open_data_dir(data: Path) -> Path:
+    """Create ``data`` if needed and prove it is writable, else a clear InputError (exit 2)."""
+    try:
+        data.mkdir(parents=True, exist_ok=True)
+        probe = data / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise InputError(f"data directory is not writable: {exc.strerror or exc}",
+                         path=str(data)) from exc
+    return data
+
+
+class Collector:
+    def __init__(self, data: Path, *, backend: Backend | None = None,
+                 max_size: int = DEFAULT_MAX_SIZE,
+                 expire_seconds: float = DEFAULT_EXPIRE_SECONDS,
+                 clock: Callable[[], float] = time.time) -> None:
+        open_data_dir(data)
+        self.data = data
+        self.db = Database(data / "collector.sqlite3")
+        self.staging = Staging(data / "staging")
+        self.backend: Backend = backend or LocalBackend(data / "objects")
+        self.max_size = max_size
+        self.expire_seconds = expire_seconds
+        self.clock = clock
+        self.local = LocalBackend(data / "objects")
+        fixed = self.db.reconcile(self.staging)
+        if fixed:
+            log.info("reconciled %d unfinished uploads with their staged bytes", fixed)
+
+    def close(self) -> None:
+        self.db.close()
+
+    # --- lookup ----------------------------------------------------------------------------
+    def lookup(self, who: Principal, upload_id: str) -> Upload:
+        up = self.db.get(upload_id) if len(upload_id) == 32 else None
+        if up is None or (not who.is_admin and up.device != who.device):
+            raise TusError(404, "no such upload")
+        if up.state == "expired":
+            raise TusError(410, "upload expired")
+        if up.state == "open" and up.expires is not None and self.clock() > up.expires:
+            self._expire(up)
+            raise TusError(410, "upload expired")
+        return up
+
+    def _expire(self, up: Upload) -> None:
+        next_state(up.state, "expire")
+        self.db.set_state(up.id, "expired")
+        self.staging.remove(up.id)
+        log.info("expired upload %s (%s)", up.id, up.segment_id)
+
+    def sweep_expired(self) -> int:
+        now = self.clock()
+        n = 0
+        for up in self.db.unfinished():
+            if up.state == "open" and up.expires is not None and now > up.expires:
+                self._expire(up)
+                n += 1
+        return n
+
+    # --- creation --------------------------------------------------------------------------
+    def create(self, who: Principal, length: int, meta: SegmentMeta) -> tuple[Upload, bool]:
+        """A new upload, or the existing one for the same (device, segment, sha256)."""
+        if who.device is None:
+            raise TusError(403, "only device tokens may upload")
+        with self.db.lock:
+            old = self.db.find_segment(who.device, meta.segment_id)
+            if old is not None and old.state == "open" and old.expires is not None \
+                    and self.clock() > old.expires:
+                self._expire(old)
+                old = None
+            if old is not None:
+                if old.sha256 != meta.sha256:
+                    raise TusError(409, f"segment {meta.segment_id} is already held with a "
+                                        f"different sha256; a device cannot overwrite")
+                if old.length != length:
+                    raise TusError(409, f"segment {meta.segment_id} is already held with "
+                                        f"Upload-Length {old.length}")
+                return old, False
+            now = self.clock()
+            up = Upload(secrets.token_hex(16), who.device, meta.segment_id, meta.seq,
+                        meta.sha256, length, 0, "open", now, now + self.expire_seconds, "", "")
+            self.staging.create(up.id)
+            self.db.insert(up, meta.to_json())
+        log.info("created upload %s for %s (%d bytes)", up.id, up.segment_id, length)
+        return up, True
+
+    # --- patch -----------------------------------------------------------------------------
+    def open_patch(self, up: Upload, checksum: Checksum | None) -> PatchWriter:
+        if up.state != "open":
+            raise TusError(409, f"upload is {up.state}", {"Upload-Offset": str(up.offset)})
+        return PatchWriter(self, up, checksum)
+
+    def committed(self, up: Upload, new_offset: int) -> Upload:
+        """Record ``new_offset`` (its bytes are already fsynced)."""
+        state = next_state(up.state, "last_patch" if new_offset == up.length else "patch")
+        expires = self.clock() + self.expire_seconds
+        self.db.set_offset(up.id, new_offset, state, expires)
+        return replace(up, offset=new_offset, state=state, expires=expires)
+
+    # --- verification ----------------------------------------------------------------------
+    def finalize(self, up: Upload) -> Upload:
+        """Hash a complete upload; verified -> into the backend, mismatch -> discarded + 460."""
+        if up.state != "complete":
+            return up
+        digest = self.staging.sha256(up.id)
+        if digest != up.sha256:
+            next_state(up.state, "hash_mismatch")
+            self.db.delete(up.id)
+            self.staging.remove(up.id)
+            log.warning("upload %s (%s) discarded: sha256 %s, metadata says %s",
+                        up.id, up.segment_id, digest, up.sha256)
+            raise TusError(CHECKSUM_MISMATCH,
+                           f"whole-file SHA-256 mismatch for {up.segment_id}: received bytes "
+                           f"hash to {digest}, metadata says {up.sha256}; the upload was "
+                           f"discarded, start this segment over")
+        next_state(up.state, "hash_match")
+        try:
+            key = self.backend.store(up, self.staging.path(up.id))
+        except CollectorError as exc:
+            raise TusError(503, f"verified, but storing failed: {exc}; retry") from exc
+        now = self.clock()
+        self.db.set_verified(up.id, self.backend.name, key, now)
+        self.staging.remove(up.id)
+        log.info("verified upload %s (%s) sha256=%s in %s", up.id, up.segment_id, digest,
+                 self.backend.name)
+        return replace(up, state="verified", expires=None, backend=self.backend.name,
+                       object_key=key)
+
+    # --- termination and reading -----------------------------------------------------------
+    def terminate(self, up: Upload) -> None:
+        next_state(up.state, "terminate")
+        if up.state == "verified":
+            self._backend_for(up).delete(up.object_key)
+        self.db.delete(up.id)
+        self.staging.remove(up.id)
+        log.info("terminated upload %s (%s)", up.id, up.segment_id)
+
+    def read(self, up: Upload) -> Iterator[bytes]:
+        if up.state != "verified":
+            raise TusError(404, "upload is not complete and verified")
+        return self._backend_for(up).read(up.object_key)
+
+    def _backend_for(self, up: Upload) -> Backend:
+        if up.backend == self.backend.name:
+            return self.backend
+        if up.backend == "local":
+            return self.local
+        raise TusError(503, f"upload is stored in the {up.backend} backend, not configured")
+
+
+class PatchWriter:
+    """Streams one PATCH body into the staging file at the committed offset.
+
+    Bytes go straight to the staging file (bounded memory); :meth:`finish` checks the chunk's
+    checksum and fsyncs before the new offset is committed. A rejected chunk is cut off again,
+    so the committed prefix never changes. A body cut short keeps what arrived, unless it
+    carried a checksum (then nothing of it can be trusted).
+    """
+
+    def __init__(self, collector: Collector, up: Upload, checksum: Checksum | None) -> None:
+        self.c = collector
+        self.up = up
+        self.checksum = checksum
+        self.hasher = checksum.hasher() if checksum else None
+        self.written = 0
+        self.limit = up.length - up.offset
+        self.f: IO[bytes] = open(collector.staging.path(up.id), "r+b")  # noqa: SIM115
+        self.f.seek(up.offset)
+        self.f.truncate(up.offset)
+
+    def write(self, data: bytes) -> None:
+        if self.written + len(data) > self.limit:
+            raise TusError(413, f"body runs past Upload-Length {self.up.length}")
+        self.f.write(data)
+        if self.hasher is not None:
+            self.hasher.update(data)
+        self.written += len(data)
+
+    def _discard(self) -> None:
+        self.f.truncate(self.up.offset)
+        self.f.close()
+
+    def finish(self) -> Upload:
+        """The body ended: check the chunk, make it durable, commit the new offset."""
+        if self.checksum is not None and self.hasher is not None \
+                and self.hasher.digest() != self.checksum.digest:
+            self._discard()
+            raise TusError(CHECKSUM_MISMATCH,
+                           f"{self.checksum.algorithm} checksum mismatch; chunk discarded",
+                           {"Upload-Offset": str(self.up.offset)})
+        return self._commit()
+
+    def _commit(self) -> Upload:
+        self.f.flush()
+        os.fsync(self.f.fileno())
+        self.f.close()
+        if self.written == 0:
+            return self.up
+        return self.c.committed(self.up, self.up.offset + self.written)
+
+    def abort(self, keep: bool) -> Upload:
+        """The body was cut (or refused): keep the received bytes if allowed, else drop them."""
+        if keep and self.checksum is None:
+            return self._commit()
+        self._discard()
+        return self.up

@@ -1,0 +1,242 @@
+"""wearcap collector: the reference collection server (tus 1.0) and its admin actions.
+
+Serve (the contract ``wearcap collector [--data D] [--listen HOST:PORT]``)::
+
+    wearcap collector --data D --listen 127.0.0.1:8750
+      -> prints "wearcap collector: listening on http://127.0.0.1:8750/files/ ..." on stdout
+         (with --listen 127.0.0.1:0 the line carries the port the system chose)
+
+Enroll a device and get its token (printed once; only its hash is stored)::
+
+    wearcap collector enroll DEVICE_ID --data D            -> the token alone on stdout
+    wearcap collector enroll DEVICE_ID --data D --json     -> {"device_id": ..., "token": ...}
+
+Enrolling works while the server runs (both use the same SQLite file in WAL mode), so a test
+can start ``python -m agent collector --data D --listen 127.0.0.1:PORT`` in a child process,
+run ``python -m agent collector enroll sim-0001 --data D`` (or call
+``agent.collector.auth.enroll(Database(D / "collector.sqlite3"), "sim-0001")`` in-process),
+and upload to ``http://127.0.0.1:PORT/files/`` with ``Authorization: Bearer <token>``.
+Enrolling again replaces the token.
+
+Other actions::
+
+    wearcap collector admin-token --data D    token for POST /devices, GET /devices, any report
+    wearcap collector report --data D [--json] [--device ID]   completeness per device
+    wearcap collector revoke DEVICE_ID --data D
+
+S3-compatible storage instead of the local directory: ``--s3-bucket B`` (plus
+``--s3-endpoint URL`` for MinIO/Ceph/..., ``--s3-prefix``, ``--s3-region``); the environment
+variables WEARCAP_S3_BUCKET / WEARCAP_S3_ENDPOINT work too; credentials come from the usual
+AWS variables. Staging and metadata stay in ``--data``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+HELP = "reference collection server (tus), device enrollment and completeness report"
+DEFAULT_LISTEN = "127.0.0.1:8750"
+
+
+def default_data() -> str:
+    env = os.environ.get("WEARCAP_COLLECTOR_DATA")
+    if env:
+        return env
+    if os.geteuid() == 0:
+        return "/var/lib/wearcap/collector"
+    xdg = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return str(Path(xdg) / "wearcap" / "collector")
+
+
+def _data_arg(p: argparse.ArgumentParser, top: bool) -> None:
+    p.add_argument("--data", metavar="D", default=default_data() if top else argparse.SUPPRESS,
+                   help="data directory (metadata, staging, local objects; default "
+                        "$WEARCAP_COLLECTOR_DATA or ~/.local/share/wearcap/collector)")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    _data_arg(p, True)
+    p.add_argument("--listen", metavar="HOST:PORT", default=DEFAULT_LISTEN,
+                   help=f"address to serve on (default {DEFAULT_LISTEN}; port 0 = any free)")
+    p.add_argument("--max-size", type=int, default=None, metavar="BYTES",
+                   help="Tus-Max-Size (default 4 GiB)")
+    p.add_argument("--expire-hours", type=float, default=168.0,
+                   help="unfinished uploads expire after this long without progress")
+    p.add_argument("--s3-bucket", default=os.environ.get("WEARCAP_S3_BUCKET", ""),
+                   help="store verified segments in this S3 bucket instead of --data/objects")
+    p.add_argument("--s3-endpoint", default=os.environ.get("WEARCAP_S3_ENDPOINT", ""),
+                   metavar="URL", help="S3-compatible endpoint (MinIO, Ceph, ...)")
+    p.add_argument("--s3-region", default=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"))
+    p.add_argument("--s3-prefix", default="", help="key prefix inside the bucket")
+    p.add_argument("--s3-create-bucket", action="store_true",
+                   help="create the bucket if it does not exist")
+    sub = p.add_subparsers(dest="action", metavar="ACTION")
+    e = sub.add_parser("enroll", help="enroll a device; prints its token once")
+    e.add_argument("device_id", metavar="DEVICE_ID")
+    e.add_argument("--first-seq", type=int, default=0,
+                   help="the device's first segment sequence number (for completeness)")
+    e.add_argument("--json", action="store_true")
+    _data_arg(e, False)
+    a = sub.add_parser("admin-token", help="issue the admin token (replaces the old one)")
+    a.add_argument("--json", action="store_true")
+    _data_arg(a, False)
+    r = sub.add_parser("report", help="completeness per device: received, verified, missing")
+    r.add_argument("--device", help="only this device")
+    r.add_argument("--json", action="store_true")
+    _data_arg(r, False)
+    v = sub.add_parser("revoke", help="revoke a device's token")
+    v.add_argument("device_id", metavar="DEVICE_ID")
+    _data_arg(v, False)
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    from agent.errors import UsageError
+
+    host, sep, port_text = value.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port_text.isdigit() or int(port_text) > 65535:
+        raise UsageError(f"--listen must be HOST:PORT (e.g. {DEFAULT_LISTEN}), got {value!r}")
+    return host, int(port_text)
+
+
+def _db(args: argparse.Namespace) -> Any:
+    from agent.collector.service import open_data_dir
+    from agent.collector.store import Database
+
+    data = open_data_dir(Path(args.data))
+    return Database(data / "collector.sqlite3")
+
+
+def run(args: argparse.Namespace) -> int:
+    action = getattr(args, "action", None)
+    if action == "enroll":
+        return _enroll(args)
+    if action == "admin-token":
+        return _admin(args)
+    if action == "report":
+        return _report(args)
+    if action == "revoke":
+        return _revoke(args)
+    return _serve(args)
+
+
+def _enroll(args: argparse.Namespace) -> int:
+    from agent.collector import auth
+
+    db = _db(args)
+    token = auth.enroll(db, args.device_id, first_seq=args.first_seq)
+    if args.json:
+        print(json.dumps({"device_id": args.device_id, "token": token}))
+    else:
+        print(token)
+        print(f"enrolled {args.device_id}; store this token on the device, it is not shown "
+              f"again", file=sys.stderr)
+    return 0
+
+
+def _admin(args: argparse.Namespace) -> int:
+    from agent.collector import auth
+
+    token = auth.admin_token(_db(args))
+    print(json.dumps({"token": token}) if args.json else token)
+    return 0
+
+
+def _revoke(args: argparse.Namespace) -> int:
+    from agent.collector import auth
+    from agent.errors import InputError
+
+    if not auth.revoke(_db(args), args.device_id):
+        raise InputError(f"device {args.device_id!r} has no token to revoke")
+    print(f"revoked {args.device_id}", file=sys.stderr)
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from agent.collector import completeness
+    from agent.errors import InputError
+
+    db = _db(args)
+    if args.device:
+        one = completeness.device_report(db, args.device)
+        if one is None:
+            raise InputError(f"device {args.device!r} is not enrolled")
+        reports = [one]
+    else:
+        reports = completeness.fleet_report(db)
+    if args.json:
+        print(json.dumps(reports, indent=2))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"wearcap collector: {args.data}")
+    for col in ("device", "received", "verified", "in progress", "highest seq", "missing",
+                "missing seqs", "GB"):
+        table.add_column(col, justify="left" if col in ("device", "missing seqs") else "right")
+    for r in reports:
+        style = "green" if r["complete"] else ("red" if r["missing_count"] else "")
+        table.add_row(r["device_id"], str(r["received"]), str(r["verified"]),
+                      str(r["in_progress"]),
+                      "-" if r["highest_seq"] is None else str(r["highest_seq"]),
+                      str(r["missing_count"]), completeness.format_ranges(r["missing"]),
+                      f"{r['verified_bytes'] / 1e9:.3f}", style=style)
+    Console().print(table)
+    return 0
+
+
+def _backend(args: argparse.Namespace) -> Any:
+    if not args.s3_bucket:
+        return None
+    from agent.collector.s3 import S3Backend
+
+    backend = S3Backend(args.s3_bucket, endpoint_url=args.s3_endpoint or None,
+                        region=args.s3_region, prefix=args.s3_prefix)
+    backend.check(create=args.s3_create_bucket)
+    return backend
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import logging
+    import socket
+
+    import uvicorn
+
+    from agent import sdnotify
+    from agent.collector.app import build_app
+    from agent.collector.service import DEFAULT_MAX_SIZE, Collector
+    from agent.errors import CollectorError, UsageError
+
+    host, port = parse_listen(args.listen)
+    if args.max_size is not None and args.max_size <= 0:
+        raise UsageError("--max-size must be a positive number of bytes")
+    if args.expire_hours <= 0:
+        raise UsageError("--expire-hours must be positive")
+    logging.getLogger("agent.collector").setLevel(logging.INFO)
+    collector = Collector(Path(args.data), backend=_backend(args),
+                          max_size=args.max_size or DEFAULT_MAX_SIZE,
+                          expire_seconds=args.expire_hours * 3600)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        sock = socket.create_server((host, port), family=family, backlog=128)
+    except OSError as exc:
+        raise CollectorError(f"cannot listen on {args.listen}: {exc.strerror or exc}") from exc
+    bound = sock.getsockname()[1]
+    shown = f"[{host}]" if family == socket.AF_INET6 else host
+    config = uvicorn.Config(build_app(collector), log_config=None, access_log=False,
+                            lifespan="on", timeout_keep_alive=30)
+    server = uvicorn.Server(config)
+    print(f"wearcap collector: listening on http://{shown}:{bound}/files/ "
+          f"(data {args.data}; storage {collector.backend.describe()})", flush=True)
+    sdnotify.notify("READY=1")
+    try:
+        server.run(sockets=[sock])
+    finally:
+        sock.close()
+        collector.close()
+    return 0
