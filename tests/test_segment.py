@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
@@ -56,7 +57,7 @@ def test_round_trip_with_the_mcap_reader():
             Message(GAP_TOPIC, frames[4].host_ts_ns,
                     {"stream": "left", "start_ns": 1, "end_ns": 2, "lost": 3,
                      "cause": "ring-overflow"})]
-    data, sha, size, w = write_segment(frames, msgs)
+    data, sha, size, _ = write_segment(frames, msgs)
     assert sha == hashlib.sha256(data).hexdigest() and size == len(data)
 
     reader = make_reader(io.BytesIO(data), validate_crcs=True)
@@ -98,9 +99,7 @@ def test_round_trip_with_the_mcap_reader():
 def test_camera_loss_is_written_as_a_gap_never_hidden():
     frames = encode_frames(10)
     # Lose frames 4 and 5 (index jump, dropped_before reported).
-    kept = frames[:4] + [frames[6].__class__(**{**{s: getattr(frames[6], s) for s in
-                                                 frames[6].__slots__}, "dropped_before": 2})]
-    kept += frames[7:]
+    kept = [*frames[:4], dataclasses.replace(frames[6], dropped_before=2), *frames[7:]]
     data, *_ = write_segment(kept)
     reader = make_reader(io.BytesIO(data))
     gaps = [msgpack.unpackb(m.data) for _, _, m in reader.iter_messages(topics=[GAP_TOPIC])]

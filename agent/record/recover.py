@@ -67,17 +67,17 @@ def _body(buf: bytes | mmap.mmap, start: int, end: int) -> ReadDataStream:
 
 def _try_chunk(buf: bytes | mmap.mmap, pos: int, n: int) -> tuple[Chunk, list[object]] | None:
     """Parse a chunk record at ``pos`` and check its CRC; None if it is not a good chunk."""
-    if pos + 9 + 36 > n or buf[pos] != Opcode.CHUNK:
+    if pos + 9 + 40 > n or buf[pos] != Opcode.CHUNK:
         return None
     length = _U64.unpack_from(buf, pos + 1)[0]
     end = pos + 9 + length
-    if end > n or length < 36:
+    if end > n or length < 40:
         return None
     try:
         chunk = Chunk.read(_body(buf, pos + 9, end))
         if chunk.compression not in ("", "zstd", "lz4") or chunk.uncompressed_crc == 0:
             return None
-        if len(chunk.data) != length - 36 - len(chunk.compression.encode()):
+        if len(chunk.data) != length - 40 - len(chunk.compression.encode()):
             return None
         return chunk, list(breakup_chunk(chunk, validate_crc=True))
     except Exception:

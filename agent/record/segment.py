@@ -12,6 +12,7 @@ crash can lose. Records in the file, in order:
 from __future__ import annotations
 
 import base64
+import errno
 import hashlib
 import json
 import os
@@ -24,7 +25,7 @@ from mcap.writer import CompressionType, Writer
 
 from agent import __version__
 from agent.camera.base import FRAME_TIME_DOC, EncodedFrame
-from agent.errors import SpoolError
+from agent.errors import DiskFullError, SpoolError
 from agent.sources import GAP_TOPIC, ChannelSpec, Message
 from agent.timeline import TIMELINE_DOC, ClockAnchor
 
@@ -101,7 +102,10 @@ class _HashingStream:
         self.size = 0
 
     def write(self, data: bytes) -> int:
-        self.out.write(data)
+        try:
+            self.out.write(data)
+        except OSError as exc:
+            raise _io_error(exc) from exc
         self.sha.update(data)
         self.size += len(data)
         return len(data)
@@ -110,7 +114,17 @@ class _HashingStream:
         return self.size
 
     def flush(self) -> None:
-        self.out.flush()
+        try:
+            self.out.flush()
+        except OSError as exc:
+            raise _io_error(exc) from exc
+
+
+def _io_error(exc: OSError) -> SpoolError:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return DiskFullError(f"disk full while writing a segment ({exc.strerror}); "
+                             "recording stopped, nothing was deleted")
+    return SpoolError(f"cannot write a segment: {exc.strerror}")
 
 
 def _default_sync(stream: IO[bytes]) -> Callable[[], None]:
@@ -119,7 +133,10 @@ def _default_sync(stream: IO[bytes]) -> Callable[[], None]:
             fd = stream.fileno()
         except (AttributeError, OSError, ValueError):
             return
-        os.fsync(fd)
+        try:
+            os.fsync(fd)
+        except OSError as exc:
+            raise _io_error(exc) from exc
     return sync
 
 

@@ -1,0 +1,251 @@
+"""The capture service: camera and sources in, sealed segments out.
+
+One writer loop (the caller's thread) polls the camera, drains the sources every
+``drain_seconds``, writes, closes a chunk and fsyncs every ``chunk_seconds``, rolls at
+keyframes and seals. Everything it touches is injected (camera, sources, spool, clock,
+notify, stop event), so tests drive it with a real encoder on a controlled timeline.
+
+On start every leftover ``.part`` is recovered. ``stop`` (set by SIGINT/SIGTERM) ends the
+loop; the camera is stopped, its last frames and the sources' last messages are written and
+the open segment is sealed. A full disk seals what is open and raises DiskFullError.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+from agent import sdnotify
+from agent.camera.base import Camera, EncodedFrame
+from agent.record.recover import Recovery, recover_all
+from agent.record.roller import Decision, RollPolicy
+from agent.record.segment import SegmentHeader, SegmentWriter
+from agent.record.spool import SealedSegment, Spool
+from agent.sources import Message, Source
+from agent.timeline import Clock, ClockAnchor, monotonic_ns, read_anchor
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class CaptureSettings:
+    device_id: str
+    config_digest: str
+    segment_seconds: float = 60.0
+    chunk_seconds: float = 1.0
+    chunk_bytes: int = 4 << 20
+    drain_seconds: float = 0.05
+    disk_check_seconds: float = 5.0
+    watchdog_seconds: float = 1.0
+    duration: float | None = None
+    margin_bytes: int = 8 << 20
+    """Room a segment's next few seconds need, checked with the reserve."""
+
+
+@dataclass
+class CaptureResult:
+    sealed: list[SealedSegment] = field(default_factory=list)
+    recovered: list[Recovery] = field(default_factory=list)
+    frames: int = 0
+    gaps: int = 0
+    first_frame_ns: int | None = None
+
+
+def _stderr_status(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+class CaptureService:
+    def __init__(self, settings: CaptureSettings, spool: Spool, camera: Camera | None,
+                 sources: list[Source], *, clock: Clock = monotonic_ns,
+                 notify: Callable[[str], Any] = sdnotify.notify,
+                 status: Callable[[str], None] = _stderr_status,
+                 anchor: Callable[[], ClockAnchor] | None = None,
+                 stop: threading.Event | None = None) -> None:
+        self.s = settings
+        self.spool = spool
+        self.camera = camera
+        self.sources = sources
+        self.clock = clock
+        self.notify = notify
+        self.status = status
+        self.anchor = anchor or (lambda: read_anchor(clock))
+        self.stop = stop or threading.Event()
+        self.policy = RollPolicy(settings.segment_seconds)
+        self.result = CaptureResult()
+        self._seg: SegmentWriter | None = None
+        self._fh: IO[bytes] | None = None
+        self._pending: list[Message] = []
+        self._ready = False
+        self._last_index: int | None = None
+        self._last_frame_ns: int | None = None
+
+    # ------------------------------------------------------------ segments
+    def _open(self) -> None:
+        self.spool.check_space(self.s.margin_bytes)
+        seq = self.spool.next_seq()
+        prev_seq, prev_sha = self.spool.chain()
+        header = SegmentHeader(self.s.device_id, seq, prev_seq, prev_sha, self.s.config_digest,
+                               self.anchor())
+        channels = [c for src in self.sources for c in src.channels()]
+        meta = {src.name: src.segment_metadata() for src in self.sources}
+        self._fh = self.spool.open_part(seq)
+        self._seg = SegmentWriter(self._fh, header, sources_metadata=meta, channels=channels,
+                                  video=self.camera is not None, chunk_bytes=self.s.chunk_bytes)
+        self._seg.continue_from(self._last_index, self._last_frame_ns)
+        for m in self._pending:
+            self._seg.write_message(m)
+        self._pending.clear()
+        self._last_ckpt = self.clock()
+
+    def _seal(self) -> None:
+        seg, fh = self._seg, self._fh
+        if seg is None or fh is None:
+            return
+        self._seg = self._fh = None
+        sha, size = seg.close()
+        sealed = self.spool.seal(seg.header.seq, fh, sha, size)
+        self.result.sealed.append(sealed)
+        self.result.gaps += seg.gaps
+        dur = ((seg.last_ns or 0) - (seg.first_ns or 0)) / 1e9
+        self.status(f"sealed {sealed.id}: {seg.frames} frames, {seg.gaps} gaps, "
+                    f"{size / 1e6:.1f} MB, {dur:.1f} s")
+
+    # ------------------------------------------------------------ input
+    def _on_frame(self, f: EncodedFrame) -> None:
+        d = self.policy.on_frame(f.host_ts_ns, f.keyframe)
+        if d is Decision.REQUEST_KEYFRAME and self.camera is not None:
+            self.camera.request_keyframe()
+        elif d is Decision.ROLL:
+            self._seal()
+        if self._seg is None:
+            if not f.keyframe:
+                log.warning("segment starts on a non-key frame %d", f.index)
+            self._open()
+            self.policy.opened(f.host_ts_ns)
+        assert self._seg is not None
+        self._seg.write_frame(f)
+        self._last_index, self._last_frame_ns = f.index, f.host_ts_ns
+        self.result.frames += 1
+        if self.result.first_frame_ns is None:
+            self.result.first_frame_ns = f.host_ts_ns
+        if not self._ready:
+            self._ready = True
+            self.notify("READY=1")
+
+    def _drain(self) -> None:
+        for src in self.sources:
+            for m in src.drain():
+                if self._seg is None:
+                    self._pending.append(m)
+                else:
+                    self._seg.write_message(m)
+
+    def _poll_camera(self, wait: float) -> int:
+        cam = self.camera
+        if cam is None:
+            self.stop.wait(wait)
+            now = self.clock()
+            d = self.policy.on_tick(now)
+            if d is Decision.ROLL:
+                self._seal()
+            if self._seg is None:
+                self._open()
+                self.policy.opened(now)
+                if not self._ready:
+                    self._ready = True
+                    self.notify("READY=1")
+            return 0
+        cam.wait(wait)
+        frames = cam.poll(64)
+        for f in frames:
+            self._on_frame(f)
+        return len(frames)
+
+    # ------------------------------------------------------------ loop
+    def run(self) -> CaptureResult:
+        self.spool.lock()
+        try:
+            self.result.recovered = recover_all(self.spool)
+            for r in self.result.recovered:
+                self.status(f"recovered {r.id}: {r.outcome}, {r.frames} frames"
+                            + (f" ({r.reason})" if r.reason else ""))
+            self.spool.check_space(self.s.margin_bytes)
+            self._loop()
+        finally:
+            self.spool.unlock()
+        return self.result
+
+    def _loop(self) -> None:
+        started: list[Any] = []
+        t0 = self.clock()
+        end = t0 + int(self.s.duration * 1e9) if self.s.duration is not None else None
+        last_drain = last_disk = last_dog = t0
+        self._last_ckpt = t0
+        try:
+            if self.camera is not None:
+                self.camera.start()
+                started.append(self.camera)
+            for src in self.sources:
+                src.start()
+                started.append(src)
+            while not self.stop.is_set():
+                self._poll_camera(self.s.drain_seconds)
+                now = self.clock()
+                if now - last_drain >= self.s.drain_seconds * 1e9:
+                    self._drain()
+                    last_drain = now
+                if self._seg is not None and now - self._last_ckpt >= self.s.chunk_seconds * 1e9:
+                    self._seg.checkpoint()
+                    self._last_ckpt = now
+                if now - last_dog >= self.s.watchdog_seconds * 1e9:
+                    self.notify("WATCHDOG=1")
+                    last_dog = now
+                if now - last_disk >= self.s.disk_check_seconds * 1e9:
+                    self.spool.check_space(self.s.margin_bytes // 4)
+                    last_disk = now
+                if end is not None and now >= end:
+                    break
+        except BaseException:
+            self._shutdown(started, failing=True)
+            raise
+        self._shutdown(started, failing=False)
+
+    def _shutdown(self, started: list[Any], failing: bool) -> None:
+        """Stop inputs, write what they still hold, seal. When ``failing``, the error that
+        stopped the loop wins; otherwise the first error here is raised after sealing."""
+        self.notify("STOPPING=1")
+        err: BaseException | None = None
+        for thing in reversed(started):
+            try:
+                thing.stop()
+            except Exception as exc:
+                log.error("stopping %s: %s", thing, exc)
+                err = err or exc
+        try:
+            if self.camera is not None and self.camera in started:
+                deadline = time.monotonic() + 2.0
+                while time.monotonic() < deadline:
+                    frames = self.camera.poll(64)
+                    if not frames:
+                        break
+                    for f in frames:
+                        self._on_frame(f)
+            self._drain()
+            if self._seg is None and self._pending:
+                self._open()  # messages but no frame: they still get a segment
+        except Exception as exc:
+            err = err or exc
+        try:
+            self._seal()
+        except Exception as exc:
+            # The part file stays in active/ and is recovered on the next start.
+            log.error("could not seal the open segment: %s", exc)
+            err = err or exc
+        if err is not None and not failing:
+            raise err
