@@ -1,0 +1,11 @@
+"""The sync service: uploads sealed segments to a tus 1.0 collector, verified, exactly once.
+
+    tus.py        sans-IO tus client: requests to send, responses interpreted as events
+    uploader.py   the httpx adapter: runs one upload, streaming chunks from disk
+    state.py      SQLite state: one row per segment, the lifecycle table
+    watcher.py    discovery: watchdog on ``<spool>/sealed/`` plus a periodic rescan
+    policy.py     opportunistic rules (pure) and the thin probes that observe the situation
+    backoff.py    capped, jittered retry delays (pure)
+    retention.py  which verified segments to evict, and evicting them
+    service.py    the loop that ties them together (``wearcap sync``)
+"""
