@@ -131,6 +131,18 @@ class SyncSection:
     only_while_charging: bool = _f(False)
     bandwidth_kbps: int = _f(0, min=0)
     pause_while_recording: bool = _f(False)
+    write_timeout: float = _f(30.0, min=0.1)
+    """A send that makes no progress this long aborts (also bounded by stall_seconds)."""
+    backoff_base: float = _f(2.0, min=0.0, max=3600.0)
+    backoff_cap: float = _f(300.0, min=0.0, max=86400.0)
+    probe_seconds: float = _f(30.0, min=0.1)
+    """How often an unreachable collector is probed again (OPTIONS)."""
+    battery_file: str = _f("")
+    """Battery state written by the capture service/MCU ("" = ``<spool>/battery.json``)."""
+    charging_unknown_allows: bool = _f(True)
+    """With only_while_charging: an unknown battery state (no gauge) counts as charging."""
+    once_attempts: int = _f(5, min=1, max=1000)
+    """With --once: failed attempts per segment before giving up on it for this run."""
 
 
 @dataclass(frozen=True, slots=True)
