@@ -91,7 +91,8 @@ class EncoderCamera:
 
     encoder_name = "libx264"
 
-    def __init__(self, limit: int, *, drops: dict[int, int] | None = None, **kw: Any) -> None:
+    def __init__(self, limit: int, *, drops: dict[int, int] | None = None,
+                 on_exhausted: Any = None, **kw: Any) -> None:
         self._src = H264Source(**kw)
         self.width, self.height, self.fps = self._src.width, self._src.height, self._src.fps
         self.limit = limit
@@ -99,6 +100,7 @@ class EncoderCamera:
         self.produced = 0
         self.keyframe_requests = 0
         self.started = self.stopped = False
+        self.on_exhausted = on_exhausted
         self._lock = threading.Lock()
 
     def start(self) -> None:
@@ -109,12 +111,16 @@ class EncoderCamera:
         self._src.request_keyframe()
 
     def poll(self, max_frames: int = 64) -> list[EncodedFrame]:
-        out = []
+        out: list[EncodedFrame] = []
+        if self.stopped:
+            return out
         with self._lock:
             while self.produced < self.limit and len(out) < min(max_frames, 4):
                 lost = self.drops.get(self.produced, 0)
                 out.append(self._src.next(dropped_before=lost, skip=lost))
                 self.produced += 1
+        if self.exhausted and self.on_exhausted is not None:
+            self.on_exhausted()
         return out
 
     def wait(self, timeout: float) -> bool:

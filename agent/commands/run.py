@@ -1,0 +1,79 @@
+"""wearcap run: the capture service (records the rig into sealed segments in the spool)."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import signal
+import threading
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from agent.config import Config
+    from agent.sources import Source
+
+HELP = "record the camera and sensors into sealed segments (the capture service)"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", metavar="F", help="config file (default: the device config, "
+                   "or the simulated rig on a machine that is not a Pi)")
+    p.add_argument("--duration", metavar="S", type=float,
+                   help="stop cleanly after S seconds (default: run until SIGINT/SIGTERM)")
+    p.add_argument("--spool", metavar="D", help="spool directory (overrides spool.path)")
+
+
+def _wrist_sources(cfg: Config) -> list[Source]:
+    """The wrist-band (and MCU) sources of this rig. The wrist-band issue fills this in."""
+    return []
+
+
+def _sim_rig(cfg: Config) -> AbstractContextManager[Any]:
+    """What the simulated rig needs around a recording (private BlueZ, simulated devices).
+    The wrist-band issue fills this in; nothing is needed for the camera alone."""
+    return contextlib.nullcontext()
+
+
+def run(args: argparse.Namespace) -> int:
+    from agent import config
+    from agent.capture import CaptureService, CaptureSettings
+    from agent.errors import UsageError
+    from agent.record.spool import Spool
+
+    if args.duration is not None and not args.duration > 0:
+        raise UsageError(f"--duration must be a positive number of seconds, got {args.duration}")
+    cfg = config.load_default(args.config)
+    root = Path(args.spool).expanduser() if args.spool else cfg.spool_path
+    spool = Spool(root, cfg.device.id, reserve_mb=cfg.spool.reserve_mb,
+                  max_gb=cfg.spool.max_gb)
+    settings = CaptureSettings(
+        device_id=cfg.device.id, config_digest=cfg.digest(),
+        segment_seconds=cfg.segment.seconds, chunk_seconds=cfg.segment.chunk_seconds,
+        chunk_bytes=cfg.segment.chunk_bytes, duration=args.duration)
+
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        stop.set()
+
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with _sim_rig(cfg):
+            sources = _wrist_sources(cfg)
+            camera = None
+            if cfg.camera.backend != "none":
+                from agent.camera.open import open_camera
+                from agent.timeline import monotonic_ns
+
+                camera = open_camera(cfg.camera, monotonic_ns)
+            service = CaptureService(settings, spool, camera, sources, stop=stop)
+            result = service.run()
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+    size = sum(s.size for s in result.sealed)
+    print(f"recorded {result.frames} frames into {len(result.sealed)} sealed segment(s), "
+          f"{size / 1e6:.1f} MB, {result.gaps} gap(s) -> {spool.sealed}", flush=True)
+    return 0
