@@ -7,7 +7,9 @@ capture service can be tested at full speed on a controlled timeline.
 
 from __future__ import annotations
 
+import sys
 import threading
+import time
 from collections.abc import Iterator
 from fractions import Fraction
 from typing import Any
@@ -23,7 +25,8 @@ class H264Source:
     """libx264 (ultrafast, zerolatency, no B-frames, SPS/PPS on every IDR) on testsrc."""
 
     def __init__(self, width: int = 160, height: int = 96, fps: int = 30, gop: int = 60,
-                 t0_ns: int = T0_NS, exposure_us: int = 8000) -> None:
+                 t0_ns: int = T0_NS, exposure_us: int = 8000, clock: Any = None) -> None:
+        self.clock = clock
         self.width, self.height, self.fps = width, height, fps
         self._in = av.open(f"testsrc=size={width}x{height}:rate={fps}", format="lavfi")
         self._frames = self._in.decode(video=0)
@@ -59,7 +62,7 @@ class H264Source:
         packets = self._ctx.encode(frame)
         assert len(packets) == 1, "zerolatency must give one packet per frame"
         pkt = packets[0]
-        host = self.t0_ns + self._n * self.period_ns
+        host = self.t0_ns + self._n * self.period_ns if self.clock is None else self.clock()
         ef = EncodedFrame(
             data=bytes(pkt), keyframe=bool(pkt.is_keyframe), index=self._n,
             sensor_ts_ns=host + self.exposure_us * 500, host_ts_ns=host,
@@ -92,8 +95,13 @@ class EncoderCamera:
     encoder_name = "libx264"
 
     def __init__(self, limit: int, *, drops: dict[int, int] | None = None,
-                 on_exhausted: Any = None, **kw: Any) -> None:
+                 on_exhausted: Any = None, paced: bool = False, **kw: Any) -> None:
+        """``paced``: frame k exists at start + k/fps on CLOCK_MONOTONIC and is stamped then."""
+        self.paced = paced
+        if paced:
+            kw["clock"] = time.monotonic_ns
         self._src = H264Source(**kw)
+        self._t0 = 0
         self.width, self.height, self.fps = self._src.width, self._src.height, self._src.fps
         self.limit = limit
         self.drops = drops or {}
@@ -105,6 +113,10 @@ class EncoderCamera:
 
     def start(self) -> None:
         self.started = True
+        self._t0 = time.monotonic_ns()
+
+    def _due(self) -> int:
+        return self._t0 + self.produced * self._src.period_ns
 
     def request_keyframe(self) -> None:
         self.keyframe_requests += 1
@@ -115,7 +127,8 @@ class EncoderCamera:
         if self.stopped:
             return out
         with self._lock:
-            while self.produced < self.limit and len(out) < min(max_frames, 4):
+            while (self.produced < self.limit and len(out) < min(max_frames, 4)
+                   and (not self.paced or self._due() <= time.monotonic_ns())):
                 lost = self.drops.get(self.produced, 0)
                 out.append(self._src.next(dropped_before=lost, skip=lost))
                 self.produced += 1
@@ -124,6 +137,9 @@ class EncoderCamera:
         return out
 
     def wait(self, timeout: float) -> bool:
+        if self.paced:
+            delay = (self._due() - time.monotonic_ns()) / 1e9
+            time.sleep(max(0.0, min(timeout, delay)))
         return self.produced < self.limit
 
     @property
@@ -136,3 +152,21 @@ class EncoderCamera:
     def stop(self) -> None:
         self.stopped = True
         self._src.close()
+
+
+def _child(spool: str, chunk_seconds: float) -> None:
+    """A capture service on a paced encoder camera (for crash harnesses); READY on stdout."""
+    from pathlib import Path
+
+    from agent.capture import CaptureService, CaptureSettings
+    from agent.record.spool import Spool
+
+    st = CaptureSettings(device_id="crash", config_digest="x", segment_seconds=60.0,
+                         chunk_seconds=chunk_seconds)
+    cam = EncoderCamera(10**9, paced=True, width=320, height=240)
+
+    CaptureService(st, Spool(Path(spool), "crash"), cam, []).run()
+
+
+if __name__ == "__main__":
+    _child(sys.argv[1], float(sys.argv[2]))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import shutil
 import threading
 from pathlib import Path
@@ -107,7 +108,7 @@ def test_roll_at_keyframes_loses_no_frame(tmp_path):
     assert indexes == list(range(160))  # continuous across every roll, nothing twice
     # Each roll happened at the first keyframe at/after 1 s (the encoder answers a request
     # within the frames already in flight: at most one poll batch of 4).
-    for a, b in zip(starts, starts[1:], strict=False):
+    for a, b in itertools.pairwise(starts):
         assert 1_000_000_000 <= b - a <= 1_000_000_000 + 5 * 33_333_333
     assert ticks == src.n  # every drained message landed in some segment
     assert notes[0] == "READY=1"
