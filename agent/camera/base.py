@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import Any, Protocol
+
+import numpy as np
+
+from agent.errors import SourceError
+from agent.ring import ByteRing
 
 FRAME_TIME_DOC = (
     "sensor_ts_ns: raw sensor timestamp as the camera stack reports it (on a Pi the CSI "
@@ -56,3 +62,80 @@ class Camera(Protocol):
     def stop(self) -> None:
         """Stop capture, flush the encoder into the ring, join the thread."""
         ...
+
+
+# ---------------------------------------------------------------- shared by the backends
+
+FRAME_META = np.dtype([
+    ("index", "<u8"), ("sensor_ts_ns", "<i8"), ("host_ts_ns", "<i8"), ("exposure_us", "<u4"),
+    ("frame_duration_us", "<u4"), ("dropped_before", "<u4"), ("keyframe", "u1"),
+])
+"""The metadata stored next to each encoded frame in a backend's ByteRing."""
+
+
+class FrameRing:
+    """Encoded frames from a backend's thread (the producer) to the writer (the consumer).
+
+    ``push`` never blocks. A frame that does not fit is dropped and counted, and the loss is
+    carried in ``dropped_before`` of the next frame that does fit; ``push`` returns False so
+    the backend can make its next frame an IDR (what follows a lost frame cannot be decoded
+    until then). ``fail`` records a fatal source error: ``poll`` raises it once every frame
+    produced before it has been handed out.
+    """
+
+    def __init__(self, capacity_bytes: int, max_frames: int = 1024) -> None:
+        self.ring = ByteRing(capacity_bytes, max_frames, FRAME_META)
+        self._ready = threading.Event()
+        self._carry = 0  # producer: frames lost since the last frame that was pushed
+        self.pushed = 0
+        self.error: SourceError | None = None
+
+    # producer
+    def push(self, data: bytes, *, keyframe: bool, index: int, sensor_ts_ns: int,
+             host_ts_ns: int, exposure_us: int, frame_duration_us: int,
+             dropped_before: int = 0) -> bool:
+        lost = dropped_before + self._carry
+        meta = (index, sensor_ts_ns, host_ts_ns, exposure_us, frame_duration_us,
+                min(lost, 0xFFFFFFFF), keyframe)
+        if not self.ring.push(data, meta):
+            self._carry = lost + 1
+            return False
+        self._carry = 0
+        self.pushed += 1
+        self._ready.set()
+        return True
+
+    def fail(self, error: SourceError) -> None:
+        self.error = error
+        self._ready.set()
+
+    # consumer
+    def poll(self, max_frames: int = 64) -> list[EncodedFrame]:
+        out: list[EncodedFrame] = []
+        while len(out) < max_frames:
+            item = self.ring.pop()
+            if item is None:
+                break
+            m, data = item
+            out.append(EncodedFrame(
+                data=data, keyframe=bool(m["keyframe"]), index=int(m["index"]),
+                sensor_ts_ns=int(m["sensor_ts_ns"]), host_ts_ns=int(m["host_ts_ns"]),
+                exposure_us=int(m["exposure_us"]),
+                frame_duration_us=int(m["frame_duration_us"]),
+                dropped_before=int(m["dropped_before"])))
+        if not out and self.error is not None:
+            raise self.error
+        return out
+
+    def wait(self, timeout: float) -> bool:
+        if len(self.ring) or self.error is not None:
+            return True
+        self._ready.clear()
+        if len(self.ring) or self.error is not None:
+            return True
+        return self._ready.wait(timeout)
+
+    def stats(self) -> dict[str, Any]:
+        return {"ring_frames": len(self.ring), "ring_bytes": self.ring.used_bytes,
+                "ring_dropped_frames": self.ring.dropped_records,
+                "ring_dropped_bytes": self.ring.dropped_bytes}
