@@ -130,7 +130,7 @@ def test_sigterm_seals_and_exits_0(tmp_path):
     try:
         assert notify.wait_for("READY=1")
         p.send_signal(signal.SIGTERM)
-        out, err = p.communicate(timeout=30)
+        _out, err = p.communicate(timeout=30)
     finally:
         if p.poll() is None:
             p.kill()
