@@ -23,7 +23,7 @@ def _render(rep: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    con = Console()
+    con = Console(width=max(100, Console().width))
     flags = []
     if rep["recovered"]:
         flags.append("[yellow]recovered[/]")
@@ -32,9 +32,9 @@ def _render(rep: dict[str, Any]) -> None:
     prev = rep["previous_sha256"][:16] or "-"
     con.print(f"[bold]{rep['id']}[/]  seq {rep['sequence']}  prev {rep['previous_sequence']}:"
               f"{prev}  {rep['duration_s']:.2f} s  {rep['frames']} frames  " + " ".join(flags))
-    t = Table(show_edge=False, pad_edge=False)
-    for col in ("stream", "msgs", "rate Hz", "first s", "last s", "gaps (reported/interval)",
-                "interval ms p50/p99/max"):
+    t = Table(show_edge=False, pad_edge=False, collapse_padding=True)
+    for col in ("stream", "msgs", "Hz", "first s", "last s", "gaps rep/ivl",
+                "ms p50/p99/max"):
         t.add_column(col, justify="left" if col == "stream" else "right")
     for topic, st in rep["streams"].items():
         iv = st.get("interval_ms")
