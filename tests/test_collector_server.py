@@ -330,3 +330,25 @@ def test_patch_memory_does_not_grow_with_body_size(srv, dev):
     print(f"peak traced memory: 2 MiB PATCH {small >> 10} KiB, 8 MiB PATCH {big >> 10} KiB")
     assert big < small + 1024 * 1024
     assert big < 8 * 1024 * 1024 / 2
+
+
+def test_parallel_devices_upload_at_once(srv):
+    from concurrent.futures import ThreadPoolExecutor
+
+    devices = [f"rig-{i}" for i in range(4)]
+    tokens = {d: srv.enroll(d) for d in devices}
+
+    def work(device: str) -> list[str]:
+        c = srv.client(tokens[device])
+        try:
+            return [c.upload(device, seq, os.urandom(20_000 + seq), chunk=7000)
+                    for seq in range(5)]
+        finally:
+            c.close()
+
+    with ThreadPoolExecutor(4) as pool:
+        locations = [loc for locs in pool.map(work, devices) for loc in locs]
+    assert len(set(locations)) == 20
+    assert len(objects(srv)) == 20 and staged(srv) == []
+    from agent.collector.completeness import fleet_report
+    assert all(r["complete"] and r["verified"] == 5 for r in fleet_report(srv.collector.db))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import itertools
 
 import pytest
 from hypothesis import given
@@ -109,4 +110,4 @@ def test_missing_ranges_partition(have, first):
     gaps = missing_ranges(have, first, last)
     missing = {s for a, b in gaps for s in range(a, b + 1)}
     assert missing == set(range(first, last + 1)) - have
-    assert all(b1 + 1 < a2 for (_, b1), (a2, _) in zip(gaps, gaps[1:], strict=False))
+    assert all(b1 + 1 < a2 for (_, b1), (a2, _) in itertools.pairwise(gaps))

@@ -111,9 +111,15 @@ class CollectorApp:
             except tus.TusError:
                 await run(writer.abort, False)
                 raise
-            except ClientDisconnect:
+            except ClientDisconnect:  # the client left: keep what arrived
                 with anyio.CancelScope(shield=True):
                     await run(writer.abort, True)
+                raise
+            except anyio.get_cancelled_exc_class():
+                if not scope.cancel_called:
+                    # the server is shutting down: keep what arrived, now, without awaiting
+                    # (the task is cancelled from outside; no await would run to the end)
+                    writer.abort(True)
                 raise
             finally:
                 slot.streaming = None
@@ -144,14 +150,14 @@ class CollectorApp:
             raise tus.TusError(403, "only device tokens may upload")
         meta = tus.validate_segment(
             tus.parse_metadata(request.headers.get("upload-metadata")), who.device)
-        up, created = await run(self.c.create, who, length, meta)
-        location = str(request.url_for("upload", upload_id=up.id))
         has_body = request.headers.get("content-length", "0") != "0" or \
             "chunked" in request.headers.get("transfer-encoding", "")
+        if has_body and request.headers.get("content-type", "").split(";")[0].strip() \
+                != tus.OFFSET_CONTENT_TYPE:
+            raise tus.TusError(415, f"a body on POST needs {tus.OFFSET_CONTENT_TYPE}")
+        up, created = await run(self.c.create, who, length, meta)
+        location = str(request.url_for("upload", upload_id=up.id))
         if created and has_body:
-            if request.headers.get("content-type", "").split(";")[0].strip() \
-                    != tus.OFFSET_CONTENT_TYPE:
-                raise tus.TusError(415, f"a body on POST needs {tus.OFFSET_CONTENT_TYPE}")
             async with self.locks.hold(up.id) as slot:
                 up = await self._write(request, slot, up)
         elif up.state == "complete":

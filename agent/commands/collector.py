@@ -229,7 +229,8 @@ def _serve(args: argparse.Namespace) -> int:
     bound = sock.getsockname()[1]
     shown = f"[{host}]" if family == socket.AF_INET6 else host
     config = uvicorn.Config(build_app(collector), log_config=None, access_log=False,
-                            lifespan="on", timeout_keep_alive=30)
+                            lifespan="on", timeout_keep_alive=30,
+                            timeout_graceful_shutdown=5)
     server = uvicorn.Server(config)
     print(f"wearcap collector: listening on http://{shown}:{bound}/files/ "
           f"(data {args.data}; storage {collector.backend.describe()})", flush=True)
