@@ -5,6 +5,7 @@
         proxy.cut_after(100_000)                  # cut the connection after N more bytes up
         proxy.drop_next()                         # close the next new connection at once
         proxy.stall(5.0)                          # forward nothing for 5 s, connection open
+        proxy.stall_after(100_000, 5.0)           # ... starting after N more bytes up
         proxy.drop_all()                          # drop every open connection now
         proxy.refuse(); proxy.accept()            # server down (connection refused) / back up
         proxy.upstream = other_port               # the server restarted elsewhere
@@ -37,6 +38,7 @@ class FaultProxy:
         self._cut: int | None = None
         self._drop = 0
         self._stall_until = 0.0
+        self._stall_at: tuple[int, float] | None = None
         self._next = {True: 0.0, False: 0.0}
         self._conns: set[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = set()
         self._server: asyncio.Server | None = None
@@ -87,6 +89,10 @@ class FaultProxy:
         """Forward nothing in either direction for ``seconds`` (connections stay open)."""
         self._stall_until = time.monotonic() + seconds
         self.faults += 1
+
+    def stall_after(self, nbytes: int, seconds: float) -> None:
+        """Stall for ``seconds`` once ``nbytes`` more bytes went client->server."""
+        self._stall_at = (nbytes, seconds)
 
     def drop_all(self) -> None:
         """Drop every open connection now."""
@@ -153,6 +159,13 @@ class FaultProxy:
                 data = await reader.read(size)
                 if not data:
                     break
+                if up and self._stall_at is not None:
+                    left, secs = self._stall_at
+                    if len(data) >= left:
+                        self._stall_at = None
+                        self.stall(secs)
+                    else:
+                        self._stall_at = (left - len(data), secs)
                 while time.monotonic() < self._stall_until:
                     await asyncio.sleep(min(0.05, self._stall_until - time.monotonic()))
                 if up and self._cut is not None:

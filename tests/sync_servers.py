@@ -191,3 +191,14 @@ def write_config(path: Path, *, url: str, spool: Path, token_file: Path,
     lines += [f"{k} = {val(v)}" for k, v in sync.items()]
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+@contextlib.contextmanager
+def tus_sink(root: Path) -> Iterator[Server]:
+    """The hash-and-discard tus server (tests/tussink.py) in a child process."""
+    srv = _start([sys.executable, str(REPO / "tests" / "tussink.py"), "0"], r"listening (\d+)",
+                 root, cwd=REPO)
+    try:
+        yield srv
+    finally:
+        srv.stop()

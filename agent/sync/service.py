@@ -33,6 +33,9 @@ from agent.sync.watcher import Found, Watcher, scan
 log = logging.getLogger(__name__)
 
 STATUS_FILE = "sync-status.json"
+ONCE_PROBES = 3
+"""With --once: failed probes of the collector before giving up (one lost packet is not
+"unreachable")."""
 STATUS_EVERY = 10.0
 """Seconds between status-file rewrites when nothing changed (spares the SD card)."""
 
@@ -53,6 +56,9 @@ class Summary:
     left: list[dict[str, Any]] = field(default_factory=list)
     reason: str = ""
     bytes_sent: int = 0
+    retries: int = 0
+    errors: list[str] = field(default_factory=list)
+    """The last few failure reasons, newest last."""
 
     @property
     def ok(self) -> bool:
@@ -60,19 +66,22 @@ class Summary:
 
     def to_dict(self) -> dict[str, Any]:
         return {"ok": self.ok, "verified": self.verified, "evicted": self.evicted,
-                "left": self.left, "reason": self.reason, "bytes_sent": self.bytes_sent}
+                "left": self.left, "reason": self.reason, "bytes_sent": self.bytes_sent,
+                "retries": self.retries, "errors": self.errors}
 
 
 class SyncService:
     def __init__(self, cfg: Config, *, spool: Path, token: str, once: bool = False,
                  client: httpx.Client | None = None, probes: Probes | None = None,
                  clock: Callable[[], float] = time.time, rng: random.Random | None = None,
-                 on_progress: Callable[[str, int, int], None] | None = None) -> None:
+                 on_progress: Callable[[str, int, int], None] | None = None,
+                 watch: bool = True) -> None:
         self._stop_flag = threading.Event()
         self._wake = threading.Event()
         self.cfg, self.sc = cfg, cfg.sync
         self.spool = spool
         self.once = once
+        self.watch = watch and not once
         self.clock = clock
         self.rng = rng or random.Random()
         self.sealed = spool / "sealed"
@@ -156,13 +165,14 @@ class SyncService:
             log.info("retrying %d segment(s) rejected in an earlier run", retried)
         self.rescan()
         watcher = None
-        if not self.once:
+        if self.watch:
             watcher = Watcher(self.sealed, self._found_cb)
             watcher.start()
         sdnotify.notify("READY=1")
         caps: tus.Caps | None = None
         next_probe = next_rescan = 0.0
         tries: dict[str, int] = {}
+        probes_failed = 0
         try:
             while not self._stop_flag.is_set():
                 now = self.clock()
@@ -180,9 +190,13 @@ class SyncService:
                 self.decision = policy.decide(self._observe(), self.rules)
                 self.write_status()
                 if not self.decision.upload:
-                    if self.once:
+                    if self.once and (self.reachable or probes_failed >= ONCE_PROBES):
                         self.summary.reason = self.decision.reason
                         break
+                    if self.once:
+                        probes_failed += 1
+                        next_probe = now + backoff(probes_failed, base=self.sc.backoff_base,
+                                                   cap=self.sc.backoff_cap, rng=self.rng)
                     self._sleep(min(self.sc.probe_seconds, max(0.1, next_probe - now)))
                     continue
                 assert caps is not None
@@ -200,6 +214,10 @@ class SyncService:
                 except Stopped:
                     break
                 tries[seg.id] = tries.get(seg.id, 0) + 1
+                if self.once and isinstance(ev, tus.Retry) and ev.auth:
+                    self.summary.reason = f"the collector refuses the token: {ev.reason}"
+                    self._after(seg.id, ev, now)
+                    break
                 if self._after(seg.id, ev, now):
                     caps, self.reachable, next_probe = None, False, 0.0
         finally:
@@ -241,6 +259,8 @@ class SyncService:
             delay = backoff(attempts, base=self.sc.backoff_base, cap=self.sc.backoff_cap,
                             rng=self.rng, auth=auth)
         reason = getattr(ev, "reason", type(ev).__name__)
+        self.summary.retries += 1
+        self.summary.errors = [*self.summary.errors[-9:], f"{seg_id}: {reason}"]
         log.warning("%s: %s (attempt %d, next in %.1fs)", seg_id, reason, attempts, delay)
         self.state.update(seg_id, attempts=attempts, last_error=reason,
                           next_attempt=now + delay)

@@ -273,7 +273,10 @@ class TusUpload:
         }.get(self.phase)
         if handler is None:
             raise RuntimeError(f"no response expected in phase {self.phase.value}")
-        return handler(resp)
+        ev = handler(resp)
+        if isinstance(ev, TERMINAL):
+            self.phase = Phase.DONE
+        return ev
 
     def network_error(self, reason: str) -> Event:
         """The request failed without an answer (connect, cut, timeout, stall)."""
