@@ -1,0 +1,1 @@
+"""Device-clock to host-timeline mappings (pure: observations in, a fitted mapping out)."""

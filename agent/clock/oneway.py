@@ -1,0 +1,240 @@
+"""One-way clock mapping for BLE bands: the lower envelope of arrival vs device time.
+
+A notification carrying a sample taken at device time ``d`` arrives at host time
+``a >= f(d) + L``, where ``f`` maps the device clock to the host timeline and ``L`` is the
+minimum transport latency (radio, controller, kernel, D-Bus). The lower convex hull of the
+(d, a) points therefore lies just above ``f + L``; its edge under the centre of the window is
+the line that minimises the summed residuals (Zhang, Liu & Xia 2002). It gives the drift
+exactly in the limit, and an offset that is early by ``L``.
+
+``L`` is a constant the fit cannot observe. It is either *calibrated* (known: the simulator's
+minimum latency, or measured against a two-way clock on the same link) or *bounded* (only a
+range is known; ``latency_ns`` is then the bound's midpoint and ``latency_uncertainty_ns`` its
+half-width). ``snapshot()["latency"]`` says which.
+
+Cost: observations are reduced to the lowest point (smallest ``a - d``) per ``bin_ns`` of
+device time; the hull is rebuilt over at most ``window_bins`` bins when a bin closes. Memory
+is bounded and the work is O(1) amortised per observation. The sliding window (default
+120 s) lets the fit follow slow drift wander (temperature).
+
+``RateFit`` is the same estimator for bands with no device clock (WitMotion): the device
+"time" of sample ``k`` is ``k`` nominal periods, and the fitted drift is the rate error.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+DEFAULT_LATENCY_NS = 400_000
+"""Minimum host-side latency of a notification (controller -> BlueZ -> D-Bus -> the agent):
+the simulated rig's calibrated constant. A real rig calibrates its own (docs/wrist-profile.md)."""
+
+
+def _cross(o: tuple[int, int], a: tuple[int, int], b: tuple[int, int]) -> int:
+    return (a[0] - o[0]) * (b[1] - o[1]) - (a[1] - o[1]) * (b[0] - o[0])
+
+
+def lower_hull(points: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Lower convex hull of points sorted by x (Andrew's monotone chain), left to right."""
+    hull: list[tuple[int, int]] = []
+    for p in points:
+        while len(hull) >= 2 and _cross(hull[-2], hull[-1], p) <= 0:
+            hull.pop()
+        hull.append(p)
+    return hull
+
+
+class OneWayFit:
+    def __init__(
+        self,
+        latency_ns: int = DEFAULT_LATENCY_NS,
+        *,
+        latency_kind: str = "calibrated",
+        latency_uncertainty_ns: int = 100_000,
+        bin_ns: int = 250_000_000,
+        window_bins: int = 480,
+        converge_span_ns: int = 20_000_000_000,
+        restart_back_ns: int = 1_000_000_000,
+    ) -> None:
+        if latency_kind not in ("calibrated", "bounded"):
+            raise ValueError("latency_kind is 'calibrated' or 'bounded'")
+        self.latency_ns = int(latency_ns)
+        self.latency_kind = latency_kind
+        self.latency_uncertainty_ns = int(latency_uncertainty_ns)
+        self.bin_ns = int(bin_ns)
+        self.converge_span_ns = int(converge_span_ns)
+        self.restart_back_ns = restart_back_ns
+        self._bins: deque[tuple[int, int]] = deque(maxlen=window_bins)
+        self.observations = 0
+        self.restarts = 0
+        self._reset_state()
+
+    def _reset_state(self) -> None:
+        self._x0: int | None = None
+        self._y0 = 0
+        self._cur_bin = -1
+        self._cur: tuple[int, int] | None = None
+        self._bins.clear()
+        self._hull: list[tuple[int, int]] = []
+        self._ax = 0  # the line: y = ay + slope * (x - ax), relative to (x0, y0)
+        self._ay = 0
+        self.slope = 1.0
+        self._tight_ns = 0
+        self._span_ns = 0
+
+    # -------------------------------------------------------------- observations
+    def add(self, device_ns: int, host_arrival_ns: int) -> None:
+        """One observation: a sample taken at ``device_ns`` had arrived by ``host_arrival_ns``."""
+        if self._x0 is None:
+            self._x0, self._y0 = device_ns, host_arrival_ns
+        x = device_ns - self._x0
+        y = host_arrival_ns - self._y0
+        last_x = self._cur[0] if self._cur else (self._bins[-1][0] if self._bins else 0)
+        if x < last_x - self.restart_back_ns:
+            self.restarts += 1  # the device clock went back: a reboot; start again
+            self._reset_state()
+            self.add(device_ns, host_arrival_ns)
+            return
+        self.observations += 1
+        b = x // self.bin_ns
+        if b != self._cur_bin:
+            if self._cur is not None:
+                self._bins.append(self._cur)
+                self._refit()
+            self._cur_bin, self._cur = b, (x, y)
+        elif self._key(x, y) < self._key(*self._cur):  # type: ignore[misc]
+            self._cur = (x, y)
+        if not self._bins and self._cur is not None:  # no closed bin: the best point, slope 1
+            self._ax, self._ay = self._cur
+
+    def _key(self, x: int, y: int) -> float:
+        return y - self.slope * x
+
+    def _refit(self) -> None:
+        pts = list(self._bins)
+        hull = lower_hull(pts)
+        self._hull = hull
+        self._span_ns = pts[-1][0] - pts[0][0]
+        if len(hull) == 1:
+            self._ax, self._ay = hull[0]
+            return
+        xm = sum(p[0] for p in pts) / len(pts)
+        i = 0
+        while i < len(hull) - 2 and hull[i + 1][0] < xm:
+            i += 1
+        (x1, y1), (x2, y2) = hull[i], hull[i + 1]
+        self.slope = (y2 - y1) / (x2 - x1)
+        self._ax, self._ay = x1, y1
+        res = sorted(y - self._line(x) for x, y in pts)
+        self._tight_ns = int(res[min(len(res) - 1, 4)])
+
+    def _line(self, x: float) -> float:
+        return self._ay + self.slope * (x - self._ax)
+
+    # -------------------------------------------------------------- results
+    def map(self, device_ns: int) -> int:
+        """Host timeline ns of a device-clock instant."""
+        if self._x0 is None:
+            raise ValueError("no observations yet")
+        return self._y0 + round(self._line(device_ns - self._x0)) - self.latency_ns
+
+    @property
+    def ready(self) -> bool:
+        return self._x0 is not None
+
+    @property
+    def converged(self) -> bool:
+        return len(self._hull) >= 2 and self._span_ns >= self.converge_span_ns
+
+    @property
+    def drift_ppm(self) -> float:
+        """How much faster the host clock runs than the device clock, in ppm."""
+        return (self.slope - 1.0) * 1e6
+
+    @property
+    def offset_ns(self) -> int:
+        """host_ns - device_ns at the reference device instant ``x0``."""
+        if self._x0 is None:
+            return 0
+        return self.map(self._x0) - self._x0
+
+    @property
+    def error_bound_ns(self) -> int:
+        """Latency uncertainty plus how tightly the envelope is supported (5th-lowest
+        residual of the window's bins, doubled); large until converged."""
+        if not self.converged:
+            return max(self.latency_uncertainty_ns + 2 * self._tight_ns, 50_000_000)
+        return self.latency_uncertainty_ns + 2 * self._tight_ns
+
+    def snapshot(self, max_points: int = 64) -> dict[str, Any]:
+        """The fit and its hull observations (absolute ns), JSON-ready, for the segment."""
+        x0, y0 = self._x0 or 0, self._y0
+        hull = self._hull[-max_points:]
+        return {
+            "method": "one-way lower convex hull",
+            "mapping": "host_ns = ref_host_ns + slope * (device_ns - ref_device_ns) - latency_ns",
+            "ref_device_ns": x0 + self._ax,
+            "ref_host_ns": y0 + self._ay,
+            "slope": self.slope,
+            "drift_ppm": self.drift_ppm,
+            "latency_ns": self.latency_ns,
+            "latency": self.latency_kind,
+            "latency_uncertainty_ns": self.latency_uncertainty_ns,
+            "converged": self.converged,
+            "error_bound_ns": self.error_bound_ns,
+            "window_span_ns": self._span_ns,
+            "observations": self.observations,
+            "restarts": self.restarts,
+            "hull": [[x0 + x, y0 + y] for x, y in hull],
+        }
+
+
+class RateFit:
+    """Sample-rate fit for bands with no device clock: host time of sample ``k``.
+
+    ``add(arrival_ns, n)`` numbers the ``n`` samples of one notification and returns the index
+    of the first; ``map_index(k)`` gives the host time of sample ``k``. The rate is fitted
+    from arrivals (lower envelope of arrival vs ``k`` nominal periods), never assumed.
+    ``skip(n)`` advances the counter over samples known lost (e.g. across a reconnect).
+    """
+
+    def __init__(self, nominal_rate_hz: float, latency_ns: int = DEFAULT_LATENCY_NS,
+                 **fit_args: Any) -> None:
+        self.nominal_period_ns = 1e9 / nominal_rate_hz
+        self.fit = OneWayFit(latency_ns, **fit_args)
+        self.next_index = 0
+
+    def add(self, arrival_ns: int, n: int = 1, index: int | None = None) -> int:
+        """Samples ``index .. index+n-1`` (default: the next ones) arrived at ``arrival_ns``."""
+        k = self.next_index if index is None else index
+        self.next_index = k + n
+        self.fit.add(round((k + n - 1) * self.nominal_period_ns), arrival_ns)
+        return k
+
+    def skip(self, n: int) -> None:
+        self.next_index += n
+
+    def map_index(self, k: int) -> int:
+        return self.fit.map(round(k * self.nominal_period_ns))
+
+    @property
+    def rate_hz(self) -> float:
+        return 1e9 / (self.fit.slope * self.nominal_period_ns)
+
+    @property
+    def period_ns(self) -> float:
+        return self.fit.slope * self.nominal_period_ns
+
+    @property
+    def converged(self) -> bool:
+        return self.fit.converged
+
+    def snapshot(self) -> dict[str, Any]:
+        snap = self.fit.snapshot()
+        snap.update(method="rate fit from arrivals (lower convex hull, no device clock)",
+                    mapping="host_ns = ref_host_ns + slope * (k * nominal_period_ns - "
+                            "ref_device_ns) - latency_ns, k = sample index",
+                    nominal_period_ns=self.nominal_period_ns, rate_hz=self.rate_hz,
+                    samples=self.next_index)
+        return snap

@@ -1,0 +1,127 @@
+"""Sans-IO wrist-band decoders: one BLE notification in, typed IMU chunks out.
+
+    make_decoder(profile, *, rate_hz) -> Decoder
+    decoder.feed(packet, arrival_ns) -> list[ImuChunk]   # never raises on bad bytes
+    decoder.malformed                                   # packets counted and skipped
+
+One module per profile (``open_profile``, ``polar_pmd``, ``movesense``, ``witmotion``); each
+also holds the matching *encoder* (used by the band simulator and the round-trip tests), so
+the two byte layouts live side by side.
+
+Additions to the contract (backward compatible, all with defaults):
+- ``ImuChunk.raw_time``: the packet's own timestamp field exactly as sent, in the profile's
+  unit (open: µs, Polar: ns since 2000-01-01 of the last sample, Movesense: uint32 ms);
+  ``device_t0_ns`` is that value unwrapped/refined into ns of the first sample.
+- ``ImuChunk.n``, ``ImuChunk.device_ns(i)``, ``ImuChunk.last_device_ns``: helpers.
+- ``ImuChunk.tx_device_ns``: when the band says when it sent the packet (open profile).
+  Feed the clock fit with ``agent.wrist.imu_batch.observe(fit, chunk)``: it uses
+  ``tx_device_ns`` if known, else ``last_device_ns`` (the packet cannot leave the band before
+  its last sample was taken).
+- ``ImuChunk.index``: the decoder's running sample number of the first sample (counting
+  samples known lost), so bands with no device clock can be timed by sample number.
+- ``Decoder.reset()``: forget stream state (call when a stream is restarted on the band).
+- Axes a profile could not supply for a sample (a Polar ACC sample whose GYRO frame never
+  came) hold ``MISSING`` (-32768), which no sensor in these profiles produces.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+G = 9.80665
+DEG = np.pi / 180.0
+MISSING = -32768
+"""int16 value meaning "this axis has no measurement for this sample"."""
+
+PROFILES = ("wearcap-open", "polar-pmd", "movesense", "witmotion")
+
+I16 = npt.NDArray[np.int16]
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class ImuChunk:
+    """Consecutive samples from one notification, evenly spaced on the device clock."""
+
+    arrival_ns: int
+    """Host timeline (CLOCK_MONOTONIC ns) at which the notification arrived."""
+    seq: int | None
+    """Packet/sample sequence number if the profile has one (open profile: first sample's index)."""
+    device_t0_ns: int | None
+    """Device-clock time of the FIRST sample in ns, unwrapped (None: no device clock)."""
+    period_ns: float | None
+    """Device-clock spacing of the samples in ns, if known."""
+    acc: I16
+    """(n, 3) raw counts."""
+    acc_scale: float
+    """m/s^2 per count."""
+    gyro: I16 | None
+    """(n, 3) raw counts, or None if the band sends no gyro."""
+    gyro_scale: float
+    """rad/s per count."""
+    lost_before: int = 0
+    """Samples known lost just before this chunk (from sequence gaps); 0 if unknown."""
+    raw_time: int | None = None
+    """The packet's timestamp field as sent, in the profile's own unit (see module doc)."""
+    tx_device_ns: int | None = None
+    """Device time at which the band handed the packet to the radio, if it says (open
+    profile); the tightest observation for the clock fit."""
+    index: int = 0
+    """Running number of the first sample since the decoder started, counting known-lost
+    samples (the clock fit of a band without device time numbers samples by it)."""
+
+    @property
+    def n(self) -> int:
+        return int(self.acc.shape[0])
+
+    def device_ns(self, i: int) -> int | None:
+        if self.device_t0_ns is None:
+            return None
+        return self.device_t0_ns + round(i * (self.period_ns or 0.0))
+
+    @property
+    def last_device_ns(self) -> int | None:
+        return self.device_ns(self.n - 1)
+
+
+class Decoder(Protocol):
+    profile: str
+    malformed: int
+
+    def feed(self, packet: bytes, arrival_ns: int) -> list[ImuChunk]:
+        """Decode one notification (one GATT value); bad bytes are counted, never raised."""
+        ...
+
+    def reset(self) -> None:
+        """Forget sequence/timestamp state (the band restarted its stream)."""
+        ...
+
+
+def as_counts(a: npt.ArrayLike) -> I16:
+    """Round and clip to int16 counts (keeping -32768 free for ``MISSING``)."""
+    arr = np.clip(np.rint(np.asarray(a, dtype=np.float64)), -32767, 32767)
+    return arr.astype(np.int16).reshape(-1, 3)
+
+
+def make_decoder(profile: str, *, rate_hz: float) -> Decoder:
+    """The decoder for ``profile`` (one of PROFILES) at nominal ``rate_hz``."""
+    if profile == "wearcap-open":
+        from agent.wrist.decode.open_profile import OpenDecoder
+
+        return OpenDecoder()
+    if profile == "polar-pmd":
+        from agent.wrist.decode.polar_pmd import PolarDecoder
+
+        return PolarDecoder(rate_hz=rate_hz)
+    if profile == "movesense":
+        from agent.wrist.decode.movesense import MovesenseDecoder
+
+        return MovesenseDecoder(rate_hz=rate_hz)
+    if profile == "witmotion":
+        from agent.wrist.decode.witmotion import WitMotionDecoder
+
+        return WitMotionDecoder()
+    raise ValueError(f"unknown wrist profile {profile!r}; known: {', '.join(PROFILES)}")

@@ -1,0 +1,195 @@
+"""The wrist IMU channel: columnar msgpack batches of raw int16 counts plus every timestamp.
+
+    imu_channel(band_name, profile) -> ChannelSpec     # topic /wrist/<name>/imu
+    make_fit(profile, rate_hz, latency_ns=...) -> OneWayFit | RateFit
+    observe(fit, chunk)                                # feed the band's fit with one chunk
+    imu_message(band_name, chunks, fit) -> Message     # one batch (e.g. one drain())
+    decode_payload(payload) -> dict of numpy arrays    # the reader's side (tests, export)
+
+Samples are stored as *delta-coded planar int16*: per axis, the first sample of the batch
+and then sample-to-sample differences (mod 2**16), laid out axis after axis as little-endian
+int16 and then split into a low-byte plane followed by a high-byte plane. Slow motion makes
+the high-byte plane nearly constant, so the segment's zstd chunk compression stores a
+6-axis sample in ~4-6 bytes instead of ~10 for plain int16 (bench/bench_imu_storage.py).
+Times are stored per chunk (one BLE notification), not per sample: sample ``i`` of chunk
+``c`` is at ``host_t0_ns[c] + i * host_period_ns[c]`` on the host timeline.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from agent.clock.oneway import DEFAULT_LATENCY_NS, OneWayFit, RateFit
+from agent.sources import ChannelSpec, Message
+from agent.wrist.decode import ImuChunk
+
+SCHEMA_NAME = "wearcap.ImuBatch"
+ENCODING = "delta-i16le-planar"
+NO_DEVICE_CLOCK = ("witmotion",)
+
+_INTS = {"type": "array", "items": {"type": "integer"}}
+_OPT_INTS = {"type": "array", "items": {"type": ["integer", "null"]}}
+_NUMS = {"type": "array", "items": {"type": "number"}}
+_OPT_NUMS = {"type": "array", "items": {"type": ["number", "null"]}}
+
+SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "title": SCHEMA_NAME,
+    "description": (
+        "A batch of wrist-band IMU samples. Sample i of chunk c (a chunk is one BLE "
+        "notification) is at host_t0_ns[c] + i*host_period_ns[c] on the host timeline "
+        "(CLOCK_MONOTONIC ns, see the segment's timeline metadata), and at device_t0_ns[c] + "
+        "i*device_period_ns[c] on the band's own clock. acc/gyro: the decoded raw counts, "
+        "encoding 'delta-i16le-planar': n*3 int16 values ordered axis by axis (x for all "
+        "samples, then y, then z); per axis the first value is the count and each next one "
+        "the difference to the previous sample (mod 2**16); the 2-byte little-endian values "
+        "are then split into all low bytes followed by all high bytes. Physical value = "
+        "count * scale of the sample's chunk. -32768 means no measurement for that axis."
+    ),
+    "properties": {
+        "band": {"type": "string", "description": "band name from the device config"},
+        "profile": {"type": "string", "description": "sensor profile (device_configs/sensors)"},
+        "encoding": {"type": "string", "description": "sample encoding, see above"},
+        "n": {"type": "integer", "description": "samples in this batch"},
+        "acc": {"type": "string", "contentEncoding": "binary",
+                "description": "accelerometer counts (msgpack bin)"},
+        "gyro": {"type": ["string", "null"], "contentEncoding": "binary",
+                 "description": "gyroscope counts (msgpack bin); null if the band has none"},
+        "chunk_n": {**_INTS, "description": "samples per chunk (sums to n)"},
+        "acc_scale": {**_NUMS, "description": "m/s^2 per acc count, per chunk"},
+        "gyro_scale": {**_NUMS, "description": "rad/s per gyro count, per chunk"},
+        "index": {**_INTS, "description": "running sample number of the chunk's first sample "
+                  "since the band's stream started (counts samples known lost)"},
+        "seq": {**_OPT_INTS, "description": "the band's own sequence number, null if none"},
+        "lost_before": {**_INTS, "description": "samples known lost just before the chunk"},
+        "raw_time": {**_OPT_INTS, "description": "the packet's timestamp field exactly as "
+                     "sent, in the profile's unit (open: us, polar-pmd: ns since 2000-01-01 "
+                     "of the LAST sample of the frame, movesense: uint32 ms), null if none"},
+        "device_t0_ns": {**_OPT_INTS, "description": "band clock time of the chunk's first "
+                         "sample, ns, unwrapped; null when the band has no clock"},
+        "device_period_ns": {**_OPT_NUMS, "description": "sample spacing on the band clock"},
+        "arrival_ns": {**_INTS, "description": "host time the notification arrived"},
+        "host_t0_ns": {**_INTS, "description": "mapped host time of the chunk's first sample"},
+        "host_period_ns": {**_NUMS, "description": "mapped sample spacing on the host"},
+        "clock": {"type": "object", "description": "state of the mapping when written: "
+                  "converged, error_bound_ns, drift_ppm, latency_ns, latency (calibrated or "
+                  "bounded); the full fit is in the segment metadata"},
+    },
+    "required": ["band", "profile", "encoding", "n", "acc", "chunk_n", "host_t0_ns"],
+}
+
+
+def imu_channel(band_name: str, profile: str) -> ChannelSpec:
+    return ChannelSpec(topic=f"/wrist/{band_name}/imu", schema_name=SCHEMA_NAME,
+                       schema=SCHEMA, metadata={"band": band_name, "profile": profile,
+                                                "encoding": ENCODING})
+
+
+Fit = OneWayFit | RateFit
+
+
+def make_fit(profile: str, rate_hz: float, latency_ns: int = DEFAULT_LATENCY_NS,
+             **fit_args: Any) -> Fit:
+    """The right mapping for a band: a device-clock fit, or a rate fit when it has no clock."""
+    if profile in NO_DEVICE_CLOCK:
+        return RateFit(rate_hz, latency_ns, **fit_args)
+    return OneWayFit(latency_ns, **fit_args)
+
+
+def observe(fit: Fit, chunk: ImuChunk) -> None:
+    """Feed one decoded chunk into its band's fit (call in arrival order)."""
+    if isinstance(fit, RateFit):
+        fit.add(chunk.arrival_ns, chunk.n, chunk.index)
+    elif chunk.device_t0_ns is not None:
+        when = chunk.tx_device_ns if chunk.tx_device_ns is not None else chunk.last_device_ns
+        assert when is not None
+        fit.add(when, chunk.arrival_ns)
+
+
+def host_times(fit: Fit, chunk: ImuChunk) -> tuple[int, float]:
+    """(host time of the chunk's first sample, host sample spacing)."""
+    if isinstance(fit, RateFit):
+        return fit.map_index(chunk.index), fit.period_ns
+    if chunk.device_t0_ns is None or not fit.ready:
+        return chunk.arrival_ns, 0.0
+    return fit.map(chunk.device_t0_ns), (chunk.period_ns or 0.0) * fit.slope
+
+
+def encode_counts(counts: npt.NDArray[np.int16]) -> bytes:
+    """(n, 3) int16 -> delta-i16le-planar bytes."""
+    cols = np.ascontiguousarray(counts.astype(np.int16).T)  # axis by axis
+    d = cols.copy()
+    d[:, 1:] = cols[:, 1:] - cols[:, :-1]  # wraps mod 2**16
+    b = d.astype("<i2").reshape(-1).view(np.uint8)
+    return b[0::2].tobytes() + b[1::2].tobytes()
+
+
+def decode_counts(data: bytes, n: int) -> npt.NDArray[np.int16]:
+    """delta-i16le-planar bytes -> (n, 3) int16."""
+    raw = np.frombuffer(data, dtype=np.uint8)
+    if raw.size != n * 6:
+        raise ValueError(f"{raw.size} bytes for {n} samples")
+    b = np.empty(n * 6, dtype=np.uint8)
+    b[0::2], b[1::2] = raw[: n * 3], raw[n * 3:]
+    d = b.view("<i2").reshape(3, n).astype(np.int16)
+    return np.cumsum(d, axis=1, dtype=np.int16).T.copy()
+
+
+def imu_message(band_name: str, chunks: Sequence[ImuChunk], fit: Fit,
+                profile: str = "") -> Message:
+    """One batch message from consecutive chunks of one band (at least one chunk)."""
+    if not chunks:
+        raise ValueError("no chunks")
+    times = [host_times(fit, c) for c in chunks]
+    acc = np.concatenate([c.acc for c in chunks])
+    has_gyro = all(c.gyro is not None for c in chunks)
+    gyro = np.concatenate([c.gyro for c in chunks if c.gyro is not None]) if has_gyro else None
+    f = fit.fit if isinstance(fit, RateFit) else fit
+    payload: dict[str, Any] = {
+        "band": band_name,
+        "profile": profile,
+        "encoding": ENCODING,
+        "n": int(acc.shape[0]),
+        "acc": encode_counts(acc),
+        "gyro": encode_counts(gyro) if gyro is not None else None,
+        "chunk_n": [c.n for c in chunks],
+        "acc_scale": [c.acc_scale for c in chunks],
+        "gyro_scale": [c.gyro_scale for c in chunks],
+        "index": [c.index for c in chunks],
+        "seq": [c.seq for c in chunks],
+        "lost_before": [c.lost_before for c in chunks],
+        "raw_time": [c.raw_time for c in chunks],
+        "device_t0_ns": [c.device_t0_ns for c in chunks],
+        "device_period_ns": [c.period_ns for c in chunks],
+        "arrival_ns": [c.arrival_ns for c in chunks],
+        "host_t0_ns": [t for t, _ in times],
+        "host_period_ns": [p for _, p in times],
+        "clock": {"converged": f.converged, "error_bound_ns": f.error_bound_ns,
+                  "drift_ppm": f.drift_ppm, "latency_ns": f.latency_ns,
+                  "latency": f.latency_kind},
+    }
+    return Message(topic=f"/wrist/{band_name}/imu", log_time_ns=times[0][0], payload=payload)
+
+
+def decode_payload(p: dict[str, Any]) -> dict[str, Any]:
+    """A stored payload back to arrays: acc/gyro (n, 3) counts and per-sample host/device ns."""
+    n = int(p["n"])
+    cn = np.asarray(p["chunk_n"], dtype=np.int64)
+    i = np.arange(n) - np.repeat(np.cumsum(cn) - cn, cn)
+    host = np.repeat(np.asarray(p["host_t0_ns"], dtype=np.int64), cn) + np.rint(
+        i * np.repeat(np.asarray(p["host_period_ns"], dtype=np.float64), cn)).astype(np.int64)
+    dev_t0 = [-1 if t is None else t for t in p["device_t0_ns"]]
+    dev_p = [0.0 if t is None else t for t in p["device_period_ns"]]
+    dev = np.repeat(np.asarray(dev_t0, dtype=np.int64), cn) + np.rint(
+        i * np.repeat(np.asarray(dev_p, dtype=np.float64), cn)).astype(np.int64)
+    return {
+        "acc": decode_counts(p["acc"], n),
+        "gyro": decode_counts(p["gyro"], n) if p.get("gyro") is not None else None,
+        "host_ns": host,
+        "device_ns": dev,
+        "index": np.repeat(np.asarray(p["index"], dtype=np.int64), cn) + i,
+    }
