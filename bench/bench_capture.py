@@ -1,0 +1,186 @@
+"""Capture service figures on the simulated rig, each against a baseline measured in this run.
+
+    .venv/bin/python bench/bench_capture.py [-s SECONDS] [--json]
+
+- CPU: the writer loop (the thread that polls the camera, drains sources, writes MCAP,
+  checkpoints, rolls, seals) as % of one core, next to the encoder thread's CPU (the
+  baseline: what the video encoder costs on this machine). Budget: writer <= 3% of a core
+  at 30 fps.
+- Cold start: spawn `wearcap run` -> READY=1 on NOTIFY_SOCKET (the first frame is written),
+  against spawning `python -c "import agent"`. Budget: <= 1.5 s.
+- RSS: peak and end of the recording process, against a bare python that imports numpy and
+  av. Budget: <= 120 MB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def thread_cpu_s(tid: int) -> float:
+    with open(f"/proc/self/task/{tid}/stat") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def rss_mb(pid: str = "self") -> tuple[float, float]:
+    vals = {}
+    with open(f"/proc/{pid}/status") as fh:
+        for line in fh:
+            k, _, v = line.partition(":")
+            if k in ("VmRSS", "VmHWM"):
+                vals[k] = int(v.split()[0]) / 1024
+    return vals["VmHWM"], vals["VmRSS"]
+
+
+def write_config(tmp: Path, seconds: float) -> Path:
+    cfg = tmp / "bench.toml"
+    cfg.write_text(f'profile = "sim"\n[segment]\nseconds = {max(1.0, seconds / 2):g}\n'
+                   "[spool]\nreserve_mb = 0\n")
+    return cfg
+
+
+def record_in_process(cfg_path: Path, spool: Path, seconds: float) -> dict[str, float]:
+    from agent import config
+    from agent.camera.open import open_camera
+    from agent.capture import CaptureService, CaptureSettings
+    from agent.record.spool import Spool
+    from agent.timeline import monotonic_ns
+
+    cfg = config.load(cfg_path)
+    st = CaptureSettings(device_id=cfg.device.id, config_digest=cfg.digest(),
+                         segment_seconds=cfg.segment.seconds,
+                         chunk_seconds=cfg.segment.chunk_seconds, duration=seconds)
+    camera = open_camera(cfg.camera, monotonic_ns)
+    svc = CaptureService(st, Spool(spool, cfg.device.id), camera, [],
+                         notify=lambda s: None, status=lambda s: None)
+    main_tid = threading.get_native_id()
+    cpu0, proc0 = thread_cpu_s(main_tid), time.process_time()
+    t0 = time.monotonic()
+    res = svc.run()
+    wall = time.monotonic() - t0
+    writer = thread_cpu_s(main_tid) - cpu0
+    # Everything else in the process: the camera thread (decode, convert, encode) and the
+    # encoder's own native threads. That is the baseline the writer is compared with.
+    encoder = time.process_time() - proc0 - writer
+    hwm, rss = rss_mb()
+    return {"wall_s": wall, "frames": res.frames, "segments": len(res.sealed),
+            "fps": res.frames / wall, "writer_cpu_s": writer,
+            "writer_pct_core": 100 * writer / wall,
+            "encoder_cpu_s": encoder, "encoder_pct_core": 100 * encoder / wall,
+            "rss_peak_mb": hwm, "rss_end_mb": rss}
+
+
+class Notify:
+    def __init__(self, tmp: Path) -> None:
+        self.path = str(tmp / f"n-{uuid.uuid4().hex[:8]}.sock")
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(self.path)
+        self.sock.settimeout(30)
+
+    def ready(self) -> float:
+        while True:
+            if "READY=1" in self.sock.recv(4096).decode().split("\n"):
+                return time.monotonic()
+
+    def close(self) -> None:
+        self.sock.close()
+        os.unlink(self.path)
+
+
+def cold_start(cfg: Path, tmp: Path, trials: int,
+               seconds: float) -> tuple[list[float], list[float], list[float]]:
+    """READY latency of `wearcap run` children (and their peak RSS, from wait4)."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    starts, bases, peaks = [], [], []
+    for i in range(trials):
+        t = time.monotonic()
+        subprocess.run([sys.executable, "-c", "import agent"], env=env, check=True, cwd=REPO)
+        bases.append(time.monotonic() - t)
+        n = Notify(tmp)
+        t = time.monotonic()
+        p = subprocess.Popen([sys.executable, "-m", "agent", "run", "--config", str(cfg),
+                              "--spool", str(tmp / f"cold{i}"), "--duration", f"{seconds:g}"],
+                             env={**env, "NOTIFY_SOCKET": n.path}, cwd=REPO,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            starts.append(n.ready() - t)
+            _, status, ru = os.wait4(p.pid, 0)
+            p.returncode = os.waitstatus_to_exitcode(status)
+            peaks.append(ru.ru_maxrss / 1024)
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+            n.close()
+    return starts, bases, peaks
+
+
+def baseline_rss() -> float:
+    code = ("import numpy, av\n"
+            "print([int(l.split()[1]) for l in open('/proc/self/status') "
+            "if l.startswith('VmHWM')][0])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    return int(out) / 1024
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("-s", "--seconds", type=float, default=60.0, help="recording length")
+    ap.add_argument("--trials", type=int, default=3, help="cold-start trials")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as td:
+        tmp = Path(td)
+        cfg = write_config(tmp, args.seconds)
+        starts, bases, peaks = cold_start(cfg, tmp, args.trials, min(args.seconds, 10.0))
+        rec = record_in_process(cfg, tmp / "spool", args.seconds)
+    base_rss = baseline_rss()
+    cold, base = statistics.median(starts), statistics.median(bases)
+    out = {
+        **{k: round(v, 4) for k, v in rec.items()},
+        "writer_vs_encoder": round(rec["writer_cpu_s"] / max(rec["encoder_cpu_s"], 1e-9), 4),
+        "cold_start_s": round(cold, 3), "baseline_import_s": round(base, 3),
+        "cold_start_vs_import": round(cold / base, 2),
+        "baseline_rss_mb": round(base_rss, 1),
+        "run_child_rss_peak_mb": round(max(peaks), 1),
+        "rss_peak_vs_baseline": round(max(peaks) / base_rss, 2),
+        "budgets": {"writer_pct_core": 3.0, "cold_start_s": 1.5, "rss_mb": 120},
+        "within_budget": {
+            "cpu": rec["writer_pct_core"] <= 3.0, "cold_start": cold <= 1.5,
+            "rss": max(peaks) <= 120 and rec["rss_peak_mb"] <= 120},
+    }
+    if args.json:
+        print(json.dumps(out, indent=2))
+        return 0
+    print(f"recorded {rec['frames']:.0f} frames in {rec['wall_s']:.1f} s "
+          f"({rec['fps']:.1f} fps, {rec['segments']:.0f} segments)")
+    print(f"writer CPU   {rec['writer_pct_core']:.2f}% of a core (budget 3%); camera+encoder "
+          f"{rec['encoder_pct_core']:.1f}% -> writer/encoder = {out['writer_vs_encoder']:.3f}")
+    print(f"cold start   {cold:.2f} s to READY (budget 1.5 s); `import agent` {base:.2f} s "
+          f"-> {out['cold_start_vs_import']:.1f}x")
+    print(f"RSS          `wearcap run` peak {max(peaks):.0f} MB; in-process recording peak "
+          f"{rec['rss_peak_mb']:.0f} MB, end {rec['rss_end_mb']:.0f} MB (budget 120); "
+          f"python+numpy+av {base_rss:.0f} MB -> {out['rss_peak_vs_baseline']:.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
