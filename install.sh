@@ -63,6 +63,9 @@ else
   [ -d .venv ] || { say "venv in .venv"; $py -m venv .venv; }
   .venv/bin/pip install -q --upgrade pip
   .venv/bin/pip install -q -e '.[dev]'
+  # picamera2's source only (it cannot import off a Pi): the canary in tests/test_camera_pi.py
+  # checks the picamera2 fake against it.
+  .venv/bin/pip install -q --no-deps picamera2
   if [ -f tests/interop/package.json ] && command -v npm >/dev/null; then
     say "third-party tus server for the interop tests"
     (cd tests/interop && npm install --silent --no-audit --no-fund >/dev/null)

@@ -139,3 +139,50 @@ class FrameRing:
         return {"ring_frames": len(self.ring), "ring_bytes": self.ring.used_bytes,
                 "ring_dropped_frames": self.ring.dropped_records,
                 "ring_dropped_bytes": self.ring.dropped_bytes}
+
+
+NAL_IDR, NAL_SEI, NAL_SPS, NAL_PPS = 5, 6, 7, 8
+START_CODE = b"\x00\x00\x00\x01"
+
+
+def nal_units(data: bytes) -> list[bytes]:
+    """Split an Annex B byte stream into NAL units (without their start codes)."""
+    out: list[bytes] = []
+    i = data.find(b"\x00\x00\x01")
+    while i >= 0:
+        start = i + 3
+        j = data.find(b"\x00\x00\x01", start)
+        unit = data[start:] if j < 0 else data[start:j]
+        if j >= 0 and unit.endswith(b"\x00"):
+            unit = unit[:-1]  # the leading zero of the next 4-byte start code
+        out.append(unit)
+        i = j
+    return out
+
+
+class ParameterSets:
+    """Makes every keyframe start with SPS and PPS, whatever the encoder emits.
+
+    The first SPS and PPS seen (in a keyframe, or in the encoder's extradata) are kept and
+    put in front of any later keyframe that lacks them. ``added`` counts those repairs.
+    """
+
+    def __init__(self) -> None:
+        self.cached = b""
+        self.added = 0
+
+    def learn(self, data: bytes) -> None:
+        units = [u for u in nal_units(data) if u and u[0] & 0x1F in (NAL_SPS, NAL_PPS)]
+        if units and not self.cached:
+            self.cached = b"".join(START_CODE + u for u in units[:2])
+
+    def ensure(self, keyframe_data: bytes) -> bytes:
+        head = [u[0] & 0x1F for u in nal_units(keyframe_data[:512]) if u]
+        if head[:2] == [NAL_SPS, NAL_PPS]:
+            if not self.cached:
+                self.learn(keyframe_data[:4096])
+            return keyframe_data
+        if not self.cached:
+            return keyframe_data
+        self.added += 1
+        return self.cached + keyframe_data

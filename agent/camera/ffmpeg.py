@@ -34,32 +34,14 @@ from collections.abc import Iterator
 from fractions import Fraction
 from typing import Any
 
-from agent.camera.base import FrameRing
+from agent.camera.base import FrameRing, ParameterSets, nal_units
 from agent.config import CameraSection
 from agent.errors import SourceError
 from agent.timeline import Clock, monotonic_ns
 
+__all__ = ["FfmpegCamera", "expand_input", "is_live", "nal_units"]
+
 log = logging.getLogger("wearcap.camera")
-
-NAL_SPS, NAL_PPS, NAL_IDR = 7, 8, 5
-
-
-
-def nal_units(data: bytes) -> list[bytes]:
-    """Split an Annex B byte stream into NAL units (without start codes)."""
-    out: list[bytes] = []
-    i = data.find(b"\x00\x00\x01")
-    while i >= 0:
-        start = i + 3
-        j = data.find(b"\x00\x00\x01", start)
-        end = len(data) if j < 0 else j
-        unit = data[start:end]
-        if j >= 0 and unit.endswith(b"\x00"):
-            unit = unit[:-1]  # the leading zero of a 4-byte start code
-        out.append(unit)
-        i = j
-    return out
-
 
 def is_live(cfg: CameraSection) -> bool:
     if cfg.live != "auto":
@@ -100,7 +82,7 @@ class FfmpegCamera:
         self._idr_requested = 0  # written by the consumer only
         self._idr_done = 0  # written by the producer only
         self._force_idr = False
-        self._param_sets = b""
+        self._params = ParameterSets()
         self._pending: dict[int, tuple[int, int, int, int, int]] = {}  # pts -> timing
         self._n = {"captured": 0, "encoded": 0, "delivered": 0, "keyframes": 0,
                    "dropped_late": 0, "dropped_source": 0, "loops": 0, "decode_errors": 0,
@@ -361,22 +343,11 @@ class FfmpegCamera:
 
     def _with_parameter_sets(self, data: bytes) -> bytes:
         """Make sure a keyframe starts with SPS and PPS (cached from the encoder)."""
-        units = nal_units(data[:256]) if data else []
-        types = [u[0] & 0x1F for u in units if u]
-        if types[:2] == [NAL_SPS, NAL_PPS]:
-            if not self._param_sets:
-                full = nal_units(data)
-                self._param_sets = b"".join(b"\x00\x00\x00\x01" + u for u in full[:2])
-            return data
-        if not self._param_sets:
-            extradata = bytes(self._encoder.extradata or b"")
-            units = [u for u in nal_units(extradata) if u and u[0] & 0x1F in (NAL_SPS,
-                                                                               NAL_PPS)]
-            self._param_sets = b"".join(b"\x00\x00\x00\x01" + u for u in units)
-        if not self._param_sets:
-            return data
-        self._n["headers_added"] += 1
-        return self._param_sets + data
+        if not self._params.cached and self._encoder.extradata:
+            self._params.learn(bytes(self._encoder.extradata))
+        out = self._params.ensure(data)
+        self._n["headers_added"] = self._params.added
+        return out
 
     def _flush(self) -> None:
         if self._encoder is not None:
