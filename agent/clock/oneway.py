@@ -52,8 +52,8 @@ class OneWayFit:
         *,
         latency_kind: str = "calibrated",
         latency_uncertainty_ns: int = 100_000,
-        bin_ns: int = 250_000_000,
-        window_bins: int = 480,
+        bin_ns: int = 1_000_000_000,
+        window_bins: int = 300,
         converge_span_ns: int = 20_000_000_000,
         restart_back_ns: int = 1_000_000_000,
     ) -> None:
