@@ -61,7 +61,8 @@ class CameraSection:
     keyframe_seconds: float = _f(2.0, min=0.1, max=60.0)
     exposure_us: int = _f(10_000, min=1, max=1_000_000)
     """Exposure the simulated sensor reports (a real sensor reports its own)."""
-    ring_bytes: int = _f(32 * 1024 * 1024, min=1024 * 1024)
+    ring_bytes: int = _f(8 * 1024 * 1024, min=1024 * 1024)
+    """Encoded-frame ring between the encoder and the writer (about 20 s of 720p video)."""
 
 
 @dataclass(frozen=True, slots=True)
