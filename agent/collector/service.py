@@ -13,8 +13,8 @@ import secrets
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
+from io import FileIO
 from pathlib import Path
-from typing import IO
 
 from agent.collector.auth import Principal
 from agent.collector.store import Backend, Database, LocalBackend, Staging, Upload
@@ -195,14 +195,17 @@ class PatchWriter:
         self.hasher = checksum.hasher() if checksum else None
         self.written = 0
         self.limit = up.length - up.offset
-        self.f: IO[bytes] = open(collector.staging.path(up.id), "r+b")  # noqa: SIM115
+        # unbuffered: each received piece is one write(2), no second copy in user space
+        self.f: FileIO = open(collector.staging.path(up.id), "r+b", buffering=0)  # noqa: SIM115
         self.f.seek(up.offset)
         self.f.truncate(up.offset)
 
     def write(self, data: bytes) -> None:
         if self.written + len(data) > self.limit:
             raise TusError(413, f"body runs past Upload-Length {self.up.length}")
-        self.f.write(data)
+        view = memoryview(data)
+        while view:
+            view = view[self.f.write(view) or 0:]
         if self.hasher is not None:
             self.hasher.update(data)
         self.written += len(data)
@@ -222,7 +225,6 @@ class PatchWriter:
         return self._commit()
 
     def _commit(self) -> Upload:
-        self.f.flush()
         os.fsync(self.f.fileno())
         self.f.close()
         if self.written == 0:
