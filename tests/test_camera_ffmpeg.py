@@ -125,6 +125,20 @@ def test_a_thread_that_falls_behind_reports_lost_frames_instead_of_speeding_up()
     assert cam.stats()["dropped_late"] == lost
 
 
+def test_a_live_input_is_not_paced_and_is_stamped_on_arrival():
+    # lavfi marked live: its pts are not on the host timeline, so frames carry arrival times
+    cam = FfmpegCamera(dataclasses.replace(CFG, live="yes"))
+    assert cam.live
+    before = time.monotonic_ns()
+    frames = capture(cam, 10)
+    assert len(frames) >= 10
+    assert cam.stats()["timestamps"] == "arrival"
+    assert all(f.sensor_ts_ns >= before for f in frames)
+    for a, b in itertools.pairwise(frames):
+        assert b.sensor_ts_ns >= a.sensor_ts_ns
+        assert b.index - a.index == 1 + b.dropped_before
+
+
 # --------------------------------------------------------------------------- bitstream
 
 

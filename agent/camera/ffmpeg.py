@@ -34,7 +34,7 @@ from collections.abc import Iterator
 from fractions import Fraction
 from typing import Any
 
-from agent.camera.base import FrameRing, ParameterSets, nal_units
+from agent.camera.base import EncodedFrame, FrameRing, ParameterSets, nal_units
 from agent.config import CameraSection
 from agent.errors import SourceError
 from agent.timeline import Clock, monotonic_ns
@@ -112,7 +112,7 @@ class FfmpegCamera:
     def request_keyframe(self) -> None:
         self._idr_requested += 1
 
-    def poll(self, max_frames: int = 64) -> list[Any]:
+    def poll(self, max_frames: int = 64) -> list[EncodedFrame]:
         return self.frames.poll(max_frames)
 
     def wait(self, timeout: float) -> bool:
