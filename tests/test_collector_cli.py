@@ -101,6 +101,12 @@ def test_port_in_use_is_a_clear_error(tmp_path, child_factory):
     assert r.returncode == 1 and "cannot listen" in r.stderr and "Traceback" not in r.stderr
 
 
+def test_report_without_data_exits_2(tmp_path):
+    r = run_cli("collector", "report", "--data", str(tmp_path / "nothing"))
+    assert r.returncode == 2 and "no collector data" in r.stderr
+    assert not (tmp_path / "nothing").exists()
+
+
 def test_enroll_bad_device_id_exits_2(tmp_path):
     r = run_cli("collector", "enroll", "../etc", "--data", str(tmp_path))
     assert r.returncode == 2 and "device id" in r.stderr

@@ -352,3 +352,33 @@ def test_parallel_devices_upload_at_once(srv):
     assert len(objects(srv)) == 20 and staged(srv) == []
     from agent.collector.completeness import fleet_report
     assert all(r["complete"] and r["verified"] == 5 for r in fleet_report(srv.collector.db))
+
+
+def test_crash_between_storing_and_recording_verification(tmp_path):
+    """The verified file was moved into objects/ but the server died before recording it."""
+    from agent.collector.service import Collector
+    from agent.collector.tus import SegmentMeta
+
+    data = os.urandom(70_000)
+    c = Collector(tmp_path / "d")
+    from agent.collector import auth
+    auth.enroll(c.db, DEV)
+    who = auth.Principal("device", DEV)
+    meta = SegmentMeta(DEV, f"{DEV}-00000005", 5, sha256(data), f"{DEV}-00000005.mcap")
+    up, _ = c.create(who, len(data), meta)
+    w = c.open_patch(up, None)
+    w.write(data)
+    up = w.finish()
+    assert up.state == "complete"
+    c.backend.store(up, c.staging.path(up.id))  # ...and the process dies here
+    c.close()
+    srv = ServerThread(tmp_path / "d").start()
+    try:
+        client = srv.client(srv.enroll(DEV))
+        r = client.head(f"/files/{up.id}")
+        assert r.headers["upload-offset"] == str(len(data))
+        assert r.headers["wearcap-verified"] == f"sha256={sha256(data)}"
+        assert objects(srv) == [f"{DEV}/{DEV}-00000005.mcap"]
+        client.close()
+    finally:
+        srv.stop()

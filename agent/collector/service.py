@@ -17,7 +17,7 @@ from io import FileIO
 from pathlib import Path
 
 from agent.collector.auth import Principal
-from agent.collector.store import Backend, Database, LocalBackend, Staging, Upload
+from agent.collector.store import DB_NAME, Backend, Database, LocalBackend, Staging, Upload
 from agent.collector.tus import CHECKSUM_MISMATCH, Checksum, SegmentMeta, TusError, next_state
 from agent.errors import CollectorError, InputError
 
@@ -47,19 +47,30 @@ class Collector:
                  clock: Callable[[], float] = time.time) -> None:
         open_data_dir(data)
         self.data = data
-        self.db = Database(data / "collector.sqlite3")
+        self.db = Database(data / DB_NAME)
         self.staging = Staging(data / "staging")
         self.backend: Backend = backend or LocalBackend(data / "objects")
         self.max_size = max_size
         self.expire_seconds = expire_seconds
         self.clock = clock
         self.local = LocalBackend(data / "objects")
+        self._recover_moved()
         fixed = self.db.reconcile(self.staging)
         if fixed:
             log.info("reconciled %d unfinished uploads with their staged bytes", fixed)
 
     def close(self) -> None:
         self.db.close()
+
+    def _recover_moved(self) -> None:
+        """A crash between moving a verified file into objects/ and recording it: move it
+        back to staging so the next HEAD/PATCH hashes and records it again."""
+        for up in self.db.unfinished():
+            moved = self.local.root / up.object_name()
+            if up.state == "complete" and not self.staging.path(up.id).exists() \
+                    and moved.is_file():
+                os.replace(moved, self.staging.path(up.id))
+                log.info("recovered %s after a crash during verification", up.segment_id)
 
     # --- lookup ----------------------------------------------------------------------------
     def lookup(self, who: Principal, upload_id: str) -> Upload:

@@ -42,6 +42,7 @@ CREATE UNIQUE INDEX IF NOT EXISTS uploads_segment ON uploads(device, segment_id)
 CREATE INDEX IF NOT EXISTS uploads_device_seq ON uploads(device, seq);
 """
 CHUNK = 1024 * 1024
+DB_NAME = "collector.sqlite3"
 
 
 @dataclass(frozen=True, slots=True)

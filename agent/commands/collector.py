@@ -106,10 +106,10 @@ def parse_listen(value: str) -> tuple[str, int]:
 
 def _db(args: argparse.Namespace) -> Any:
     from agent.collector.service import open_data_dir
-    from agent.collector.store import Database
+    from agent.collector.store import DB_NAME, Database
 
     data = open_data_dir(Path(args.data))
-    return Database(data / "collector.sqlite3")
+    return Database(data / DB_NAME)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -159,8 +159,12 @@ def _revoke(args: argparse.Namespace) -> int:
 
 def _report(args: argparse.Namespace) -> int:
     from agent.collector import completeness
+    from agent.collector.store import DB_NAME
     from agent.errors import InputError
 
+    if not (Path(args.data) / DB_NAME).is_file():
+        raise InputError("no collector data here (start the collector or enroll a device "
+                         "first)", path=args.data)
     db = _db(args)
     if args.device:
         one = completeness.device_report(db, args.device)
