@@ -83,8 +83,11 @@ Encoder = Callable[[int, npt.NDArray[np.int64], npt.NDArray[np.int16],
 
 
 class BandModel:
-    def __init__(self, params: BandParams, start_host_ns: int) -> None:
+    def __init__(self, params: BandParams, start_host_ns: int, *, record: bool = False) -> None:
         self.p = params
+        self.recorded: dict[int, tuple[npt.NDArray[np.int16], npt.NDArray[np.int16]]] | None
+        self.recorded = {} if record else None
+        """With ``record``: sample number -> (acc, gyro) counts the band measured."""
         self.start = start_host_ns
         self.rng = np.random.default_rng(params.seed)
         self.spp = params.samples_per_packet or DEFAULT_SPP[params.profile]
@@ -150,8 +153,12 @@ class BandModel:
         n = len(k)
         acc += self.rng.normal(0, 3.0, (n, 3))
         gyro += self.rng.normal(0, 2.0, (n, 3))
-        return (np.clip(np.rint(acc), -32767, 32767).astype(np.int16),
-                np.clip(np.rint(gyro), -32767, 32767).astype(np.int16))
+        a = np.clip(np.rint(acc), -32767, 32767).astype(np.int16)
+        g = np.clip(np.rint(gyro), -32767, 32767).astype(np.int16)
+        if self.recorded is not None:
+            for j, kk in enumerate(k):
+                self.recorded[int(kk)] = (a[j], g[j])
+        return a, g
 
     # ---------------------------------------------------------------- packets
     def _encoder(self) -> Encoder:

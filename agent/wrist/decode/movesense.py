@@ -10,7 +10,9 @@ own LSB at ±16 g / ±2000 °/s), so rounding moves a value by at most half a st
 Timing: the ms timestamp is truncated, and the IMU samples on its own RC oscillator (±10% of
 nominal), so the decoder fits device time vs sample number over the last ``window`` packets
 (least squares, +0.5 ms for the truncation) and reports that line's t0 and period; the
-packet's own value is kept in ``raw_time``. Sample gaps show as timestamp jumps.
+packet's own value is kept in ``raw_time``. Sample gaps show as timestamp jumps. The
+sample count per packet is fixed for a stream: the first packet sets it, and a packet of
+another length is counted as malformed (a cut packet would otherwise pass as a short one).
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ class MovesenseDecoder:
         self._pts: deque[tuple[int, int]] = deque(maxlen=self.window)  # (index, device ns)
         self._index = 0
         self._period = 1e9 / self.rate_hz
+        self._n: int | None = None
 
     def feed(self, packet: bytes, arrival_ns: int) -> list[ImuChunk]:
         if len(packet) < HEAD.size + 24 or (len(packet) - HEAD.size) % 24:
@@ -60,6 +63,11 @@ class MovesenseDecoder:
             self.ignored += 1
             return []
         n = (len(packet) - HEAD.size) // 24
+        if self._n is None:
+            self._n = n  # the sensor packs a fixed count per packet at a given rate
+        elif n != self._n:
+            self.malformed += 1  # the length cannot tell a short packet from a cut one
+            return []
         f = np.frombuffer(packet, dtype="<f4", offset=HEAD.size).astype(np.float64)
         if not np.all(np.isfinite(f)):
             self.malformed += 1
@@ -68,14 +76,15 @@ class MovesenseDecoder:
         lost = 0
         if self._pts:
             k_last, t_last = self._pts[-1]
-            step = (t - t_last) / self._period
+            step = (t - t_last) / self._period  # samples since the last packet's first
             expect = self._index - k_last
-            if step < expect - 2 or step > 4 * expect + 8:
-                lost = max(0, round(step) - expect) if step > 0 else 0
-                if step <= 0:
-                    self._pts.clear()  # the sensor reset: start the fit again
-                else:
-                    self._index += lost
+            # slack: ms truncation, and the period is only nominal until the line settles
+            tol = 0.5 + 1e6 / self._period + (0.15 if len(self._pts) < 3 else 0.02) * expect
+            if step <= 0 or step > expect + 100_000:
+                self._pts.clear()  # the sensor reset (or a very long gap): fit again
+            elif step - expect > tol:
+                lost = round(step - expect)
+                self._index += lost
         k = self._index
         self._pts.append((k, t))
         t0, period = self._fit(k)
