@@ -1,0 +1,170 @@
+"""What a simulated band program sends: its GATT layout and its packets over time.
+
+A ``Feed`` wraps the pure band simulation (``agent.sim.band_model``) and the sensor profile
+(``agent.wrist.profiles``) for the peripheral program. ``CounterFeed`` is a trivial stand-in
+(sequence number, device time, sample count, zero samples) used where no profile is named.
+"""
+
+from __future__ import annotations
+
+import random
+import struct
+from dataclasses import dataclass
+from typing import Protocol
+
+Char = tuple[str, list[str]]
+"""(characteristic UUID, flags)"""
+Layout = list[tuple[str, list[Char]]]
+"""[(service UUID, [characteristics])] in registration order"""
+
+DFU_SERVICE = "0000fe59-0000-1000-8000-00805f9b34fb"
+DFU_CHAR = "8ec90003-f315-4f60-9fb8-838830daea50"
+COUNTER_HEADER = struct.Struct("<IQH")
+
+
+@dataclass(frozen=True, slots=True)
+class GattLayout:
+    service_uuid: str
+    notify_uuid: str
+    control_uuid: str
+    variants: list[Layout]
+    """Layout 0, then what a "firmware update" changes it to (same profile characteristics,
+    different handles and an extra service)."""
+
+
+def layouts_for(service: str, notify: str, control: str, extra: list[Char]) -> GattLayout:
+    base: Layout = [(service, [(notify, ["notify", "read"]),
+                               (control, ["write", "write-without-response"]), *extra])]
+    updated: Layout = [(DFU_SERVICE, [(DFU_CHAR, ["write", "indicate"])]), *base]
+    return GattLayout(service, notify, control, [base, updated])
+
+
+class Feed(Protocol):
+    needs_start_command: bool
+
+    def layout(self) -> GattLayout: ...
+
+    def control(self, value: bytes) -> str | None:
+        """A write to the control characteristic: "start", "stop" or None."""
+        ...
+
+    def skip_until(self, host_ns: int) -> int:
+        """Discard what the band produced before ``host_ns``; return samples discarded."""
+        ...
+
+    def deliveries_until(self, host_ns: int) -> list[tuple[int, bytes, int]]:
+        """(host arrival ns, packet, samples in it) for connection events up to ``host_ns``."""
+        ...
+
+    def next_event_ns(self) -> int: ...
+
+    def garbage(self) -> bytes: ...
+
+
+class CounterFeed:
+    """Deterministic counter packets at ``rate_hz``, one batch per connection event."""
+
+    needs_start_command = False
+    SERVICE = "7e570001-0000-4000-8000-00000000c0de"
+    NOTIFY = "7e570002-0000-4000-8000-00000000c0de"
+    CONTROL = "7e570003-0000-4000-8000-00000000c0de"
+
+    def __init__(self, rate_hz: float, seed: int, interval_ms: tuple[float, float],
+                 start_host_ns: int, max_per_packet: int = 16) -> None:
+        self.period_ns = int(1e9 / rate_hz)
+        self.rng = random.Random(seed)
+        self.interval_ns = int(self.rng.uniform(*interval_ms) * 1e6)
+        self.max_per_packet = max_per_packet
+        self.next_sample_ns = start_host_ns
+        self.next_event = start_host_ns + self.interval_ns
+        self.seq = 0
+        self.sample = 0
+
+    def layout(self) -> GattLayout:
+        return layouts_for(self.SERVICE, self.NOTIFY, self.CONTROL, [])
+
+    def control(self, value: bytes) -> str | None:
+        return {b"\x01": "start", b"\x00": "stop"}.get(value[:1])
+
+    def skip_until(self, host_ns: int) -> int:
+        return sum(n for _h, _p, n in self.deliveries_until(host_ns))
+
+    def deliveries_until(self, host_ns: int) -> list[tuple[int, bytes, int]]:
+        out: list[tuple[int, bytes, int]] = []
+        while self.next_event <= host_ns:
+            event = self.next_event
+            n_ready = max(0, (event - self.next_sample_ns) // self.period_ns + 1)
+            while n_ready > 0:
+                n = min(n_ready, self.max_per_packet)
+                packet = COUNTER_HEADER.pack(self.seq & 0xFFFFFFFF, self.next_sample_ns, n)
+                out.append((event, packet + bytes(12 * n), n))
+                self.seq += 1
+                self.sample += n
+                self.next_sample_ns += n * self.period_ns
+                n_ready -= n
+            self.next_event += self.interval_ns
+        return out
+
+    def next_event_ns(self) -> int:
+        return self.next_event
+
+    def garbage(self) -> bytes:
+        return bytes([0xEE]) * self.rng.randint(0, 5)
+
+
+class ModelFeed:
+    """A sensor profile's GATT layout and commands, with ``BandModel`` packets."""
+
+    def __init__(self, profile: str, *, rate_hz: float, seed: int, drift_ppm: float,
+                 interval_ms: tuple[float, float], start_host_ns: int) -> None:
+        from agent.sim.band_model import BandModel, BandParams
+        from agent.wrist.profiles import load_profile
+
+        self.profile = load_profile(profile)
+        self.rate_hz = self.profile.pick_rate(rate_hz)
+        lo, hi = interval_ms
+        self.model = BandModel(BandParams(profile=profile, rate_hz=self.rate_hz, seed=seed,
+                                          drift_ppm=drift_ppm, interval_ms=(lo, hi)),
+                               start_host_ns)
+        self.needs_start_command = bool(self.profile.start)
+        self._start = set(self.profile.start_commands(self.rate_hz))
+        self._stop = set(self.profile.stop_commands())
+        self.rng = random.Random(seed)
+
+    def layout(self) -> GattLayout:
+        p = self.profile
+        extra: list[Char] = [(p.info_uuid, ["read"])] if p.info_uuid else []
+        return layouts_for(p.service_uuid, p.notify_uuid, p.control_uuid, extra)
+
+    def control(self, value: bytes) -> str | None:
+        if value in self._start:
+            return "start"
+        if value in self._stop:
+            return "stop"
+        return None
+
+    def skip_until(self, host_ns: int) -> int:
+        n = self.model.skip_until(host_ns)
+        self.model.connect(host_ns)
+        return n
+
+    def deliveries_until(self, host_ns: int) -> list[tuple[int, bytes, int]]:
+        return [(d.host_ns, d.packet, d.n) for d in self.model.deliveries_until(host_ns)]
+
+    def next_event_ns(self) -> int:
+        return int(self.model._next_event)
+
+    def garbage(self) -> bytes:
+        return bytes(self.rng.randrange(256) for _ in range(self.rng.randint(0, 7)))
+
+
+def make_feed(profile: str, *, rate_hz: float, seed: int, drift_ppm: float,
+              interval_ms: tuple[float, float], start_host_ns: int | None = None) -> Feed:
+    """``profile`` "counter" for raw counter packets, else a sensor profile's name."""
+    import time
+
+    start = time.monotonic_ns() if start_host_ns is None else start_host_ns
+    if profile == "counter":
+        return CounterFeed(rate_hz, seed, interval_ms, start)
+    return ModelFeed(profile, rate_hz=rate_hz, seed=seed, drift_ppm=drift_ppm,
+                     interval_ms=interval_ms, start_host_ns=start)

@@ -1,0 +1,440 @@
+"""A simulated wrist band: a GATT peripheral on one adapter of the private BlueZ.
+
+    python -m agent.sim.peripheral --adapter hci1 --central hci0 --profile wearcap-open \
+        --rate 200 --seed 1 --control /tmp/x/left.sock [--drop-every 60] [--abort-connects 2]
+
+It registers a GATT application (the profile's service with its notify and control
+characteristics) and an LE advertisement with dbus-fast, prints ``ready <address>`` on
+stdout, then serves the band's packets as notifications (``PropertiesChanged`` on ``Value``),
+batched per simulated connection event, while a central is subscribed.
+
+Scripted faults (flags, or one line on the control socket; every command answers one JSON
+line): ``drop`` (link lost mid-stream), ``abort N`` (drop the next N connections while they
+are being set up), ``vanish S`` (drop, stop advertising and serving for S seconds),
+``firmware`` (drop, then come back with a changed GATT layout), ``malformed N`` (send N
+garbage notifications), ``stats`` (what was delivered and dropped).
+
+A dropped link is simulated the way the central experiences it: the central's BlueZ device
+object is told the link is gone (``Device1.Disconnect`` on the central's view of this band).
+"""
+
+# No ``from __future__ import annotations`` here: dbus-fast reads the D-Bus signatures from
+# the annotations ("s", "ay", "a{sv}") at class creation, which linters read as names.
+# ruff: noqa: F821, F722
+# mypy: disable-error-code="name-defined, valid-type, no-untyped-def, misc, attr-defined"
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import sys
+import time
+from typing import Any
+
+from dbus_fast import BusType, Message, MessageType
+from dbus_fast.aio import MessageBus
+from dbus_fast.service import PropertyAccess, ServiceInterface, dbus_property, method
+
+from agent.sim.band_feed import Feed, make_feed
+
+APP_ROOT = "/org/wearcap/band"
+ADV_PATH = "/org/wearcap/adv0"
+
+
+class Characteristic(ServiceInterface):
+    def __init__(self, band: "Band", uuid: str, service_path: str, flags: list[str]) -> None:
+        super().__init__("org.bluez.GattCharacteristic1")
+        self.band = band
+        self._uuid = uuid
+        self._service = service_path
+        self._flags = flags
+        self.value = b""
+        self.notifying = False
+
+    @dbus_property(access=PropertyAccess.READ)
+    def UUID(self) -> "s":
+        return self._uuid
+
+    @dbus_property(access=PropertyAccess.READ)
+    def Service(self) -> "o":
+        return self._service
+
+    @dbus_property(access=PropertyAccess.READ)
+    def Flags(self) -> "as":
+        return self._flags
+
+    @dbus_property(access=PropertyAccess.READ)
+    def Value(self) -> "ay":
+        return self.value
+
+    @dbus_property(access=PropertyAccess.READ)
+    def Notifying(self) -> "b":
+        return self.notifying
+
+    @method()
+    def ReadValue(self, options: "a{sv}") -> "ay":
+        return self.value
+
+    @method()
+    def WriteValue(self, value: "ay", options: "a{sv}"):
+        self.band.on_write(self._uuid, bytes(value))
+
+    @method()
+    def StartNotify(self):
+        self.set_notifying(True)
+        self.band.on_notify(self._uuid, True)
+
+    @method()
+    def StopNotify(self):
+        self.set_notifying(False)
+        self.band.on_notify(self._uuid, False)
+
+    @method()
+    def Confirm(self):
+        pass
+
+    def set_notifying(self, on: bool) -> None:
+        if on != self.notifying:
+            self.notifying = on
+            self.emit_properties_changed({"Notifying": on})
+
+    def notify(self, value: bytes) -> None:
+        self.value = value
+        self.emit_properties_changed({"Value": value})
+
+
+class Service(ServiceInterface):
+    def __init__(self, uuid: str) -> None:
+        super().__init__("org.bluez.GattService1")
+        self._uuid = uuid
+
+    @dbus_property(access=PropertyAccess.READ)
+    def UUID(self) -> "s":
+        return self._uuid
+
+    @dbus_property(access=PropertyAccess.READ)
+    def Primary(self) -> "b":
+        return True
+
+
+class Advertisement(ServiceInterface):
+    def __init__(self, name: str, uuids: list[str]) -> None:
+        super().__init__("org.bluez.LEAdvertisement1")
+        self._name = name
+        self._uuids = uuids
+
+    @dbus_property(access=PropertyAccess.READ)
+    def Type(self) -> "s":
+        return "peripheral"
+
+    @dbus_property(access=PropertyAccess.READ)
+    def LocalName(self) -> "s":
+        return self._name
+
+    @dbus_property(access=PropertyAccess.READ)
+    def ServiceUUIDs(self) -> "as":
+        return self._uuids
+
+    @dbus_property(access=PropertyAccess.READ)
+    def Discoverable(self) -> "b":
+        return True
+
+    @method()
+    def Release(self):
+        pass
+
+
+class Band:
+    """One simulated band on the bus: GATT app, advertisement, streaming, faults."""
+
+    def __init__(self, bus: MessageBus, args: argparse.Namespace, feed: Feed) -> None:
+        self.bus = bus
+        self.args = args
+        self.feed = feed
+        self.adapter_path = f"/org/bluez/{args.adapter}"
+        self.address = ""
+        self.central_dev = ""
+        self.layout = 0  # bumped by a "firmware update"
+        self.exported: list[tuple[str, ServiceInterface]] = []
+        self.notify_char: Characteristic | None = None
+        self.started = False
+        self.connected = False
+        self.abort_left = args.abort_connects
+        self.malformed_left = 0
+        self.away_until = 0.0
+        self.stats: dict[str, Any] = {"packets": 0, "samples": 0, "dropped_samples": 0,
+                                      "malformed_sent": 0, "connections": 0, "faults": []}
+        self.app_path = APP_ROOT
+        self.generation = 0
+        self.registered = False
+        self.lock = asyncio.Lock()
+
+    # ------------------------------------------------------------ D-Bus plumbing
+
+    async def call(self, path: str, interface: str, member: str, signature: str = "",
+                   body: list[Any] | None = None, destination: str = "org.bluez") -> Any:
+        reply = await self.bus.call(Message(destination=destination, path=path,
+                                            interface=interface, member=member,
+                                            signature=signature, body=body or []))
+        if reply is None or reply.message_type == MessageType.ERROR:
+            err = reply.error_name if reply is not None else "no reply"
+            raise RuntimeError(f"{interface}.{member} on {path}: {err} {reply and reply.body}")
+        return reply.body
+
+    async def setup(self) -> None:
+        body = await self.call(self.adapter_path, "org.freedesktop.DBus.Properties", "Get",
+                               "ss", ["org.bluez.Adapter1", "Address"])
+        self.address = body[0].value
+        self.central_dev = (f"/org/bluez/{self.args.central}/dev_"
+                            f"{self.address.replace(':', '_')}")
+        await self.bus.call(Message(
+            destination="org.freedesktop.DBus", path="/org/freedesktop/DBus",
+            interface="org.freedesktop.DBus", member="AddMatch", signature="s",
+            body=[f"type='signal',sender='org.bluez',path='{self.central_dev}',"
+                  "interface='org.freedesktop.DBus.Properties',member='PropertiesChanged'"]))
+        self.bus.add_message_handler(self._on_signal)
+        await self.register()
+
+    def _on_signal(self, msg: Message) -> None:
+        if msg.message_type != MessageType.SIGNAL or msg.path != self.central_dev:
+            return
+        if msg.member != "PropertiesChanged" or msg.body[0] != "org.bluez.Device1":
+            return
+        changed = msg.body[1]
+        if "Connected" in changed:
+            connected = bool(changed["Connected"].value)
+            if connected and not self.connected:
+                self.connected = True
+                self.stats["connections"] += 1
+                if self.abort_left > 0:
+                    self.abort_left -= 1
+                    self._fault("abort")
+                    asyncio.get_running_loop().create_task(self.drop())
+            elif not connected and self.connected:
+                self.connected = False
+                self._stop_stream()
+                asyncio.get_running_loop().create_task(self.after_disconnect())
+
+    async def register(self) -> None:
+        """Export and register the GATT application (new handles each time) and advert."""
+        async with self.lock:
+            await self._unregister()
+            self.generation += 1
+            layout = self.args.layouts[self.layout % len(self.args.layouts)]
+            self.app_path = f"{APP_ROOT}{self.generation}"
+            for i, (svc_uuid, chars) in enumerate(layout):
+                spath = f"{self.app_path}/service{i}"
+                self.exported.append((spath, Service(svc_uuid)))
+                for j, (uuid, flags) in enumerate(chars):
+                    ch = Characteristic(self, uuid, spath, flags)
+                    self.exported.append((f"{spath}/char{j}", ch))
+                    if uuid == self.args.notify_uuid:
+                        self.notify_char = ch
+            for path, obj in self.exported:
+                self.bus.export(path, obj)
+            self.bus.export(ADV_PATH, self.adv)
+            await self.call(self.adapter_path, "org.bluez.GattManager1",
+                            "RegisterApplication", "oa{sv}", [self.app_path, {}])
+            await self.call(self.adapter_path, "org.bluez.LEAdvertisingManager1",
+                            "RegisterAdvertisement", "oa{sv}", [ADV_PATH, {}])
+            self.registered = True
+
+    async def unregister(self) -> None:
+        async with self.lock:
+            await self._unregister()
+
+    async def _unregister(self) -> None:
+        if self.registered:
+            with contextlib.suppress(RuntimeError):
+                await self.call(self.adapter_path, "org.bluez.LEAdvertisingManager1",
+                                "UnregisterAdvertisement", "o", [ADV_PATH])
+            with contextlib.suppress(RuntimeError):
+                await self.call(self.adapter_path, "org.bluez.GattManager1",
+                                "UnregisterApplication", "o", [self.app_path])
+            self.bus.unexport(ADV_PATH)
+        for path, _obj in self.exported:
+            self.bus.unexport(path)
+        self.exported = []
+        self.notify_char = None
+        self.registered = False
+
+    async def after_disconnect(self) -> None:
+        """The simulated BlueZ keeps a disconnected central's GATT objects at the old
+        handles, so a band serves a fresh registration (new handles) to every connection."""
+        if not self.away_until:
+            await self.register()
+
+    @property
+    def adv(self) -> Advertisement:
+        if not hasattr(self, "_adv"):
+            self._adv = Advertisement(self.args.name, [self.args.service_uuid])
+        return self._adv
+
+    # ------------------------------------------------------------ GATT events
+
+    def on_write(self, uuid: str, value: bytes) -> None:
+        cmd = self.feed.control(value)
+        if cmd == "start":
+            self._start_stream()
+        elif cmd == "stop":
+            self._stop_stream()
+
+    def on_notify(self, uuid: str, on: bool) -> None:
+        if uuid != self.args.notify_uuid:
+            return
+        if on and not self.feed.needs_start_command:
+            self._start_stream()
+        elif not on:
+            self._stop_stream()
+
+    def _start_stream(self) -> None:
+        if not self.started and self.notify_char is not None and self.notify_char.notifying:
+            self.started = True
+            self.feed.skip_until(time.monotonic_ns())
+
+    def _stop_stream(self) -> None:
+        self.started = False
+        if self.notify_char is not None:
+            self.notify_char.set_notifying(False)
+
+    def _fault(self, kind: str) -> None:
+        self.stats["faults"].append({"kind": kind, "host_ns": time.monotonic_ns()})
+
+    # ------------------------------------------------------------ faults
+
+    async def drop(self) -> None:
+        """The link is lost: stop sending, then tell the central's BlueZ."""
+        self._stop_stream()
+        with contextlib.suppress(RuntimeError):
+            await self.call(self.central_dev, "org.bluez.Device1", "Disconnect")
+
+    async def command(self, line: str) -> dict[str, Any]:
+        words = line.split()
+        if not words:
+            return {"ok": False, "error": "empty command"}
+        cmd, rest = words[0], words[1:]
+        if cmd == "stats":
+            return {"ok": True, **self.stats, "address": self.address,
+                    "streaming": self.started, "connected": self.connected}
+        if cmd == "drop":
+            self._fault("drop")
+            await self.drop()
+        elif cmd == "abort":
+            self.abort_left += int(rest[0]) if rest else 1
+        elif cmd == "malformed":
+            self.malformed_left += int(rest[0]) if rest else 1
+        elif cmd == "vanish":
+            self._fault("vanish")
+            self.away_until = time.monotonic() + (float(rest[0]) if rest else 5.0)
+            await self.drop()
+            await self.unregister()
+        elif cmd == "firmware":
+            self._fault("firmware")
+            self.layout += 1
+            was_connected = self.connected
+            await self.drop()
+            if not was_connected:
+                await self.register()
+        else:
+            return {"ok": False, "error": f"unknown command {cmd!r}"}
+        return {"ok": True}
+
+    # ------------------------------------------------------------ streaming
+
+    async def stream(self) -> None:
+        next_drop = self.args.drop_every
+        streamed = 0.0
+        while True:
+            now_ns = time.monotonic_ns()
+            if self.away_until and time.monotonic() >= self.away_until:
+                self.away_until = 0.0
+                await self.register()
+            deliveries = self.feed.deliveries_until(now_ns)
+            char = self.notify_char
+            if self.started and char is not None:
+                for _host_ns, packet, n in deliveries:
+                    char.notify(packet)
+                    self.stats["packets"] += 1
+                    self.stats["samples"] += n
+                while self.malformed_left > 0:
+                    self.malformed_left -= 1
+                    self.stats["malformed_sent"] += 1
+                    char.notify(self.feed.garbage())
+            else:
+                self.stats["dropped_samples"] += sum(n for _h, _p, n in deliveries)
+            wait = self.feed.next_event_ns() - time.monotonic_ns()
+            await asyncio.sleep(max(wait, 0) / 1e9)
+            if self.started:
+                streamed += max(wait, 0) / 1e9
+                if next_drop and streamed >= next_drop:
+                    streamed = 0.0
+                    self._fault("drop")
+                    await self.drop()
+
+
+async def serve_control(band: Band, path: str) -> asyncio.AbstractServer:
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while line := await reader.readline():
+                try:
+                    reply = await band.command(line.decode().strip())
+                except Exception as exc:  # a bad command must not kill the band
+                    reply = {"ok": False, "error": str(exc)}
+                writer.write(json.dumps(reply).encode() + b"\n")
+                await writer.drain()
+        finally:
+            writer.close()
+
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+    return await asyncio.start_unix_server(handle, path)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m agent.sim.peripheral", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--adapter", required=True, help="this band's adapter, e.g. hci1")
+    p.add_argument("--central", default="hci0", help="the agent's adapter")
+    p.add_argument("--profile", default="wearcap-open")
+    p.add_argument("--name", default="wearcap-band")
+    p.add_argument("--rate", type=float, default=200.0, help="nominal sample rate (Hz)")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--drift-ppm", type=float, default=50.0)
+    p.add_argument("--interval-ms", type=float, nargs=2, default=[7.5, 50.0])
+    p.add_argument("--control", help="path of the control socket")
+    p.add_argument("--drop-every", type=float, default=0.0,
+                   help="drop the link after every S seconds of streaming (0: never)")
+    p.add_argument("--abort-connects", type=int, default=0,
+                   help="drop the first N connections while they are being set up")
+    return p.parse_args(argv)
+
+
+async def amain(args: argparse.Namespace) -> None:
+    feed = make_feed(args.profile, rate_hz=args.rate, seed=args.seed,
+                     drift_ppm=args.drift_ppm, interval_ms=tuple(args.interval_ms))
+    layout = feed.layout()
+    args.service_uuid = layout.service_uuid
+    args.notify_uuid = layout.notify_uuid
+    args.layouts = layout.variants
+    bus = await MessageBus(bus_type=BusType.SYSTEM).connect()
+    band = Band(bus, args, feed)
+    await band.setup()
+    server = await serve_control(band, args.control) if args.control else None
+    print(f"ready {band.address}", flush=True)
+    try:
+        await band.stream()
+    finally:
+        if server is not None:
+            server.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(amain(args))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,373 @@
+"""The BLE adapter for one wrist band: bleak + bleak-retry-connector on its own event loop.
+
+``BleLink`` connects by address on the configured adapter, checks the GATT layout against
+the sensor profile, subscribes to the notify characteristic, writes the rate and start
+commands, and reconnects forever with a capped, jittered backoff (``backoff_delay``, a pure
+function). When the services do not match the profile (a stale BlueZ GATT cache, e.g. after
+a firmware update), it removes the device from BlueZ (``Adapter1.RemoveDevice``) and scans
+for it again.
+
+Its notification callback does one thing: ``on_packet(arrival_ns, bytes)`` (the caller pushes
+into a ring). Link events (connected, lost with a cause) go to ``on_event``. bleak is imported
+only here, inside functions, so ``import agent`` works without it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from agent.errors import SourceError
+from agent.timeline import Clock, monotonic_ns
+from agent.wrist.lifecycle import Lifecycle, State
+from agent.wrist.profiles import SensorProfile
+
+log = logging.getLogger(__name__)
+
+
+# ---------------------------------------------------------------- retry policy (pure)
+
+
+@dataclass(frozen=True, slots=True)
+class BackoffPolicy:
+    first_s: float = 0.25
+    factor: float = 2.0
+    cap_s: float = 30.0
+    jitter: float = 0.25
+    """Each delay is scaled by a factor drawn uniformly from [1 - jitter, 1 + jitter]."""
+    not_found_min_s: float = 1.0
+    """A band that is not advertising is not worth asking for more often than this."""
+
+
+def backoff_delay(attempt: int, rand: float, policy: BackoffPolicy = BackoffPolicy(),
+                  cause: str = "") -> float:
+    """Seconds to wait before retry number ``attempt`` (0 = the first retry after a loss).
+
+    ``rand`` in [0, 1) is the jitter draw (injected so that this is a pure function). The
+    result never exceeds ``policy.cap_s``.
+    """
+    base = policy.first_s * policy.factor ** min(max(attempt, 0), 64)
+    if cause.startswith("not-found"):
+        base = max(base, policy.not_found_min_s)
+    base = min(base, policy.cap_s)
+    scaled = base * (1.0 - policy.jitter + 2.0 * policy.jitter * min(max(rand, 0.0), 1.0))
+    return min(scaled, policy.cap_s)
+
+
+def classify(exc: BaseException) -> str:
+    """A short, stable cause for a failure (written into gaps): ``kind:detail``."""
+    text = str(exc) or type(exc).__name__
+    low = text.lower()
+    if isinstance(exc, StaleGatt):
+        return f"stale-gatt:{text}"
+    if "UnknownMethod" in text or "UnknownObject" in text:
+        return "stale-gatt:services gone"
+    if isinstance(exc, asyncio.TimeoutError):
+        return "timeout"
+    if "abort" in low or "le-connection-abort-by-local" in low:
+        return "connect-aborted"
+    if "not found" in low or "unknownobject" in low or "does not exist" in low:
+        return "not-found"
+    if "inprogress" in low or "in progress" in low:
+        return "in-progress"
+    if "disconnected" in low or "not connected" in low:
+        return "link-lost"
+    return f"error:{type(exc).__name__}"
+
+
+class StaleGatt(Exception):
+    """The services BlueZ reports do not match the band's profile."""
+
+
+def check_services(services: Any, profile: SensorProfile) -> None:
+    """Raise StaleGatt unless there is exactly one profile service with one notify and one
+    control characteristic (``services``: a bleak BleakGATTServiceCollection)."""
+    found = [s for s in services if s.uuid.lower() == profile.service_uuid]
+    if len(found) != 1:
+        raise StaleGatt(f"{len(found)} instances of service {profile.service_uuid}")
+    chars = [c.uuid.lower() for c in found[0].characteristics]
+    for uuid in (profile.notify_uuid, profile.control_uuid):
+        if chars.count(uuid) != 1:
+            raise StaleGatt(f"{chars.count(uuid)} instances of characteristic {uuid}")
+
+
+# ---------------------------------------------------------------- the link
+
+
+@dataclass(frozen=True, slots=True)
+class LinkEvent:
+    t_ns: int
+    kind: str
+    """connected | lost | stale-gatt-cleared | failed"""
+    cause: str = ""
+
+
+async def remove_device(adapter: str, address: str) -> bool:
+    """Forget a device in BlueZ (its GATT cache too): ``Adapter1.RemoveDevice``."""
+    from dbus_fast import BusType, Message, MessageType
+    from dbus_fast.aio import MessageBus
+
+    path = f"/org/bluez/{adapter}/dev_{address.upper().replace(':', '_')}"
+    bus = await MessageBus(bus_type=BusType.SYSTEM).connect()
+    try:
+        reply = await bus.call(Message(destination="org.bluez", path=f"/org/bluez/{adapter}",
+                                       interface="org.bluez.Adapter1", member="RemoveDevice",
+                                       signature="o", body=[path]))
+        return reply is not None and reply.message_type == MessageType.METHOD_RETURN
+    finally:
+        bus.disconnect()
+
+
+class BleLink:
+    """One band's connection, run on a private asyncio loop in its own thread."""
+
+    def __init__(self, *, name: str, address: str, adapter: str, profile: SensorProfile,
+                 rate_hz: float, on_packet: Callable[[int, bytes], object],
+                 on_event: Callable[[LinkEvent], object], connect_timeout: float = 20.0,
+                 scan_timeout: float = 5.0, policy: BackoffPolicy = BackoffPolicy(),
+                 clock: Clock = monotonic_ns, rng: random.Random | None = None) -> None:
+        self.name = name
+        self.address = address.upper()
+        self.adapter = adapter
+        self.profile = profile
+        self.rate_hz = rate_hz
+        self.on_packet = on_packet
+        self.on_event = on_event
+        self.connect_timeout = connect_timeout
+        self.scan_timeout = scan_timeout
+        self.policy = policy
+        self.clock = clock
+        self.rng = rng or random.Random()
+        self.lifecycle = Lifecycle(clock)
+        self.cache_clears = 0
+        self.last_error = ""
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._stopping: asyncio.Event | None = None
+        self._lost: asyncio.Event | None = None
+        self._lost_ns = 0
+        self._ready = threading.Event()
+
+    # -------------------------------------------------------------- thread control
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._thread_main, name=f"ble-{self.name}",
+                                        daemon=True)
+        self._thread.start()
+        self._ready.wait(5.0)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        loop, stopping = self._loop, self._stopping
+        if loop is not None and stopping is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(stopping.set)
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _thread_main(self) -> None:
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        try:
+            loop.run_until_complete(self._main())
+        except Exception:  # never let the thread die silently
+            log.exception("%s: BLE loop failed", self.name)
+        finally:
+            with contextlib.suppress(Exception):
+                loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
+
+    async def _main(self) -> None:
+        self._stopping = asyncio.Event()
+        self._ready.set()
+        runner = asyncio.ensure_future(self._run())
+        stop = asyncio.ensure_future(self._stopping.wait())
+        await asyncio.wait({runner, stop}, return_when=asyncio.FIRST_COMPLETED)
+        if not runner.done():
+            runner.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await runner
+        stop.cancel()
+        if self.lifecycle.can("stop"):
+            self.lifecycle.fire("stop")
+
+    # -------------------------------------------------------------- the state machine
+
+    async def _run(self) -> None:
+        lc = self.lifecycle
+        lc.fire("start")
+        scan = False  # first look in BlueZ's device list; scan only if it is not there
+        device: Any = None
+        cause = ""
+        attempt = 0
+        while True:
+            if lc.state is State.SCANNING:
+                device = await self._find(scan)
+                if device is None:
+                    cause, scan = "not-found", True
+                    lc.fire("not_found", self.address)
+                else:
+                    scan = False
+                    lc.fire("found")
+            elif lc.state is State.CONNECTING:
+                cause, scan = await self._session(device)
+                if self.lifecycle.counts.get("subscribed", 0) and cause == "link-lost":
+                    attempt = 0  # a working link was lost: start the backoff afresh
+                lc.fire("retry", cause)
+            elif lc.state is State.BACKOFF:
+                await asyncio.sleep(backoff_delay(attempt, self.rng.random(), self.policy,
+                                                  cause))
+                attempt += 1
+                lc.fire("rescan" if scan or device is None else "reconnect")
+            else:  # pragma: no cover - the table allows nothing else here
+                raise RuntimeError(f"unexpected state {lc.state}")
+
+    async def _session(self, device: Any) -> tuple[str, bool]:
+        """Connect, subscribe, stream until the link is lost. Returns (cause, rescan)."""
+        lc = self.lifecycle
+        client = None
+        streaming = False
+        cause = "stopped"
+        try:
+            client = await self._connect(device)
+            lc.fire("connected")
+            await self._subscribe(client)
+            lc.fire("subscribed")
+            streaming = True
+            self.on_event(LinkEvent(self.clock(), "connected"))
+            assert self._lost is not None
+            await self._lost.wait()
+            cause = "link-lost"
+            lc.fire("lost", cause)
+            return cause, False
+        except asyncio.CancelledError:
+            if client is not None:
+                await self._shutdown(client)
+                client = None
+            raise
+        except Exception as exc:
+            cause = classify(exc)
+            self.last_error = f"{cause}: {exc}"
+            log.info("%s: %s", self.name, self.last_error)
+            lc.fire("failed", cause)
+            stale = isinstance(exc, StaleGatt) or any(
+                k in str(exc) for k in ("UnknownMethod", "UnknownObject"))
+            if stale:
+                await self._disconnect(client)
+                client = None
+                if await self._clear_cache():
+                    self.on_event(LinkEvent(self.clock(), "stale-gatt-cleared", cause))
+            else:
+                self.on_event(LinkEvent(self.clock(), "failed", cause))
+            return cause, stale
+        finally:
+            if client is not None:
+                await self._disconnect(client)
+            if streaming and cause != "stopped":
+                self.on_event(LinkEvent(self._lost_ns or self.clock(), "lost", cause))
+
+    async def _find(self, scan: bool) -> Any:
+        """The band's BLEDevice: from BlueZ's device list unless ``scan``, else by scanning
+        (while scanning, BlueZ's list is checked too: an advertisement that BlueZ reported
+        before the scanner's callback was in place is not lost)."""
+        from bleak import BleakScanner
+        from bleak_retry_connector import get_device_by_adapter
+
+        try:
+            if not scan:
+                dev = await get_device_by_adapter(self.address, self.adapter)
+                if dev is not None:
+                    return dev
+            found: list[Any] = []
+            seen = asyncio.Event()
+
+            def on_adv(d: Any, _adv: Any) -> None:
+                if d.address.upper() == self.address:
+                    found.append(d)
+                    seen.set()
+
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + self.scan_timeout
+            async with BleakScanner(on_adv, bluez={"adapter": self.adapter}):
+                while not seen.is_set() and loop.time() < deadline:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(seen.wait(), 0.25)
+                    if not seen.is_set():
+                        dev = await get_device_by_adapter(self.address, self.adapter)
+                        if dev is not None:
+                            return dev
+            return found[-1] if found else None
+        except Exception as exc:
+            err = self._translate(exc, "scan failed")
+            self.last_error = str(err)
+            log.info("%s", err)
+            return None
+
+    async def _connect(self, device: Any) -> Any:
+        from bleak import BleakClient
+        from bleak_retry_connector import establish_connection
+
+        self._lost = asyncio.Event()
+        self._lost_ns = 0
+        lost = self._lost
+
+        def disconnected(_client: Any) -> None:
+            if not lost.is_set():
+                self._lost_ns = self.clock()
+                lost.set()
+
+        async with asyncio.timeout(self.connect_timeout * 3):
+            return await establish_connection(
+                BleakClient, device, self.name, disconnected_callback=disconnected,
+                max_attempts=3, use_services_cache=False, bluez={"adapter": self.adapter},
+                timeout=self.connect_timeout)
+
+    async def _subscribe(self, client: Any) -> None:
+        check_services(client.services, self.profile)
+        push = self.on_packet
+        clock = self.clock
+
+        def on_notify(_char: Any, data: bytearray) -> None:
+            push(clock(), bytes(data))  # the hot path: nothing else
+
+        await client.start_notify(self.profile.notify_uuid, on_notify)
+        for cmd in (*self.profile.rate_commands(self.rate_hz),
+                    *self.profile.start_commands(self.rate_hz)):
+            await client.write_gatt_char(self.profile.control_uuid, cmd, response=True)
+
+    async def _shutdown(self, client: Any) -> None:
+        """Stop the band's stream, then disconnect (on the way out)."""
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(2.0):
+                for cmd in self.profile.stop_commands():
+                    await client.write_gatt_char(self.profile.control_uuid, cmd, response=True)
+        await self._disconnect(client)
+
+    async def _disconnect(self, client: Any) -> None:
+        if client is None:
+            return
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(5.0):
+                await client.disconnect()
+
+    async def _clear_cache(self) -> bool:
+        try:
+            async with asyncio.timeout(5.0):
+                ok = await remove_device(self.adapter, self.address)
+        except Exception as exc:
+            log.info("%s", self._translate(exc, "could not clear the GATT cache"))
+            return False
+        if ok:
+            self.cache_clears += 1
+        return ok
+
+    def _translate(self, exc: BaseException, what: str) -> SourceError:
+        try:
+            raise SourceError(f"{what}: {exc or type(exc).__name__}", device=self.name) from exc
+        except SourceError as err:
+            return err
