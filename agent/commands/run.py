@@ -26,13 +26,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _wrist_sources(cfg: Config) -> list[Source]:
-    """The wrist-band (and MCU) sources of this rig. The wrist-band issue fills this in."""
-    return []
+    """The wrist-band (and MCU) sources of this rig: one WristSource per configured band."""
+    from agent.wrist.source import WristSource
+
+    return [WristSource(w, cfg.ble) for w in cfg.wrist]
 
 
 def _sim_rig(cfg: Config) -> AbstractContextManager[Any]:
     """What the simulated rig needs around a recording (private BlueZ, simulated devices).
-    The wrist-band issue fills this in; nothing is needed for the camera alone."""
+    Simulated wrist bands run behind a private BlueZ; nothing is needed for the camera alone."""
+    if cfg.sim.enabled and cfg.wrist:
+        from agent.sim.rig import SimRig
+
+        return SimRig(cfg)
     return contextlib.nullcontext()
 
 
