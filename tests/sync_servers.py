@@ -147,15 +147,17 @@ def sha256_file(path: Path) -> str:
 
 def make_segments(spool: Path, device: str, n: int, size: int, *, start: int = 0,
                   seed: int = 0, sparse: bool = False) -> list[Path]:
-    """``n`` sealed segments of ``size`` bytes (random, or sparse zeros with a random head)."""
+    """``n`` sealed segments of ``size`` bytes (random, or sparse zeros with a random head),
+    written in ``active/`` and renamed into ``sealed/`` as the capture service does."""
     sealed = spool / "sealed"
     sealed.mkdir(parents=True, exist_ok=True)
     (spool / "active").mkdir(exist_ok=True)
     out = []
     for i in range(start, start + n):
         path = sealed / f"{device}-{i:08d}.mcap"
+        part = spool / "active" / f"{path.name}.part"
         head = hashlib.sha256(f"{seed}:{i}".encode()).digest() * 4
-        with path.open("wb") as fh:
+        with part.open("wb") as fh:
             if sparse:
                 fh.write(head)
                 fh.truncate(size)
@@ -166,6 +168,9 @@ def make_segments(spool: Path, device: str, n: int, size: int, *, start: int = 0
                     piece = os.urandom(min(left, 65536)) if i % 2 else block[: min(left, 8192)]
                     fh.write(piece)
                     left -= len(piece)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.rename(part, path)  # sealing is a rename: the file appears whole
         out.append(path)
     return out
 

@@ -82,6 +82,10 @@ class Uploader:
             why = "sealed file vanished before verification"
             self.state.transition(seg.id, "missing", last_error=why)
             return tus.Rejected(why)
+        if seg.upload_url is None and path.stat().st_size != seg.size:
+            # sealed files are immutable; one that changed before any upload is re-read
+            log.warning("%s changed size since discovery; hashing it again", path)
+            seg = self._set(seg, size=path.stat().st_size, sha256=None)
         if seg.sha256 is None:
             seg = self._set(seg, sha256=file_sha256(path, self.should_stop))
         assert seg.sha256 is not None
@@ -155,10 +159,13 @@ class Uploader:
         resp = self.client.send(request, stream=True)
         try:
             body = b""
-            for piece in resp.iter_raw():
-                body += piece
-                if len(body) >= MAX_BODY:
-                    break
+            try:
+                for piece in resp.iter_raw():
+                    body += piece
+                    if len(body) >= MAX_BODY:
+                        break
+            except httpx.StreamConsumed:  # an in-memory response (already read)
+                body = resp.content
             return tus.Response(resp.status_code, _headers(resp), body[:MAX_BODY])
         finally:
             resp.close()
