@@ -58,7 +58,7 @@ def test_acc_only_packets_and_seq_gaps_count_lost_samples():
     assert c1.gyro is None and (c1.lost_before, c2.lost_before, c3.lost_before) == (0, 0, 4)
     assert (c1.index, c2.index, c3.index) == (0, 3, 10)
     # the counter wraps at 2**32 without a false loss
-    (w1,) = dec.feed(open_profile.encode(2**32 - 3, 200_000, 10_000_000, a, None), 4)
+    (_w1,) = dec.feed(open_profile.encode(2**32 - 3, 200_000, 10_000_000, a, None), 4)
     (w2,) = dec.feed(open_profile.encode(0, 230_000, 10_000_000, a, None), 5)
     assert w2.lost_before == 0 and w2.seq == 0 and dec.malformed == 0
 

@@ -51,7 +51,7 @@ class BandParams:
     latency_ns: int = 400_000
     interval_ms: tuple[float, float] = (7.5, 50.0)
     retransmit_prob: float = 0.05
-    max_per_event: int = 6
+    max_per_event: int = 10
     samples_per_packet: int = 0
     """0: the profile's default."""
     loss_prob: float = 0.0
@@ -153,12 +153,12 @@ class BandModel:
         n = len(k)
         acc += self.rng.normal(0, 3.0, (n, 3))
         gyro += self.rng.normal(0, 2.0, (n, 3))
-        a = np.clip(np.rint(acc), -32767, 32767).astype(np.int16)
-        g = np.clip(np.rint(gyro), -32767, 32767).astype(np.int16)
+        a: npt.NDArray[np.int16] = np.clip(np.rint(acc), -32767, 32767).astype(np.int16)
+        gy: npt.NDArray[np.int16] = np.clip(np.rint(gyro), -32767, 32767).astype(np.int16)
         if self.recorded is not None:
             for j, kk in enumerate(k):
-                self.recorded[int(kk)] = (a[j], g[j])
-        return a, g
+                self.recorded[int(kk)] = (a[j], gy[j])
+        return a, gy
 
     # ---------------------------------------------------------------- packets
     def _encoder(self) -> Encoder:

@@ -48,7 +48,9 @@ SCHEMA: dict[str, Any] = {
         "samples, then y, then z); per axis the first value is the count and each next one "
         "the difference to the previous sample (mod 2**16); the 2-byte little-endian values "
         "are then split into all low bytes followed by all high bytes. Physical value = "
-        "count * scale of the sample's chunk. -32768 means no measurement for that axis."
+        "count * scale of the sample's chunk. -32768 means no measurement for that axis. "
+        "The columns index, seq, raw_time, device_t0_ns, arrival_ns and host_t0_ns are delta "
+        "coded: the first value, then each value minus the previous non-null one."
     ),
     "properties": {
         "band": {"type": "string", "description": "band name from the device config"},
@@ -92,9 +94,17 @@ def imu_channel(band_name: str, profile: str) -> ChannelSpec:
 Fit = OneWayFit | RateFit
 
 
+ANCHORED = ("wearcap-open",)
+"""Profiles whose packets say when they went on air: their fit converges in seconds. The
+others wait a connection event after their last sample, by an amount that slides with the
+drift; the envelope needs a few minutes of that slide to find the true line."""
+
+
 def make_fit(profile: str, rate_hz: float, latency_ns: int = DEFAULT_LATENCY_NS,
              **fit_args: Any) -> Fit:
     """The right mapping for a band: a device-clock fit, or a rate fit when it has no clock."""
+    fit_args.setdefault("converge_span_ns",
+                        20_000_000_000 if profile in ANCHORED else 240_000_000_000)
     if profile in NO_DEVICE_CLOCK:
         return RateFit(rate_hz, latency_ns, **fit_args)
     return OneWayFit(latency_ns, **fit_args)
@@ -139,6 +149,35 @@ def decode_counts(data: bytes, n: int) -> npt.NDArray[np.int16]:
     return np.cumsum(d, axis=1, dtype=np.int16).T.copy()
 
 
+DELTA_COLUMNS = ("index", "seq", "raw_time", "device_t0_ns", "arrival_ns", "host_t0_ns")
+"""Integer columns stored as the first value then differences to the previous non-null value
+(nulls stay null): a few bytes per chunk instead of nine."""
+
+
+def delta_column(values: Sequence[int | None]) -> list[int | None]:
+    out: list[int | None] = []
+    prev: int | None = None
+    for v in values:
+        if v is None:
+            out.append(None)
+        else:
+            out.append(v if prev is None else v - prev)
+            prev = v
+    return out
+
+
+def undelta_column(values: Sequence[int | None]) -> list[int | None]:
+    out: list[int | None] = []
+    prev: int | None = None
+    for v in values:
+        if v is None:
+            out.append(None)
+        else:
+            prev = v if prev is None else prev + v
+            out.append(prev)
+    return out
+
+
 def imu_message(band_name: str, chunks: Sequence[ImuChunk], fit: Fit,
                 profile: str = "") -> Message:
     """One batch message from consecutive chunks of one band (at least one chunk)."""
@@ -159,14 +198,14 @@ def imu_message(band_name: str, chunks: Sequence[ImuChunk], fit: Fit,
         "chunk_n": [c.n for c in chunks],
         "acc_scale": [c.acc_scale for c in chunks],
         "gyro_scale": [c.gyro_scale for c in chunks],
-        "index": [c.index for c in chunks],
-        "seq": [c.seq for c in chunks],
+        "index": delta_column([c.index for c in chunks]),
+        "seq": delta_column([c.seq for c in chunks]),
         "lost_before": [c.lost_before for c in chunks],
-        "raw_time": [c.raw_time for c in chunks],
-        "device_t0_ns": [c.device_t0_ns for c in chunks],
+        "raw_time": delta_column([c.raw_time for c in chunks]),
+        "device_t0_ns": delta_column([c.device_t0_ns for c in chunks]),
         "device_period_ns": [c.period_ns for c in chunks],
-        "arrival_ns": [c.arrival_ns for c in chunks],
-        "host_t0_ns": [t for t, _ in times],
+        "arrival_ns": delta_column([c.arrival_ns for c in chunks]),
+        "host_t0_ns": delta_column([t for t, _ in times]),
         "host_period_ns": [p for _, p in times],
         "clock": {"converged": f.converged, "error_bound_ns": f.error_bound_ns,
                   "drift_ppm": f.drift_ppm, "latency_ns": f.latency_ns,
@@ -178,6 +217,7 @@ def imu_message(band_name: str, chunks: Sequence[ImuChunk], fit: Fit,
 def decode_payload(p: dict[str, Any]) -> dict[str, Any]:
     """A stored payload back to arrays: acc/gyro (n, 3) counts and per-sample host/device ns."""
     n = int(p["n"])
+    p = {**p, **{k: undelta_column(p[k]) for k in DELTA_COLUMNS if k in p}}
     cn = np.asarray(p["chunk_n"], dtype=np.int64)
     i = np.arange(n) - np.repeat(np.cumsum(cn) - cn, cn)
     host = np.repeat(np.asarray(p["host_t0_ns"], dtype=np.int64), cn) + np.rint(
@@ -187,6 +227,7 @@ def decode_payload(p: dict[str, Any]) -> dict[str, Any]:
     dev = np.repeat(np.asarray(dev_t0, dtype=np.int64), cn) + np.rint(
         i * np.repeat(np.asarray(dev_p, dtype=np.float64), cn)).astype(np.int64)
     return {
+        "chunks": p,
         "acc": decode_counts(p["acc"], n),
         "gyro": decode_counts(p["gyro"], n) if p.get("gyro") is not None else None,
         "host_ns": host,

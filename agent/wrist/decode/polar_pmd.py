@@ -302,8 +302,8 @@ def encode_frame(meas: int, ts: int, frame_type: int, samples: npt.ArrayLike) ->
     s = np.asarray(samples, dtype=np.int64).reshape(-1, 3)
     head = HEAD.pack(meas, ts, frame_type)
     if not frame_type & 0x80:
-        return head + s.astype("<i2").tobytes()
-    ref = s[0].astype("<i2").tobytes()
+        return head + bytes(s.astype("<i2").tobytes())
+    ref = bytes(s[0].astype("<i2").tobytes())
     d = np.diff(s, axis=0)
     if not len(d):
         return head + ref
