@@ -346,6 +346,7 @@ class BleLink:
             async with asyncio.timeout(2.0):
                 for cmd in self.profile.stop_commands():
                     await client.write_gatt_char(self.profile.control_uuid, cmd, response=True)
+                await asyncio.sleep(0.2)  # notifications already in flight still arrive
         await self._disconnect(client)
 
     async def _disconnect(self, client: Any) -> None:
