@@ -157,6 +157,8 @@ class BleLink:
     # -------------------------------------------------------------- thread control
 
     def start(self) -> None:
+        # bleak warns once per process that it cannot ask bluetoothctl for BlueZ's version
+        logging.getLogger("bleak.backends.bluezdbus.version").setLevel(logging.ERROR)
         self._thread = threading.Thread(target=self._thread_main, name=f"ble-{self.name}",
                                         daemon=True)
         self._thread.start()
