@@ -15,8 +15,8 @@ the first sample recorded after it). ``--direct`` drives WristSource without the
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
-import statistics
 import sys
 import tempfile
 import threading
@@ -26,10 +26,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from agent import config  # noqa: E402
-from agent.sim.rig import SimRig  # noqa: E402
-from agent.sources import GAP_TOPIC, Message  # noqa: E402
-from agent.wrist.source import WristSource  # noqa: E402
+from agent import config
+from agent.sim.rig import SimRig
+from agent.sources import GAP_TOPIC, Message
+from agent.wrist.source import WristSource
 
 
 def record_capture(cfg: config.Config, seconds: float, spool_dir: Path) -> list[Message]:
@@ -110,7 +110,7 @@ def analyse(name: str, msgs: list[Message], band: dict[str, Any]) -> dict[str, A
         "other_gaps": [g["cause"] for g in gaps if not g["cause"].startswith("disconnect:")],
         "reconnect_s_p50": _pct(reconnect_s, 0.5),
         "reconnect_s_max": max(reconnect_s) if reconnect_s else None,
-        "host_time_monotonic": all(a <= b for a, b in zip(host, host[1:], strict=False)),
+        "host_time_monotonic": all(a <= b for a, b in itertools.pairwise(host)),
     }
 
 

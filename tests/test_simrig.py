@@ -50,6 +50,6 @@ def test_bad_band_program_is_a_clear_error():
     cfg = config.load_default(config.find_profile("sim", "<test>"))
     from agent.errors import SourceError
 
-    with pytest.raises(SourceError, match="did not start"):
-        with SimRig(cfg, band_args={"left": ["--no-such-flag"]}):
-            pass
+    with pytest.raises(SourceError, match="did not start"), \
+            SimRig(cfg, band_args={"left": ["--no-such-flag"]}):
+        pass
