@@ -196,7 +196,7 @@ class FaultProxy:
         if not self.rate:
             return
         now = time.monotonic()
-        start = max(now, self._next[up])
+        start = max(now - 0.1, self._next[up])  # up to 100 ms of burst credit, like a link
         self._next[up] = start + n / self.rate
         if self._next[up] > now:
             await asyncio.sleep(self._next[up] - now)
