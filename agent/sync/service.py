@@ -98,12 +98,14 @@ class SyncService:
         bucket = policy.TokenBucket(rate, max(rate / 4, 64 * 1024)) if rate else None
         self.uploader = Uploader(self.client, self.state, base_url=self.sc.url, token=token,
                                  chunk_bytes=self.sc.chunk_bytes, bucket=bucket,
-                                 should_stop=self._stop_flag.is_set, on_progress=on_progress)
+                                 should_stop=self._stop_flag.is_set, on_progress=on_progress,
+                                 heartbeat=self._heartbeat)
         self._found: queue.SimpleQueue[Found] = queue.SimpleQueue()
         self._status_written = (0.0, "")
         self.reachable = False
         self.decision = policy.Decision(False, "starting")
         self.summary = Summary()
+        self._beat = 0.0
 
     def _default_probes(self) -> Probes:
         battery = Path(os.path.expanduser(self.sc.battery_file)) if self.sc.battery_file \
@@ -119,6 +121,13 @@ class SyncService:
                       recording=lambda: policy.recording(self.spool / "active"))
 
     # -- control
+
+    def _heartbeat(self) -> None:
+        """systemd watchdog ping, at most once a second (the loop and every block sent)."""
+        now = time.monotonic()
+        if now - self._beat >= 1.0:
+            self._beat = now
+            sdnotify.notify("WATCHDOG=1")
 
     def stop(self) -> None:
         self._stop_flag.set()
@@ -176,7 +185,7 @@ class SyncService:
         try:
             while not self._stop_flag.is_set():
                 now = self.clock()
-                sdnotify.notify("WATCHDOG=1")
+                self._heartbeat()
                 while not self._found.empty():
                     self._add(self._found.get())
                 if now >= next_rescan:

@@ -51,16 +51,23 @@ class Uploader:
     def __init__(self, client: httpx.Client, state: State, *, base_url: str, token: str,
                  chunk_bytes: int, bucket: TokenBucket | None = None,
                  should_stop: Callable[[], bool] = lambda: False,
-                 on_progress: Callable[[str, int, int], None] | None = None) -> None:
+                 on_progress: Callable[[str, int, int], None] | None = None,
+                 heartbeat: Callable[[], None] = lambda: None) -> None:
         self.client = client
+        self.heartbeat = heartbeat
+        """Called per block sent, hashed or downloaded: progress is liveness (watchdog)."""
         self.state = state
         self.base_url = base_url
         self.auth = {"Authorization": f"Bearer {token}"} if token else {}
         self.chunk_bytes = chunk_bytes
         self.bucket = bucket
-        self.should_stop = should_stop
+        self._should_stop = should_stop
         self.on_progress = on_progress
         self.bytes_sent = 0
+
+    def should_stop(self) -> bool:
+        self.heartbeat()
+        return self._should_stop()
 
     # -- probe
 
