@@ -105,3 +105,61 @@ def test_network_errors_become_retries(tmp_path, seg_file):
     assert isinstance(ev, tus.Retry) and "ReadTimeout" in ev.reason
     seg = state.get(seg_file.stem)
     assert seg.state == "uploading" and seg.upload_url == "http://collector.test/files/u1"
+
+
+# ---------------------------------------------------------------- hostile bytes on a real socket
+
+RAW = {
+    "huge header": b"HTTP/1.1 204 No Content\r\nUpload-Offset: 0\r\nX-Pad: " + b"a" * 200_000,
+    "garbage status line": b"HTTP/9.9 banana\r\n\r\n",
+    "not http at all": b"\x00\xff" * 1000,
+    "closed mid-headers": b"HTTP/1.1 204 No Content\r\nUpload-Off",
+    "negative offset": b"HTTP/1.1 204 No Content\r\nUpload-Offset: -3\r\nContent-Length: 0\r\n\r\n",
+}
+
+
+@pytest.mark.parametrize("answer", list(RAW), ids=list(RAW))
+def test_hostile_bytes_from_a_real_socket(tmp_path, seg_file, answer):
+    import socket
+    import threading
+
+    srv = socket.create_server(("127.0.0.1", 0))
+    port = srv.getsockname()[1]
+    stop = threading.Event()
+
+    def serve():
+        srv.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                continue
+            with conn:
+                conn.settimeout(2)
+                try:
+                    head = conn.recv(65536)
+                    if head.startswith(b"POST"):
+                        conn.sendall(b"HTTP/1.1 201 Created\r\nLocation: /files/u1\r\n"
+                                     b"Content-Length: 0\r\nConnection: close\r\n\r\n")
+                    else:
+                        conn.sendall(RAW[answer])
+                except OSError:
+                    pass
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    before = seg_file.read_bytes()
+    state = State(tmp_path / "db")
+    state.add(seg_file.stem, 1, str(seg_file), len(before))
+    try:
+        with httpx.Client(timeout=2.0) as client:
+            up = Uploader(client, state, base_url=f"http://127.0.0.1:{port}/files/",
+                          token="tok", chunk_bytes=64 * 1024)
+            ev = up.upload(state.get(seg_file.stem), CAPS, "sim-0001")
+    finally:
+        stop.set()
+        t.join(timeout=5)
+        srv.close()
+    assert isinstance(ev, tus.Retry), ev
+    assert state.get(seg_file.stem).state == "uploading"
+    assert seg_file.read_bytes() == before

@@ -137,6 +137,8 @@ class Uploader:
                 seg = st.transition(seg.id, "sealed", upload_url=None, upload_offset=0)
             return st.transition(seg.id, "uploading", upload_url=ev.url, upload_offset=0)
         if isinstance(ev, tus.Verified):
+            if self.on_progress:
+                self.on_progress(seg.id, seg.size, seg.size)
             return st.transition(seg.id, "verified", upload_offset=seg.size, last_error=None)
         if isinstance(ev, tus.Unverifiable):
             return st.transition(seg.id, "uploaded", upload_offset=seg.size, last_error=ev.reason)
