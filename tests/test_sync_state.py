@@ -121,3 +121,12 @@ def test_evict_refuses_an_unverified_segment(state, tmp_path):
     with pytest.raises(ValueError):
         retention.evict(state, state.get(p.stem))
     assert p.read_bytes() == b"keep me"
+
+
+def test_retry_rejected_forgets_the_upload_url(state):
+    state.add("d-00000001", 1, "/x", 1)
+    state.transition("d-00000001", "uploading", upload_url="http://h/files/1", upload_offset=1)
+    state.transition("d-00000001", "rejected", last_error="HTTP 413")
+    assert state.retry_rejected() == 1
+    seg = state.get("d-00000001")
+    assert (seg.state, seg.upload_url, seg.upload_offset) == ("sealed", None, 0)

@@ -13,6 +13,7 @@ import os
 import queue
 import random
 import shutil
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -24,6 +25,7 @@ import httpx
 
 from agent import sdnotify
 from agent.config import Config
+from agent.errors import SyncError
 from agent.sync import policy, retention, tus
 from agent.sync.backoff import backoff
 from agent.sync.state import PENDING, State
@@ -222,6 +224,9 @@ class SyncService:
                     ev = self.uploader.upload(seg, caps, self.cfg.device.id)
                 except Stopped:
                     break
+                except (SyncError, OSError, sqlite3.Error) as exc:  # never crash the loop
+                    log.exception("%s: unexpected failure", seg.id)
+                    ev = tus.Retry(f"internal: {type(exc).__name__}: {exc}"[:300])
                 tries[seg.id] = tries.get(seg.id, 0) + 1
                 if self.once and isinstance(ev, tus.Retry) and ev.auth:
                     self.summary.reason = f"the collector refuses the token: {ev.reason}"

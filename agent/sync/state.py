@@ -189,6 +189,7 @@ class State:
         """On start: give segments refused in an earlier run another chance."""
         n = 0
         for seg in self.in_states("rejected"):
-            self.transition(seg.id, "sealed", attempts=0, next_attempt=0.0)
+            self.transition(seg.id, "sealed", attempts=0, next_attempt=0.0, upload_url=None,
+                            upload_offset=0)
             n += 1
         return n
