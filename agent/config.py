@@ -148,8 +148,9 @@ class SyncSection:
 
 @dataclass(frozen=True, slots=True)
 class RetentionSection:
-    keep_verified_hours: float = _f(0.0, min=0.0)
-    """Verified segments older than this may be evicted (space pressure evicts sooner)."""
+    keep_verified_hours: float = _f(24.0, min=0.0)
+    """Verified segments are evicted this long after verification; when free space falls
+    below spool.reserve_mb they go sooner, oldest first. Unverified ones never go."""
 
 
 @dataclass(frozen=True, slots=True)
