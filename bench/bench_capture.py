@@ -1,6 +1,7 @@
 """Capture service figures on the simulated rig, each against a baseline measured in this run.
 
     .venv/bin/python bench/bench_capture.py [-s SECONDS] [--json]
+    .venv/bin/python bench/bench_capture.py --soak 3600 [--interval 10] [--json]
 
 - CPU: the writer loop (the thread that polls the camera, drains sources, writes MCAP,
   checkpoints, rolls, seals) as % of one core, next to the encoder thread's CPU (the
@@ -10,6 +11,11 @@
   against spawning `python -c "import agent"`. Budget: <= 1.5 s.
 - RSS: peak and end of the recording process, against a bare python that imports numpy and
   av. Budget: <= 120 MB.
+- Soak (``--soak S``): `wearcap run` on the whole simulated rig (camera, both wrist bands,
+  60 s segments) for S seconds; its RSS is sampled every ``--interval`` seconds. Prints the
+  baseline (the first sample after a warm-up of one segment), mid, end and peak, and the
+  least-squares slope after the warm-up in MB/hour. Budget: <= 120 MB and flat (the slope
+  is compared with the baseline: a leak of 1% of it per hour is the line).
 """
 
 from __future__ import annotations
@@ -141,12 +147,124 @@ def baseline_rss() -> float:
     return int(out) / 1024
 
 
+SOAK_WARMUP_S = 70.0
+
+
+def proc_status(pid: int) -> dict[str, float]:
+    vals: dict[str, float] = {}
+    with open(f"/proc/{pid}/status") as fh:
+        for line in fh:
+            k, _, v = line.partition(":")
+            if k in ("VmRSS", "VmHWM", "RssAnon", "RssFile"):
+                vals[k] = int(v.split()[0]) / 1024
+    with open(f"/proc/{pid}/stat") as fh:
+        f = fh.read().rsplit(")", 1)[1].split()
+    vals["cpu_s"] = (int(f[11]) + int(f[12])) / CLK_TCK
+    return vals
+
+
+def slope_mb_per_hour(samples: list[tuple[float, float]]) -> float:
+    """Least-squares slope of (seconds, MB) samples, in MB per hour."""
+    if len(samples) < 2:
+        return 0.0
+    mt = statistics.fmean(t for t, _ in samples)
+    mv = statistics.fmean(v for _, v in samples)
+    den = sum((t - mt) ** 2 for t, _ in samples)
+    if den == 0:
+        return 0.0
+    return 3600 * sum((t - mt) * (v - mv) for t, v in samples) / den
+
+
+def soak(seconds: float, interval: float, config: str | None, as_json: bool) -> int:
+    with tempfile.TemporaryDirectory() as td:
+        tmp = Path(td)
+        cfg = Path(config) if config else tmp / "soak.toml"
+        if not config:
+            cfg.write_text('profile = "sim"\n[spool]\nreserve_mb = 0\n')
+        spool = tmp / "spool"
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        p = subprocess.Popen([sys.executable, "-m", "agent", "run", "--config", str(cfg),
+                              "--spool", str(spool), "--duration", f"{seconds:g}"],
+                             env=env, cwd=REPO, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True)
+        lines: list[str] = []
+        reader = threading.Thread(target=lambda: lines.extend(p.stdout or []), daemon=True)
+        reader.start()
+        t0 = time.monotonic()
+        rows: list[dict[str, float]] = []
+        try:
+            while p.poll() is None:
+                time.sleep(interval)
+                try:
+                    st = proc_status(p.pid)
+                except (FileNotFoundError, ProcessLookupError, IndexError):
+                    break
+                if "VmRSS" not in st:  # exited, not yet reaped
+                    break
+                st["t_s"] = time.monotonic() - t0
+                rows.append(st)
+                if not as_json:
+                    print(f"  t={st['t_s']:7.0f} s  rss {st['VmRSS']:6.1f} MB  anon "
+                          f"{st['RssAnon']:6.1f}  file {st['RssFile']:5.1f}  cpu "
+                          f"{st['cpu_s']:7.1f} s", flush=True)
+        finally:
+            if p.poll() is None:
+                p.terminate()
+            p.wait(timeout=60)
+            reader.join(timeout=5)
+        sealed = len(list((spool / "sealed").glob("*.mcap")))
+    steady = [r for r in rows if r["t_s"] >= SOAK_WARMUP_S] or rows
+    if not steady:
+        print("soak: no samples (the recording ended at once)", file=sys.stderr)
+        print("".join(lines[-20:]), file=sys.stderr)
+        return 1
+    base, end = steady[0], steady[-1]
+    mid = steady[len(steady) // 2]
+    slope = slope_mb_per_hour([(r["t_s"], r["VmRSS"]) for r in steady])
+    anon_slope = slope_mb_per_hour([(r["t_s"], r["RssAnon"]) for r in steady])
+    wall = rows[-1]["t_s"] - rows[0]["t_s"] if len(rows) > 1 else 0.0
+    cpu_pct = 100 * (rows[-1]["cpu_s"] - rows[0]["cpu_s"]) / wall if wall else 0.0
+    peak = max(r["VmHWM"] for r in rows)
+    out = {
+        "seconds": round(rows[-1]["t_s"], 1), "samples": len(rows), "exit_code": p.returncode,
+        "sealed_segments": sealed, "baseline_t_s": round(base["t_s"], 1),
+        "rss_baseline_mb": round(base["VmRSS"], 2), "rss_mid_mb": round(mid["VmRSS"], 2),
+        "rss_end_mb": round(end["VmRSS"], 2), "rss_peak_mb": round(peak, 2),
+        "anon_baseline_mb": round(base["RssAnon"], 2), "anon_end_mb": round(end["RssAnon"], 2),
+        "slope_mb_per_hour": round(slope, 3), "anon_slope_mb_per_hour": round(anon_slope, 3),
+        "slope_vs_baseline_per_hour": round(slope / base["VmRSS"], 4),
+        "end_vs_baseline": round(end["VmRSS"] / base["VmRSS"], 4),
+        "process_cpu_pct_core": round(cpu_pct, 2),
+        "within_budget": {"rss": peak <= 120,
+                          "flat": abs(slope) <= 0.01 * base["VmRSS"]},
+        "last_output": [ln.rstrip() for ln in lines[-3:]],
+    }
+    if as_json:
+        print(json.dumps(out, indent=2))
+    else:
+        print(f"soak {out['seconds']:.0f} s, {len(rows)} samples, {sealed} sealed segments, "
+              f"exit {p.returncode}")
+        print(f"RSS  baseline {base['VmRSS']:.1f} MB (t={base['t_s']:.0f} s)  mid "
+              f"{mid['VmRSS']:.1f}  end {end['VmRSS']:.1f}  peak {peak:.1f} (budget 120)")
+        print(f"     slope {slope:+.2f} MB/h = {100 * out['slope_vs_baseline_per_hour']:+.2f}% "
+              f"of baseline per hour (anon {anon_slope:+.2f} MB/h); end/baseline "
+              f"{out['end_vs_baseline']:.3f}")
+        print(f"CPU  whole capture process {cpu_pct:.1f}% of a core (encoder included)")
+    return 0 if p.returncode == 0 else 1
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("-s", "--seconds", type=float, default=60.0, help="recording length")
     ap.add_argument("--trials", type=int, default=3, help="cold-start trials")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--soak", type=float, metavar="S",
+                    help="instead: record S seconds on the simulated rig, sampling RSS")
+    ap.add_argument("--interval", type=float, default=10.0, help="soak sampling period")
+    ap.add_argument("--config", help="soak: config to record with (default: the sim rig)")
     args = ap.parse_args()
+    if args.soak:
+        return soak(args.soak, args.interval, args.config, args.json)
     with tempfile.TemporaryDirectory() as td:
         tmp = Path(td)
         cfg = write_config(tmp, args.seconds)
