@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from agent.durable import fsync_dir
 from agent.errors import CollectorError
 
 SCHEMA = """
@@ -199,14 +200,6 @@ def file_sha256(path: Path) -> str:
         while block := f.read(CHUNK):
             h.update(block)
     return h.hexdigest()
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class Backend(Protocol):

@@ -8,12 +8,12 @@ stops recording (it reads ``sync-status.json``); nothing here deletes to make ro
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from agent.durable import fsync_dir
 from agent.sync.state import Segment, State
 
 
@@ -37,14 +37,6 @@ def plan(verified: Sequence[Candidate], *, now: float, keep_hours: float, free_b
             out.append(c.id)
             free += c.size
     return out
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def evict(state: State, seg: Segment) -> None:

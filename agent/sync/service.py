@@ -23,7 +23,7 @@ from typing import Any
 
 import httpx
 
-from agent import sdnotify
+from agent import durable, sdnotify
 from agent.config import Config
 from agent.errors import SyncError
 from agent.sync import policy, retention, tus
@@ -344,14 +344,9 @@ class SyncService:
         if not force and key == last_key and time.monotonic() - last_t < STATUS_EVERY:
             return
         path = self.spool / STATUS_FILE
-        tmp = path.with_name(f".{STATUS_FILE}.tmp")
         try:
             self.spool.mkdir(parents=True, exist_ok=True)
-            with tmp.open("w") as fh:
-                json.dump(data, fh, indent=1)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
+            durable.write_atomic(path, json.dumps(data, indent=1).encode())
         except OSError as exc:
             log.warning("cannot write %s: %s", path, exc)
             return
