@@ -1,5 +1,8 @@
 """What is in a segment: identity, chain, streams, rates, gaps and frame timing.
 
+For ``/camera/frames`` (timing batches) the stream's count, rate and intervals are those of
+the frames the batches describe; ``messages`` is how many batches carried them.
+
 Gaps come from two places: the gap channel (losses the agent knew about) and intervals longer
 than 1.5x a stream's typical period (losses nobody reported, which would be a bug).
 """
@@ -14,10 +17,9 @@ from typing import Any
 import msgpack
 
 from agent.errors import InputError
+from agent.record.schemas import FRAMES_TOPIC, VIDEO_TOPIC, frame_rows
 from agent.sources import GAP_TOPIC
 
-FRAMES_TOPIC = "/camera/frames"
-VIDEO_TOPIC = "/camera/h264"
 GAP_FACTOR = 1.5
 
 
@@ -80,21 +82,31 @@ def inspect_file(path: Path) -> dict[str, Any]:
     md, msgs, complete = _read(path)
     seg = md.get("wearcap.segment", {})
     times: dict[str, list[int]] = {}
+    counts: dict[str, int] = {}
     gaps: list[dict[str, Any]] = []
-    indexes: list[int] = []
+    frames: list[tuple[int, int]] = []  # (host_ts_ns, index) of every frame-timing row
     for topic, t, data in msgs:
-        times.setdefault(topic, []).append(t)
+        counts[topic] = counts.get(topic, 0) + 1
         if topic == GAP_TOPIC:
             gaps.append(msgpack.unpackb(data))
         elif topic == FRAMES_TOPIC:
-            indexes.append(int(msgpack.unpackb(data)["index"]))
+            # Batches: the stream's times are its frames' times, not the batches'.
+            for row in frame_rows(msgpack.unpackb(data)):
+                frames.append((int(row.get("host_ts_ns", t)), int(row["index"])))
+            continue
+        times.setdefault(topic, []).append(t)
+    frames.sort()
+    indexes = [i for _, i in frames]
+    if frames:
+        times[FRAMES_TOPIC] = [t for t, _ in frames]
     streams: dict[str, Any] = {}
     for topic, ts in sorted(times.items()):
         ts.sort()
         n = len(ts)
         span = (ts[-1] - ts[0]) / 1e9 if n > 1 else 0.0
         d = [b - a for a, b in itertools.pairwise(ts)]
-        st: dict[str, Any] = {"count": n, "rate_hz": round((n - 1) / span, 3) if span else 0.0,
+        st: dict[str, Any] = {"count": n, "messages": counts.get(topic, n),
+                              "rate_hz": round((n - 1) / span, 3) if span else 0.0,
                               "first_ns": ts[0], "last_ns": ts[-1],
                               "reported_gaps": sum(1 for g in gaps if g["stream"] == topic)}
         if topic != GAP_TOPIC and len(d) >= 2:

@@ -12,6 +12,7 @@ import os
 import random
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -29,22 +30,37 @@ CHUNK_S = 1.0
 SLACK_S = 1.0  # scheduling on a loaded 2-core machine; the design bound is CHUNK_S
 
 
+_UCRED = struct.Struct("3i")  # pid, uid, gid
+
+
 class Notify:
-    """A NOTIFY_SOCKET the child reports READY=1 on, as systemd would listen."""
+    """A NOTIFY_SOCKET the child reports READY=1 on, as systemd would listen: only the main
+    process counts (systemd's default NotifyAccess=main). Helpers the child starts inherit
+    the socket (the simulated rig's D-Bus daemon reports READY=1 on it by itself)."""
 
     def __init__(self, tmp: Path) -> None:
         self.path = str(tmp / f"notify-{uuid.uuid4().hex[:8]}.sock")
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
         self.sock.bind(self.path)
+        self.pid: int | None = None
+        self.ignored: list[tuple[int, str]] = []
 
     def wait_for(self, state: str, timeout: float = 60.0) -> bool:
         end = time.monotonic() + timeout
         while time.monotonic() < end:
             self.sock.settimeout(max(0.01, end - time.monotonic()))
             try:
-                msg = self.sock.recv(4096).decode()
+                data, anc, _, _ = self.sock.recvmsg(4096, socket.CMSG_SPACE(_UCRED.size))
             except TimeoutError:
                 return False
+            sender = next((_UCRED.unpack_from(d)[0] for lvl, typ, d in anc
+                           if lvl == socket.SOL_SOCKET and typ == socket.SCM_CREDENTIALS),
+                          None)
+            msg = data.decode(errors="replace")
+            if self.pid is not None and sender != self.pid:
+                self.ignored.append((sender or -1, msg))
+                continue
             if state in msg.split("\n"):
                 return True
         return False
@@ -56,8 +72,10 @@ class Notify:
 
 def spawn(args: list[str], tmp: Path, notify: Notify) -> subprocess.Popen[str]:
     env = {**os.environ, "NOTIFY_SOCKET": notify.path, "PYTHONPATH": str(REPO)}
-    return subprocess.Popen([sys.executable, *args], cwd=REPO, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p = subprocess.Popen([sys.executable, *args], cwd=REPO, env=env, text=True,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    notify.pid = p.pid
+    return p
 
 
 def kill_trial(args: list[str], spool_dir: Path, device: str, tmp: Path, run_s: float):

@@ -10,6 +10,7 @@ import msgpack
 from mcap.reader import make_reader
 
 from agent.record.recover import recover_all, recover_part, scan
+from agent.record.schemas import frame_rows
 from agent.record.segment import SegmentHeader, SegmentWriter
 from agent.record.spool import Spool
 from agent.sources import GAP_TOPIC
@@ -53,7 +54,7 @@ def read_sealed(path):
         idx, gaps = [], []
         for _, ch, m in r.iter_messages(log_time_order=False):
             if ch.topic == "/camera/frames":
-                idx.append(msgpack.unpackb(m.data)["index"])
+                idx += [f["index"] for f in frame_rows(msgpack.unpackb(m.data))]
             elif ch.topic == GAP_TOPIC:
                 gaps.append(msgpack.unpackb(m.data))
     return md, idx, gaps

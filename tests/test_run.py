@@ -14,6 +14,7 @@ from mcap.reader import make_reader
 
 from agent.capture import CaptureService, CaptureSettings
 from agent.errors import DiskFullError
+from agent.record.schemas import frame_rows
 from agent.record.spool import Spool
 from agent.sources import GAP_TOPIC, ChannelSpec, Message
 from tests.conftest import run_cli
@@ -73,7 +74,7 @@ def read(path: Path):
         frames, other = [], {}
         for _, ch, m in r.iter_messages(log_time_order=False):
             if ch.topic == "/camera/frames":
-                frames.append(msgpack.unpackb(m.data))
+                frames += frame_rows(msgpack.unpackb(m.data))
             else:
                 other.setdefault(ch.topic, []).append(msgpack.unpackb(m.data)
                                                       if ch.message_encoding == "msgpack"

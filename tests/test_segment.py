@@ -15,7 +15,7 @@ from foxglove_schemas_protobuf.CompressedVideo_pb2 import CompressedVideo
 from mcap.reader import make_reader
 
 from agent.record.roller import Decision, RollPolicy
-from agent.record.schemas import encode_video
+from agent.record.schemas import encode_video, frame_rows
 from agent.record.segment import SegmentHeader, SegmentWriter
 from agent.sources import GAP_TOPIC, ChannelSpec, Message
 from agent.timeline import read_anchor
@@ -82,7 +82,7 @@ def test_round_trip_with_the_mcap_reader():
         elif channel.topic == "/camera/frames":
             assert channel.message_encoding == "msgpack" and schema.encoding == "jsonschema"
             assert "mid-exposure" in json.loads(schema.data)["description"]
-            meta.append(msgpack.unpackb(msg.data))
+            meta += frame_rows(msgpack.unpackb(msg.data))
         elif channel.topic == "/wrist/left/imu":
             assert channel.metadata == {"scale": "0.001"}
             imu.append(msgpack.unpackb(msg.data))

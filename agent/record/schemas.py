@@ -4,7 +4,8 @@
   so a segment plays in Foxglove as written. The message is encoded by hand (four fields) to
   keep the hot path free of a protobuf object per frame; tests decode it with the official
   generated class.
-- ``/camera/frames``: per-frame timing (msgpack, JSON schema declared).
+- ``/camera/frames``: per-frame timing as columnar batches, one per chunk (msgpack, JSON
+  schema declared).
 - ``/wearcap/gaps``: every loss (msgpack, JSON schema declared), always registered.
 - any ``ChannelSpec`` a source declares (msgpack, JSON schema).
 """
@@ -30,27 +31,45 @@ VIDEO_DOC = (
     "the host timeline (CLOCK_MONOTONIC, seconds+nanos since boot)"
 )
 
-FRAMES_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "title": "wearcap.CameraFrame",
-    "description": "Timing of one camera frame. " + FRAME_TIME_DOC,
-    "properties": {
-        "index": {"type": "integer", "description": "frame counter since capture started; "
-                  "a jump means frames were lost (also written to /wearcap/gaps)"},
-        "sensor_ts_ns": {"type": "integer", "description": "raw sensor timestamp, ns"},
-        "host_ts_ns": {"type": "integer", "description": "mid-exposure, host timeline, ns "
-                       "(= log_time of this message and of the video message)"},
-        "exposure_us": {"type": "integer"},
-        "frame_duration_us": {"type": "integer"},
-        "keyframe": {"type": "boolean"},
-        "dropped_before": {"type": "integer", "description": "frames lost just before"},
-        "size": {"type": "integer", "description": "bytes of the access unit"},
-    },
-    "required": ["index", "sensor_ts_ns", "host_ts_ns", "exposure_us", "frame_duration_us",
-                 "keyframe", "dropped_before"],
+FRAME_FIELDS: tuple[str, ...] = ("index", "sensor_ts_ns", "host_ts_ns", "exposure_us",
+                                 "frame_duration_us", "keyframe", "dropped_before", "size")
+"""The columns of a ``/camera/frames`` batch, in the order the writer fills them."""
+
+_FRAME_COLUMNS: dict[str, dict[str, Any]] = {
+    "index": {"items": {"type": "integer"}, "description": "frame counter since capture "
+              "started; a jump means frames were lost (also written to /wearcap/gaps)"},
+    "sensor_ts_ns": {"items": {"type": "integer"}, "description": "raw sensor timestamp, ns"},
+    "host_ts_ns": {"items": {"type": "integer"}, "description": "mid-exposure, host "
+                   "timeline, ns (= log_time of the frame's video message)"},
+    "exposure_us": {"items": {"type": "integer"}},
+    "frame_duration_us": {"items": {"type": "integer"}},
+    "keyframe": {"items": {"type": "boolean"}},
+    "dropped_before": {"items": {"type": "integer"}, "description": "frames lost just before"},
+    "size": {"items": {"type": "integer"}, "description": "bytes of the access unit"},
 }
 
-FRAMES_SPEC = ChannelSpec(FRAMES_TOPIC, "wearcap.CameraFrame", FRAMES_SCHEMA,
+FRAMES_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "title": "wearcap.CameraFrames",
+    "description": "Timing of consecutive camera frames, one column per field (row i of "
+                   "every column is frame i of the batch). A batch holds the frames of one "
+                   "MCAP chunk and is written into that chunk; the message's log_time is its "
+                   "first frame's host_ts_ns. " + FRAME_TIME_DOC,
+    "properties": {k: {"type": "array", **v} for k, v in _FRAME_COLUMNS.items()},
+    "required": list(FRAME_FIELDS),
+}
+
+def frame_rows(payload: dict[str, Any]) -> list[dict[str, Any]]:
+    """The frames of one decoded ``/camera/frames`` message, one dict per frame (a message
+    written per frame, as before batching, is one row)."""
+    idx = payload.get("index")
+    if not isinstance(idx, list):
+        return [payload]
+    cols = [(k, v) for k, v in payload.items() if isinstance(v, list) and len(v) == len(idx)]
+    return [{k: v[i] for k, v in cols} for i in range(len(idx))]
+
+
+FRAMES_SPEC = ChannelSpec(FRAMES_TOPIC, "wearcap.CameraFrames", FRAMES_SCHEMA,
                           {"time_doc": FRAME_TIME_DOC})
 GAP_SPEC = ChannelSpec(GAP_TOPIC, "wearcap.Gap", GAP_SCHEMA,
                        {"time_doc": "start_ns/end_ns: host timeline (CLOCK_MONOTONIC ns)"})

@@ -30,6 +30,7 @@ from agent.sources import GAP_TOPIC, ChannelSpec, Message
 from agent.timeline import TIMELINE_DOC, ClockAnchor
 
 from .schemas import (
+    FRAME_FIELDS,
     FRAMES_SPEC,
     FRAMES_TOPIC,
     GAP_SPEC,
@@ -44,6 +45,8 @@ SEGMENT_META = "wearcap.segment"
 CHANNELS_META = "wearcap.channels"
 END_META = "wearcap.segment.end"
 SOURCE_META_PREFIX = "wearcap.source."
+MAX_FRAME_BATCH = 300
+"""Frames per timing batch at most (a batch is normally one chunk: ``chunk_seconds``)."""
 
 
 def segment_id(device_id: str, seq: int) -> str:
@@ -160,19 +163,33 @@ def channels_from_metadata(md: Mapping[str, str]) -> dict[int, ChannelDef]:
     return out
 
 
+_MESSAGE_OVERHEAD = 31  # opcode, length, channel id, sequence, log and publish time
+
+
 class McapOut:
-    """A thin MCAP writer over a hashing stream: channel registration, messages, checkpoints."""
+    """A thin MCAP writer over a hashing stream: channel registration, messages, checkpoints.
+
+    Chunks are closed here, not by the MCAP library: when the open chunk holds
+    ``chunk_bytes`` or more, and at every ``checkpoint``/``close_chunk``. Just before a chunk
+    closes ``before_chunk_close`` runs, so a caller that batches (the frame timing) can put
+    its batch into the chunk that holds the data it describes.
+    """
 
     def __init__(self, stream: IO[bytes], *, chunk_bytes: int = 4 << 20,
-                 sync: Callable[[], None] | None = None) -> None:
+                 sync: Callable[[], None] | None = None,
+                 before_chunk_close: Callable[[], None] | None = None) -> None:
         self._hs = _HashingStream(stream)
         self._sync = sync or _default_sync(stream)
-        self.mcap: Any = Writer(cast(IO[bytes], self._hs), chunk_size=chunk_bytes,
+        self.mcap: Any = Writer(cast(IO[bytes], self._hs), chunk_size=1 << 62,
                                 compression=CompressionType.ZSTD)
         self.mcap.start(profile="", library=f"wearcap {__version__}")
         self.ids: dict[str, int] = {}
         self.counts: dict[str, int] = {}
         self.closed = False
+        self.chunk_bytes = chunk_bytes
+        self._open_bytes = 0
+        self._before_close = before_chunk_close
+        self._closing = False
 
     def register(self, d: ChannelDef) -> int:
         if d.topic in self.ids:
@@ -187,13 +204,27 @@ class McapOut:
         self.mcap.add_message(self.ids[topic], log_time_ns, data, log_time_ns,
                               self.counts[topic])
         self.counts[topic] += 1
+        self._open_bytes += len(data) + _MESSAGE_OVERHEAD
+        if self._open_bytes >= self.chunk_bytes and not self._closing:
+            self.close_chunk()
 
     def metadata(self, name: str, data: dict[str, str]) -> None:
         self.mcap.add_metadata(name, data)
 
+    def close_chunk(self) -> None:
+        """Let the batcher add its batch, then close the open chunk and flush the stream."""
+        self._closing = True
+        try:
+            if self._before_close is not None:
+                self._before_close()
+        finally:
+            self._closing = False
+        self.mcap.flush()
+        self._open_bytes = 0
+
     def checkpoint(self) -> None:
         """Close the open chunk, then flush and fsync: everything so far survives a crash."""
-        self.mcap.flush()
+        self.close_chunk()
         self._sync()
 
     def finish(self) -> tuple[str, int]:
@@ -217,8 +248,11 @@ class SegmentWriter:
                  channels: list[ChannelSpec] | None = None, video: bool = True,
                  chunk_bytes: int = 4 << 20, sync: Callable[[], None] | None = None) -> None:
         self.header = header
+        self._batch: tuple[list[Any], ...] = tuple([] for _ in FRAME_FIELDS)
+        self._batch_t0 = 0
         try:
-            self.out = McapOut(stream, chunk_bytes=chunk_bytes, sync=sync)
+            self.out = McapOut(stream, chunk_bytes=chunk_bytes, sync=sync,
+                               before_chunk_close=self.flush_frames)
             defs = ([video_channel(), msgpack_channel(FRAMES_SPEC)] if video else [])
             defs.append(msgpack_channel(GAP_SPEC))
             defs += [msgpack_channel(c) for c in channels or []]
@@ -260,15 +294,31 @@ class SegmentWriter:
             self.write_gap(VIDEO_TOPIC, start, f.host_ts_ns, lost,
                            "camera-drop" if f.dropped_before else "frame-index-jump")
         t = f.host_ts_ns
-        self.out.add(VIDEO_TOPIC, t, encode_video(t, f.data))
-        self.out.add(FRAMES_TOPIC, t, self._pack({
-            "index": f.index, "sensor_ts_ns": f.sensor_ts_ns, "host_ts_ns": t,
-            "exposure_us": f.exposure_us, "frame_duration_us": f.frame_duration_us,
-            "keyframe": f.keyframe, "dropped_before": f.dropped_before, "size": len(f.data),
-        }))
+        b = self._batch
+        if not b[0]:
+            self._batch_t0 = t
+        # The timing row joins the batch before the video message, so that if this message
+        # fills the chunk, the row is flushed into the same chunk as its frame.
+        for col, v in zip(b, (f.index, f.sensor_ts_ns, t, f.exposure_us, f.frame_duration_us,
+                              f.keyframe, f.dropped_before, len(f.data)), strict=True):
+            col.append(v)
         self.frames += 1
         self._last_index, self._last_frame_ns = f.index, t
         self._span(t)
+        self.out.add(VIDEO_TOPIC, t, encode_video(t, f.data))
+        if len(b[0]) >= MAX_FRAME_BATCH:
+            self.flush_frames()
+
+    def flush_frames(self) -> None:
+        """Write the pending frame timing as one columnar message (runs before every chunk
+        closes, so a batch always sits in the chunk of the frames it describes)."""
+        b = self._batch
+        if not b[0]:
+            return
+        self.out.add(FRAMES_TOPIC, self._batch_t0, self._pack(dict(zip(FRAME_FIELDS, b,
+                                                                       strict=True))))
+        for col in b:
+            col.clear()
 
     def write_gap(self, stream: str, start_ns: int, end_ns: int, lost: int, cause: str) -> None:
         self.out.add(GAP_TOPIC, start_ns, self._pack({
@@ -305,7 +355,7 @@ class SegmentWriter:
         """Write the closing counts and the summary; return (sha256, size)."""
         s = self.summary()
         try:
-            self.out.mcap.flush()  # the last chunk goes before the closing record
+            self.out.close_chunk()  # the last chunk goes before the closing record
             self.out.metadata(END_META, {
                 "frames": str(self.frames), "gaps": str(self.gaps), "lost": str(self.lost),
                 "first_ns": str(self.first_ns if self.first_ns is not None else ""),
