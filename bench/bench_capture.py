@@ -182,17 +182,31 @@ def slope_mb_per_hour(samples: list[tuple[float, float]]) -> float:
     return 3600 * sum((t - mt) * (v - mv) for t, v in samples) / den
 
 
-def soak(seconds: float, interval: float, config: str | None, as_json: bool) -> int:
+def export_tree(ref: str, dst: Path) -> Path:
+    """A copy of the code committed at ``ref`` (the work tree is shared and may be mid-edit)."""
+    dst.mkdir()
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", ref], capture_output=True,
+                             check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(dst)], input=archive, check=True)
+    return dst
+
+
+def soak(seconds: float, interval: float, config: str | None, as_json: bool,
+         ref: str | None = None) -> int:
     with tempfile.TemporaryDirectory() as td:
         tmp = Path(td)
+        src = export_tree(ref, tmp / "src") if ref else REPO
+        if not as_json:
+            print(f"soak: `wearcap run` from {ref or 'the work tree'} for {seconds:g} s",
+                  flush=True)
         cfg = Path(config) if config else tmp / "soak.toml"
         if not config:
             cfg.write_text('profile = "sim"\n[spool]\nreserve_mb = 0\n')
         spool = tmp / "spool"
-        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        env = {**os.environ, "PYTHONPATH": str(src)}
         p = subprocess.Popen([sys.executable, "-m", "agent", "run", "--config", str(cfg),
                               "--spool", str(spool), "--duration", f"{seconds:g}"],
-                             env=env, cwd=REPO, stdout=subprocess.PIPE,
+                             env=env, cwd=src, stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT, text=True)
         lines: list[str] = []
         reader = threading.Thread(target=lambda: lines.extend(p.stdout or []), daemon=True)
@@ -315,11 +329,13 @@ def main() -> int:
                     help="instead: record S seconds on the simulated rig, sampling RSS")
     ap.add_argument("--interval", type=float, default=10.0, help="soak sampling period")
     ap.add_argument("--config", help="soak: config to record with (default: the sim rig)")
+    ap.add_argument("--ref", help="soak: run the code committed at this git ref (a clean "
+                    "copy), not the work tree")
     ap.add_argument("--micro", action="store_true",
                     help="instead: writer cost per frame, no camera thread competing")
     args = ap.parse_args()
     if args.soak:
-        return soak(args.soak, args.interval, args.config, args.json)
+        return soak(args.soak, args.interval, args.config, args.json, args.ref)
     if args.micro:
         m = writer_micro()
         if args.json:
