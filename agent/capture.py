@@ -45,6 +45,9 @@ class CaptureSettings:
     duration: float | None = None
     margin_bytes: int = 8 << 20
     """Room a segment's next few seconds need, checked with the reserve."""
+    pending_max: int = 1024
+    """Source messages held while no segment is open (before the first frame: about 30 s
+    of two wrist bands). Beyond it messages are dropped and written as a gap per topic."""
 
 
 @dataclass
@@ -81,6 +84,7 @@ class CaptureService:
         self._seg: SegmentWriter | None = None
         self._fh: IO[bytes] | None = None
         self._pending: list[Message] = []
+        self._overflow: dict[str, list[int]] = {}  # topic -> [dropped, first_ns, last_ns]
         self._ready = False
         self._last_index: int | None = None
         self._last_frame_ns: int | None = None
@@ -101,6 +105,10 @@ class CaptureService:
         for m in self._pending:
             self._seg.write_message(m)
         self._pending.clear()
+        for topic, (n, first, last) in self._overflow.items():
+            self._seg.write_gap(topic, first, last, -1,
+                                f"pending-overflow: {n} messages before the first frame")
+        self._overflow.clear()
         self._last_ckpt = self.clock()
 
     def _seal(self) -> None:
@@ -142,9 +150,23 @@ class CaptureService:
         for src in self.sources:
             for m in src.drain():
                 if self._seg is None:
-                    self._pending.append(m)
+                    self._hold(m)
                 else:
                     self._seg.write_message(m)
+
+    def _hold(self, m: Message) -> None:
+        """Keep a message until the first segment opens; past ``pending_max`` count it."""
+        if len(self._pending) < self.s.pending_max:
+            self._pending.append(m)
+            return
+        t = m.log_time_ns
+        o = self._overflow.get(m.topic)
+        if o is None:
+            self._overflow[m.topic] = [1, t, t]
+        else:
+            o[0] += 1
+            o[1] = min(o[1], t)
+            o[2] = max(o[2], t)
 
     def _poll_camera(self, wait: float) -> int:
         cam = self.camera
@@ -237,7 +259,7 @@ class CaptureService:
                     for f in frames:
                         self._on_frame(f)
             self._drain()
-            if self._seg is None and self._pending:
+            if self._seg is None and (self._pending or self._overflow):
                 self._open()  # messages but no frame: they still get a segment
         except Exception as exc:
             err = err or exc

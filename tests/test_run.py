@@ -147,6 +147,33 @@ def test_stop_seals_the_open_segment(tmp_path):
     assert len(frames) == res.frames >= 50
 
 
+def test_messages_before_a_first_frame_that_never_comes_are_bounded(tmp_path):
+    """A camera that delivers nothing: sources keep draining; only ``pending_max`` messages
+    are held, the rest are counted into one gap per topic, and all of it is sealed on stop."""
+    stop = threading.Event()
+
+    class Flood(TickSource):
+        def drain(self):
+            if self.n >= 50:
+                stop.set()
+            return super().drain()
+
+    src = Flood()
+    res = service(tmp_path, EncoderCamera(0), [src], seconds=60, stop=stop,
+                  pending_max=10).run()
+    assert res.frames == 0 and len(res.sealed) == 1
+    drained = src.n  # every drained message was either kept or counted
+    _, frames, other = read(res.sealed[0].path)
+    assert frames == []
+    kept = [t["n"][0] for t in other["/tick"]]
+    assert kept == list(range(1, 10))  # nine ticks + the gap message of drain 3 fill ten
+    over = [g for g in other[GAP_TOPIC] if g["cause"].startswith("pending-overflow")]
+    assert len(over) == 1 and over[0]["stream"] == "/tick" and over[0]["lost"] == -1
+    assert f"{drained - 9} messages" in over[0]["cause"]
+    assert (over[0]["start_ns"], over[0]["end_ns"]) == (1_000_000_000_010,
+                                                       1_000_000_000_000 + drained)
+
+
 def test_leftover_part_is_recovered_before_recording(tmp_path):
     stop = threading.Event()
     first = service(tmp_path, EncoderCamera(30, on_exhausted=stop.set), stop=stop).run()
