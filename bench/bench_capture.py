@@ -1,7 +1,8 @@
 """Capture service figures on the simulated rig, each against a baseline measured in this run.
 
     .venv/bin/python bench/bench_capture.py [-s SECONDS] [--json]
-    .venv/bin/python bench/bench_capture.py --soak 3600 [--interval 10] [--json]
+    .venv/bin/python bench/bench_capture.py --soak 3600 [--interval 10] [--ref HEAD] [--json]
+    .venv/bin/python bench/bench_capture.py --breakdown | --micro [--json]
 
 - CPU: the writer loop (the thread that polls the camera, drains sources, writes MCAP,
   checkpoints, rolls, seals) as % of one core, next to the encoder thread's CPU (the
@@ -32,6 +33,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -320,6 +322,105 @@ def writer_micro(frames_n: int = 3000, repeats: int = 3) -> dict[str, float]:
             "writer_pct_core_at_30fps": 100 * 30 * best_w / frames_n}
 
 
+def _status_mb() -> dict[str, float]:
+    vals = {}
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            k, _, v = line.partition(":")
+            if k in ("VmRSS", "RssAnon", "RssFile"):
+                vals[k] = int(v.split()[0]) / 1024
+    return vals
+
+
+def breakdown_child(cfg_path: str, seconds: float) -> None:
+    """Runs in a fresh interpreter: RSS after each piece the capture process adds, in the
+    order it adds them. Prints one JSON list of {step, rss, anon, file} (MB, cumulative)."""
+    import gc
+    import importlib
+
+    steps: list[dict[str, Any]] = []
+
+    def mark(name: str) -> None:
+        gc.collect()
+        steps.append({"step": name, **_status_mb()})
+
+    mark("python (+ this harness)")
+    importlib.import_module("numpy")
+    mark("numpy")
+    importlib.import_module("av")
+    mark("av (FFmpeg libraries)")
+    for m in ("msgpack", "zstandard", "mcap.writer", "mcap.stream_reader"):
+        importlib.import_module(m)
+    mark("mcap writer, zstd, msgpack")
+    from agent import config
+    from agent.capture import CaptureService  # noqa: F401
+    from agent.record.segment import SegmentHeader, SegmentWriter
+
+    cfg = config.load(cfg_path)
+    mark("the capture code (agent.*)")
+    if cfg.wrist:
+        for m in ("bleak", "dbus_fast", "agent.wrist.source"):
+            importlib.import_module(m)
+        mark("wrist stack imports (bleak, dbus-fast)")
+    from agent.camera.open import open_camera
+    from agent.timeline import monotonic_ns
+
+    cam = open_camera(cfg.camera, monotonic_ns)  # the ring's bytearray is zero-filled now
+    mark(f"frame ring ({cfg.camera.ring_bytes / 2**20:g} MiB)")
+    cam.start()
+    mark(f"camera open: input + encoder {cfg.camera.width}x{cfg.camera.height}")
+    frames = []
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        cam.wait(0.1)
+        frames += cam.poll(64)
+    cam.stop()
+    mark(f"camera {seconds:g} s running (encoder buffers, frames kept for the writer)")
+    with tempfile.TemporaryDirectory() as td:
+        for seg in range(2):
+            with open(Path(td) / f"s{seg}.mcap", "wb") as fh:
+                w = SegmentWriter(fh, SegmentHeader("bench", seg, seg - 1, "", "", None))
+                for i, f in enumerate(frames):
+                    w.write_frame(f)
+                    if i % round(cfg.camera.fps * cfg.segment.chunk_seconds) == 0:
+                        w.checkpoint()
+                w.close()
+    del w
+    mark(f"writer: 2 segments of those {len(frames)} frames (chunks, zstd, indexes)")
+    print(json.dumps(steps))
+
+
+def breakdown(config: str | None, seconds: float, as_json: bool) -> int:
+    with tempfile.TemporaryDirectory() as td:
+        cfg = Path(config) if config else Path(td) / "sim.toml"
+        if not config:
+            cfg.write_text('profile = "sim"\n')
+        out = subprocess.run([sys.executable, __file__, "--breakdown-child", str(cfg),
+                              "-s", f"{seconds:g}"], capture_output=True, text=True,
+                             cwd=REPO, check=False)
+    if out.returncode != 0:
+        print(out.stderr, file=sys.stderr)
+        return 1
+    steps = json.loads(out.stdout.strip().splitlines()[-1])
+    rows = [{"step": st["step"], "rss_mb": round(st["VmRSS"], 1),
+             "delta_mb": round(st["VmRSS"] - (steps[i - 1]["VmRSS"] if i else 0.0), 1),
+             "delta_anon_mb": round(st["RssAnon"] - (steps[i - 1]["RssAnon"] if i else 0.0),
+                                    1),
+             "delta_file_mb": round(st["RssFile"] - (steps[i - 1]["RssFile"] if i else 0.0),
+                                    1)}
+            for i, st in enumerate(steps)]
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(f"{'RSS of the capture process, piece by piece':66s} {'+MB':>6s} {'anon':>6s} "
+          f"{'file':>6s} {'total':>6s}")
+    for r in rows:
+        print(f"{r['step']:66s} {r['delta_mb']:6.1f} {r['delta_anon_mb']:6.1f} "
+              f"{r['delta_file_mb']:6.1f} {r['rss_mb']:6.1f}")
+    print("(file: shared-library pages, shared with other processes; anon: this process's)")
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("-s", "--seconds", type=float, default=60.0, help="recording length")
@@ -333,7 +434,15 @@ def main() -> int:
                     "copy), not the work tree")
     ap.add_argument("--micro", action="store_true",
                     help="instead: writer cost per frame, no camera thread competing")
+    ap.add_argument("--breakdown", action="store_true",
+                    help="instead: RSS piece by piece (imports, ring, encoder, writer)")
+    ap.add_argument("--breakdown-child", metavar="CFG", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.breakdown_child:
+        breakdown_child(args.breakdown_child, min(args.seconds, 10.0))
+        return 0
+    if args.breakdown:
+        return breakdown(args.config, min(args.seconds, 10.0), args.json)
     if args.soak:
         return soak(args.soak, args.interval, args.config, args.json, args.ref)
     if args.micro:

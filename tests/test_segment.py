@@ -15,7 +15,12 @@ from foxglove_schemas_protobuf.CompressedVideo_pb2 import CompressedVideo
 from mcap.reader import make_reader
 
 from agent.record.roller import Decision, RollPolicy
-from agent.record.schemas import encode_video, frame_rows
+from agent.record.schemas import (
+    build_video_schema_data,
+    encode_video,
+    frame_rows,
+    video_schema_data,
+)
 from agent.record.segment import SegmentHeader, SegmentWriter
 from agent.sources import GAP_TOPIC, ChannelSpec, Message
 from agent.timeline import read_anchor
@@ -49,6 +54,14 @@ def test_video_encoding_matches_the_official_protobuf_class():
         m = CompressedVideo.FromString(encode_video(ts, b"\x00\x00\x00\x01\x65abc"))
         assert m.timestamp.seconds * 1_000_000_000 + m.timestamp.nanos == ts
         assert (m.frame_id, m.format, m.data) == ("camera", "h264", b"\x00\x00\x00\x01\x65abc")
+
+
+def test_embedded_video_schema_is_what_protobuf_builds():
+    from google.protobuf.descriptor_pb2 import FileDescriptorSet
+
+    assert video_schema_data() == build_video_schema_data()
+    names = {f.name for f in FileDescriptorSet.FromString(video_schema_data()).file}
+    assert "foxglove/CompressedVideo.proto" in names
 
 
 def test_round_trip_with_the_mcap_reader():

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -93,9 +94,28 @@ def msgpack_channel(spec: ChannelSpec) -> ChannelDef:
                       dict(spec.metadata))
 
 
+_VIDEO_FDS_B64 = (
+    "Cv8BCh9nb29nbGUvcHJvdG9idWYvdGltZXN0YW1wLnByb3RvEg9nb29nbGUucHJvdG9idWYiOwoJVGltZXN0"
+    "YW1wEhgKB3NlY29uZHMYASABKANSB3NlY29uZHMSFAoFbmFub3MYAiABKAVSBW5hbm9zQoUBChNjb20uZ29v"
+    "Z2xlLnByb3RvYnVmQg5UaW1lc3RhbXBQcm90b1ABWjJnb29nbGUuZ29sYW5nLm9yZy9wcm90b2J1Zi90eXBl"
+    "cy9rbm93bi90aW1lc3RhbXBwYvgBAaICA0dQQqoCHkdvb2dsZS5Qcm90b2J1Zi5XZWxsS25vd25UeXBlc2IG"
+    "cHJvdG8zCsUBCh5mb3hnbG92ZS9Db21wcmVzc2VkVmlkZW8ucHJvdG8SCGZveGdsb3ZlGh9nb29nbGUvcHJv"
+    "dG9idWYvdGltZXN0YW1wLnByb3RvInAKD0NvbXByZXNzZWRWaWRlbxItCgl0aW1lc3RhbXAYASABKAsyGi5n"
+    "b29nbGUucHJvdG9idWYuVGltZXN0YW1wEhAKCGZyYW1lX2lkGAIgASgJEgwKBGRhdGEYAyABKAwSDgoGZm9y"
+    "bWF0GAQgASgJYgZwcm90bzM="
+)
+"""The FileDescriptorSet of foxglove.CompressedVideo (with its imports), serialized once from
+foxglove-schemas-protobuf, so recording needs no protobuf runtime (a test rebuilds it and
+compares)."""
+
+
 @lru_cache(maxsize=1)
 def video_schema_data() -> bytes:
-    """The FileDescriptorSet of foxglove.CompressedVideo (with its imports)."""
+    return base64.b64decode(_VIDEO_FDS_B64)
+
+
+def build_video_schema_data() -> bytes:
+    """The same bytes, built by the protobuf runtime (what the constant is checked against)."""
     from foxglove_schemas_protobuf.CompressedVideo_pb2 import CompressedVideo
     from mcap_protobuf.schema import build_file_descriptor_set
 
