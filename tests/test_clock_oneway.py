@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from agent.clock.oneway import OneWayFit, RateFit, lower_hull
+from agent.clock.oneway import OneWayFit, lower_hull
+from agent.clock.rate import RateFit
 from agent.clock.unwrap import Unwrapper
 from agent.sim.band_model import BandModel, BandParams
 from agent.wrist.decode import make_decoder
@@ -48,7 +49,7 @@ def test_vendor_profile_fit_beats_arrival_times_after_convergence():
 
 
 def test_rate_fit_finds_the_real_rate_not_the_nominal():
-    fit = RateFit(100.0, latency_ns=0)
+    fit = RateFit(100.0, latency_ns=0, burst_gap_ns=0)  # lone arrivals, no bursts
     true_period = 1e9 / 103.0  # 3 % fast
     rng = np.random.default_rng(1)
     for k in range(6000):

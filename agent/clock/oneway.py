@@ -17,8 +17,15 @@ device time; the hull is rebuilt over at most ``window_bins`` bins when a bin cl
 is bounded and the work is O(1) amortised per observation. The sliding window (default
 120 s) lets the fit follow slow drift wander (temperature).
 
-``RateFit`` is the same estimator for bands with no device clock (WitMotion): the device
-"time" of sample ``k`` is ``k`` nominal periods, and the fitted drift is the rate error.
+Sawtooth mode (``jump_ns``): when a sample waits for the next connection event, the lowest
+residual per bin is a *sawtooth*: the wait slides by the rate mismatch between the sample grid
+and the event grid, and jumps by the lattice step when a sample crosses an event. A window
+that holds one tooth only is also supported by the tooth's ramp, whose slope is the event
+grid's, not the band's: the plain hull then picks a slope wrong by the whole mismatch. With
+``jump_ns`` set, bins next to a jump of at least ``jump_ns`` are the tooth *bottoms* (wait
+near zero); the slope is then the chord of the lower hull of the bottoms, the line is lowered
+onto the window's lowest bin, and the fit counts as converged only with two bottoms at least
+``converge_span_ns`` apart. agent.clock.rate.RateFit (bands with no device clock) uses it.
 """
 
 from __future__ import annotations
@@ -56,6 +63,8 @@ class OneWayFit:
         window_bins: int = 300,
         converge_span_ns: int = 20_000_000_000,
         restart_back_ns: int = 1_000_000_000,
+        jump_ns: int | None = None,
+        unconverged_bound_ns: int = 50_000_000,
     ) -> None:
         if latency_kind not in ("calibrated", "bounded"):
             raise ValueError("latency_kind is 'calibrated' or 'bounded'")
@@ -65,6 +74,8 @@ class OneWayFit:
         self.bin_ns = int(bin_ns)
         self.converge_span_ns = int(converge_span_ns)
         self.restart_back_ns = restart_back_ns
+        self.jump_ns = jump_ns
+        self.unconverged_bound_ns = int(unconverged_bound_ns)
         self._bins: deque[tuple[int, int]] = deque(maxlen=window_bins)
         self.observations = 0
         self.restarts = 0
@@ -82,6 +93,7 @@ class OneWayFit:
         self.slope = 1.0
         self._tight_ns = 0
         self._span_ns = 0
+        self._bottoms: list[tuple[int, int]] = []
 
     # -------------------------------------------------------------- observations
     def add(self, device_ns: int, host_arrival_ns: int) -> None:
@@ -126,8 +138,33 @@ class OneWayFit:
         (x1, y1), (x2, y2) = hull[i], hull[i + 1]
         self.slope = (y2 - y1) / (x2 - x1)
         self._ax, self._ay = x1, y1
+        if self.jump_ns:
+            self._fit_bottoms(pts)
         res = sorted(y - self._line(x) for x, y in pts)
         self._tight_ns = int(res[min(len(res) - 1, 4)])
+
+    def _fit_bottoms(self, pts: list[tuple[int, int]]) -> None:
+        """Sawtooth mode: re-fit through the tooth bottoms (see the module doc)."""
+        assert self.jump_ns is not None
+        s = self.slope
+        r = [y - s * x for x, y in pts]
+        diffs = [r[i + 1] - r[i] for i in range(len(pts) - 1)]
+        trend = sorted(diffs)[len(diffs) // 2] if diffs else 0.0  # a slope error, not a jump
+        bottoms: list[tuple[int, int]] = []
+        for i in range(len(pts) - 1):
+            if pts[i + 1][0] - pts[i][0] > 2 * self.bin_ns:
+                continue  # a hole in the data: no jump is judged across it
+            d = diffs[i] - trend
+            b = pts[i] if d >= self.jump_ns else pts[i + 1] if d <= -self.jump_ns else None
+            if b is not None and (not bottoms or bottoms[-1] != b):
+                bottoms.append(b)
+        self._bottoms = bottoms
+        if len(bottoms) < 2 or bottoms[-1][0] - bottoms[0][0] < self.bin_ns:
+            return
+        hb = lower_hull(bottoms)
+        (x1, y1), (x2, y2) = hb[0], hb[-1]
+        self.slope = (y2 - y1) / (x2 - x1)
+        self._ax, self._ay = min(pts, key=lambda p: p[1] - self.slope * p[0])
 
     def _line(self, x: float) -> float:
         return self._ay + self.slope * (x - self._ax)
@@ -145,7 +182,20 @@ class OneWayFit:
 
     @property
     def converged(self) -> bool:
+        if self.jump_ns:
+            b = self._bottoms
+            return len(b) >= 2 and b[-1][0] - b[0][0] >= self.converge_span_ns
         return len(self._hull) >= 2 and self._span_ns >= self.converge_span_ns
+
+    @property
+    def bins(self) -> int:
+        """Closed bins in the window (the fit has a slope from 2)."""
+        return len(self._bins)
+
+    @property
+    def bottoms(self) -> int:
+        """Sawtooth mode: tooth bottoms found in the window."""
+        return len(self._bottoms)
 
     @property
     def drift_ppm(self) -> float:
@@ -164,7 +214,8 @@ class OneWayFit:
         """Latency uncertainty plus how tightly the envelope is supported (5th-lowest
         residual of the window's bins, doubled); large until converged."""
         if not self.converged:
-            return max(self.latency_uncertainty_ns + 2 * self._tight_ns, 50_000_000)
+            return max(self.latency_uncertainty_ns + 2 * self._tight_ns,
+                       self.unconverged_bound_ns)
         return self.latency_uncertainty_ns + 2 * self._tight_ns
 
     def snapshot(self, max_points: int = 64) -> dict[str, Any]:
@@ -186,55 +237,7 @@ class OneWayFit:
             "window_span_ns": self._span_ns,
             "observations": self.observations,
             "restarts": self.restarts,
+            **({"sawtooth_jump_ns": self.jump_ns, "bottoms": len(self._bottoms)}
+               if self.jump_ns else {}),
             "hull": [[x0 + x, y0 + y] for x, y in hull],
         }
-
-
-class RateFit:
-    """Sample-rate fit for bands with no device clock: host time of sample ``k``.
-
-    ``add(arrival_ns, n)`` numbers the ``n`` samples of one notification and returns the index
-    of the first; ``map_index(k)`` gives the host time of sample ``k``. The rate is fitted
-    from arrivals (lower envelope of arrival vs ``k`` nominal periods), never assumed.
-    ``skip(n)`` advances the counter over samples known lost (e.g. across a reconnect).
-    """
-
-    def __init__(self, nominal_rate_hz: float, latency_ns: int = DEFAULT_LATENCY_NS,
-                 **fit_args: Any) -> None:
-        self.nominal_period_ns = 1e9 / nominal_rate_hz
-        self.fit = OneWayFit(latency_ns, **fit_args)
-        self.next_index = 0
-
-    def add(self, arrival_ns: int, n: int = 1, index: int | None = None) -> int:
-        """Samples ``index .. index+n-1`` (default: the next ones) arrived at ``arrival_ns``."""
-        k = self.next_index if index is None else index
-        self.next_index = k + n
-        self.fit.add(round((k + n - 1) * self.nominal_period_ns), arrival_ns)
-        return k
-
-    def skip(self, n: int) -> None:
-        self.next_index += n
-
-    def map_index(self, k: int) -> int:
-        return self.fit.map(round(k * self.nominal_period_ns))
-
-    @property
-    def rate_hz(self) -> float:
-        return 1e9 / (self.fit.slope * self.nominal_period_ns)
-
-    @property
-    def period_ns(self) -> float:
-        return self.fit.slope * self.nominal_period_ns
-
-    @property
-    def converged(self) -> bool:
-        return self.fit.converged
-
-    def snapshot(self) -> dict[str, Any]:
-        snap = self.fit.snapshot()
-        snap.update(method="rate fit from arrivals (lower convex hull, no device clock)",
-                    mapping="host_ns = ref_host_ns + slope * (k * nominal_period_ns - "
-                            "ref_device_ns) - latency_ns, k = sample index",
-                    nominal_period_ns=self.nominal_period_ns, rate_hz=self.rate_hz,
-                    samples=self.next_index)
-        return snap

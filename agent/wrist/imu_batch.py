@@ -23,7 +23,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from agent.clock.oneway import DEFAULT_LATENCY_NS, OneWayFit, RateFit
+from agent.clock.oneway import DEFAULT_LATENCY_NS, OneWayFit
+from agent.clock.rate import RateFit
 from agent.sources import ChannelSpec, Message
 from agent.wrist.decode import ImuChunk
 
@@ -103,10 +104,10 @@ drift; the envelope needs a few minutes of that slide to find the true line."""
 def make_fit(profile: str, rate_hz: float, latency_ns: int = DEFAULT_LATENCY_NS,
              **fit_args: Any) -> Fit:
     """The right mapping for a band: a device-clock fit, or a rate fit when it has no clock."""
+    if profile in NO_DEVICE_CLOCK:
+        return RateFit(rate_hz, latency_ns, **fit_args)  # converges on two sawtooth bottoms
     fit_args.setdefault("converge_span_ns",
                         20_000_000_000 if profile in ANCHORED else 240_000_000_000)
-    if profile in NO_DEVICE_CLOCK:
-        return RateFit(rate_hz, latency_ns, **fit_args)
     return OneWayFit(latency_ns, **fit_args)
 
 

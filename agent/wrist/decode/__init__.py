@@ -20,6 +20,9 @@ Additions to the contract (backward compatible, all with defaults):
 - ``ImuChunk.index``: the decoder's running sample number of the first sample (counting
   samples known lost), so bands with no device clock can be timed by sample number.
 - ``Decoder.reset()``: forget stream state (call when a stream is restarted on the band).
+- ``Decoder.flush()``: chunks still held back (WitMotion holds ~16 connection events to find
+  lost notifications from arrival times); call when a stream stops, before ``reset()``. The
+  other decoders hold nothing and return [].
 - Axes a profile could not supply for a sample (a Polar ACC sample whose GYRO frame never
   came) hold ``MISSING`` (-32768), which no sensor in these profiles produces.
 """
@@ -99,6 +102,10 @@ class Decoder(Protocol):
         """Forget sequence/timestamp state (the band restarted its stream)."""
         ...
 
+    def flush(self) -> list[ImuChunk]:
+        """Chunks held back, released now (call when the stream stops)."""
+        ...
+
 
 def as_counts(a: npt.ArrayLike) -> I16:
     """Round and clip to int16 counts (keeping -32768 free for ``MISSING``)."""
@@ -123,5 +130,5 @@ def make_decoder(profile: str, *, rate_hz: float) -> Decoder:
     if profile == "witmotion":
         from agent.wrist.decode.witmotion import WitMotionDecoder
 
-        return WitMotionDecoder()
+        return WitMotionDecoder(rate_hz)
     raise ValueError(f"unknown wrist profile {profile!r}; known: {', '.join(PROFILES)}")

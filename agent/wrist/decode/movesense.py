@@ -47,6 +47,9 @@ class MovesenseDecoder:
         self.ignored = 0
         self.reset()
 
+    def flush(self) -> list[ImuChunk]:
+        return []  # nothing is held back
+
     def reset(self) -> None:
         self._unwrap = Unwrapper(32, 1_000_000)
         self._pts: deque[tuple[int, int]] = deque(maxlen=self.window)  # (index, device ns)

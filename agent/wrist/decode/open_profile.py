@@ -117,6 +117,9 @@ class OpenDecoder:
         """Apply the info characteristic read at connect (raises ValueError if unreadable)."""
         self.info = Info.decode(data)
 
+    def flush(self) -> list[ImuChunk]:
+        return []  # nothing is held back
+
     def reset(self) -> None:
         self._next_seq = None
 

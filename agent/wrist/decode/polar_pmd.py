@@ -183,6 +183,9 @@ class PolarDecoder:
     def previous_timestamp(self, measurement: int) -> int:
         return self._prev.get(measurement, 0)
 
+    def flush(self) -> list[ImuChunk]:
+        return []  # nothing is held back
+
     def reset(self) -> None:
         self._prev = {ACC: 0, GYRO: 0}
         # pending per stream: (t_ns, xyz counts, scale, period, arrival, raw ts)

@@ -6,8 +6,13 @@ several 20-byte packets in one notification; each is decoded. Other packet kinds
 register replies) are counted in ``ignored``.
 
 There is no device time and no counter: chunks carry ``device_t0_ns=None`` and the rate is
-fitted from arrivals (agent.clock.oneway.RateFit) by sample number (``ImuChunk.index``).
+fitted from arrivals (agent.clock.rate.RateFit) by sample number (``ImuChunk.index``).
 The angles are the band's own fusion output, derivable from acc/gyro; they are not stored.
+
+Lost notifications are found from the arrival envelope (agent.clock.rate.ArrivalNumberer):
+the decoder holds ``hold_bursts`` connection events back (16: 0.1-0.8 s), then releases the
+chunks numbered past any loss, with ``lost_before`` set on the first chunk after it. Call
+``flush()`` when the stream stops (before ``reset()``) to get the held chunks.
 """
 
 from __future__ import annotations
@@ -15,7 +20,8 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from agent.wrist.decode import DEG, G, ImuChunk, as_counts
+from agent.clock.rate import ArrivalNumberer
+from agent.wrist.decode import DEG, I16, G, ImuChunk, as_counts
 
 ACC_SCALE = 16 * G / 32768
 GYRO_SCALE = 2000 * DEG / 32768
@@ -28,22 +34,30 @@ def encode(acc: npt.ArrayLike, gyro: npt.ArrayLike,
     return b"\x55\x61" + vals.astype("<i2").tobytes()
 
 
+Held = tuple[int, list[tuple[I16, I16]]]
+
+
 class WitMotionDecoder:
     profile = "witmotion"
 
-    def __init__(self) -> None:
+    def __init__(self, rate_hz: float = 100.0, *, hold_bursts: int = 16) -> None:
+        self.rate_hz = rate_hz
+        self.hold_bursts = hold_bursts
         self.malformed = 0
         self.ignored = 0
-        self._index = 0
+        self.numberer: ArrivalNumberer[Held] = ArrivalNumberer(rate_hz, hold_bursts=hold_bursts)
 
     def reset(self) -> None:
-        self._index = 0
+        self.numberer = ArrivalNumberer(self.rate_hz, hold_bursts=self.hold_bursts)
+
+    def flush(self) -> list[ImuChunk]:
+        return self._chunks(self.numberer.flush())
 
     def feed(self, packet: bytes, arrival_ns: int) -> list[ImuChunk]:
         if not packet or len(packet) % SIZE:
             self.malformed += 1
             return []
-        out: list[ImuChunk] = []
+        samples: list[tuple[I16, I16]] = []
         for off in range(0, len(packet), SIZE):
             p = packet[off:off + SIZE]
             if p[0] != 0x55:
@@ -53,9 +67,18 @@ class WitMotionDecoder:
                 self.ignored += 1
                 continue
             v = np.frombuffer(p, dtype="<i2", offset=2)
-            out.append(ImuChunk(
-                arrival_ns=arrival_ns, seq=None, device_t0_ns=None, period_ns=None,
-                acc=as_counts(v[0:3]), acc_scale=ACC_SCALE, gyro=as_counts(v[3:6]),
-                gyro_scale=GYRO_SCALE, index=self._index))
-            self._index += 1
+            samples.append((as_counts(v[0:3]), as_counts(v[3:6])))
+        if not samples:
+            return []
+        return self._chunks(self.numberer.push(arrival_ns, len(samples), (arrival_ns, samples)))
+
+    @staticmethod
+    def _chunks(released: list[tuple[Held, int, int]]) -> list[ImuChunk]:
+        out: list[ImuChunk] = []
+        for (arrival_ns, samples), index, lost in released:
+            for j, (acc, gyro) in enumerate(samples):
+                out.append(ImuChunk(
+                    arrival_ns=arrival_ns, seq=None, device_t0_ns=None, period_ns=None,
+                    acc=acc, acc_scale=ACC_SCALE, gyro=gyro, gyro_scale=GYRO_SCALE,
+                    lost_before=lost if j == 0 else 0, index=index + j))
         return out
