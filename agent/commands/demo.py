@@ -105,8 +105,9 @@ def run(args: argparse.Namespace) -> int:
                                 stderr=(logs / "sync.log").open("w"), start_new_session=True)
         con.print(f"recording the simulated rig for {args.duration:g} s "
                   "(camera + wrist bands), uploading as segments seal")
+        # The recorder's own summary goes to stderr so that stdout stays the demo's report.
         rec = subprocess.run(_cli("run", "--config", str(cfg), "--duration", str(args.duration)),
-                             check=False)
+                             stdout=sys.stderr, check=False)
         if rec.returncode != 0:
             raise WearcapError(f"recording failed (exit {rec.returncode})")
         _stop(sync)
