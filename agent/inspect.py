@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import itertools
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -78,9 +79,24 @@ def _read(path: Path) -> tuple[dict[str, dict[str, str]], list[tuple[str, int, b
                 for m in s.messages], False
 
 
-def inspect_file(path: Path) -> dict[str, Any]:
+@dataclass
+class Streams:
+    """What one file holds, message by message: the raw material of a report and a plot."""
+
+    path: Path
+    metadata: dict[str, dict[str, str]]
+    complete: bool
+    times: dict[str, list[int]]
+    """Sorted log times per topic (for the frame-timing channel: its frames' host times)."""
+    counts: dict[str, int]
+    """Messages per topic."""
+    gaps: list[dict[str, Any]]
+    indexes: list[int]
+    """Frame indexes in host-time order."""
+
+
+def read_streams(path: Path) -> Streams:
     md, msgs, complete = _read(path)
-    seg = md.get("wearcap.segment", {})
     times: dict[str, list[int]] = {}
     counts: dict[str, int] = {}
     gaps: list[dict[str, Any]] = []
@@ -99,9 +115,21 @@ def inspect_file(path: Path) -> dict[str, Any]:
     indexes = [i for _, i in frames]
     if frames:
         times[FRAMES_TOPIC] = [t for t, _ in frames]
+    for ts in times.values():
+        ts.sort()
+    return Streams(path, md, complete, times, counts, gaps, indexes)
+
+
+def inspect_file(path: Path) -> dict[str, Any]:
+    return report(read_streams(path))
+
+
+def report(s: Streams) -> dict[str, Any]:
+    path, md, complete, times, counts = s.path, s.metadata, s.complete, s.times, s.counts
+    gaps, indexes = s.gaps, s.indexes
+    seg = md.get("wearcap.segment", {})
     streams: dict[str, Any] = {}
     for topic, ts in sorted(times.items()):
-        ts.sort()
         n = len(ts)
         span = (ts[-1] - ts[0]) / 1e9 if n > 1 else 0.0
         d = [b - a for a, b in itertools.pairwise(ts)]

@@ -73,3 +73,48 @@ def test_truncated_sealed_copy_is_read_as_far_as_it_goes(tmp_path):
     cut.write_bytes(path.read_bytes()[: path.stat().st_size * 4 // 5])
     rep = inspect_file(cut)
     assert rep["complete"] is False and 0 < rep["frames"] < 30
+
+
+def test_plot_draws_every_segment_and_its_gaps(tmp_path):
+    import pytest
+
+    pytest.importorskip("matplotlib")
+    from agent.inspect import read_streams
+    from agent.inspect_plot import GAPS_ROW, _rows, check_target, plot
+
+    spool = Spool(tmp_path, "dev")
+    fr = encode_frames(90)
+    make_segment(spool, fr[:45])
+    make_segment(spool, [*fr[45:60], dataclasses.replace(fr[64], dropped_before=4), *fr[65:]])
+    out = tmp_path / "seg.png"
+    r = run_cli("inspect", str(spool.sealed), "--plot", str(out))
+    assert r.returncode == 0, r.stderr
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f"plot written to {out}" in r.stdout
+    files = [read_streams(p) for p in sorted(spool.sealed.glob("*.mcap"))]
+    assert _rows(files) == ["/camera/h264", "/camera/frames", GAPS_ROW]
+    assert plot(files, tmp_path / "again.svg").read_text().count("<svg") == 1
+    # --json keeps stdout pure JSON
+    r = run_cli("inspect", "--json", str(spool.sealed), "--plot", str(tmp_path / "j.png"))
+    assert r.returncode == 0 and len(json.loads(r.stdout)) == 2
+    assert check_target(str(tmp_path / "ok.png")) == tmp_path / "ok.png"
+
+
+def test_plot_target_errors_exit_2_before_reading(tmp_path):
+    spool = Spool(tmp_path, "dev")
+    make_segment(spool, encode_frames(10))
+    for target, msg in ((tmp_path / "x.nope", "cannot write nope"),
+                        (tmp_path / "missing" / "x.png", "no such directory")):
+        r = run_cli("inspect", str(spool.sealed), "--plot", str(target))
+        assert r.returncode == 2 and msg in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+def test_plot_without_matplotlib_is_a_clear_error(tmp_path):
+    spool = Spool(tmp_path, "dev")
+    make_segment(spool, encode_frames(10))
+    blocker = tmp_path / "block"
+    blocker.mkdir()
+    (blocker / "matplotlib").mkdir()
+    (blocker / "matplotlib" / "__init__.py").write_text("raise ImportError('blocked')\n")
+    r = run_cli("inspect", str(spool.sealed), "--plot", str(tmp_path / "x.png"),
+                env={"PYTHONPATH": str(blocker)})
+    assert r.returncode == 2 and "pip install 'wearcap[plot]'" in r.stderr, r.stderr

@@ -13,6 +13,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("paths", nargs="+", metavar="PATH",
                    help="segment files (.mcap, also unfinished .mcap.part) or directories")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--plot", metavar="F.png", help="also draw message times, intervals and "
+                   "gaps of all PATHs on one time axis into F (needs the plot extra)")
 
 
 def _ts(ns: int) -> str:
@@ -53,12 +55,25 @@ def _render(rep: dict[str, Any]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from agent.inspect import expand, inspect_file
+    import sys
 
-    reports = [inspect_file(p) for p in expand(args.paths)]
+    from agent.inspect import expand, read_streams, report
+
+    target = None
+    if args.plot:
+        from agent.inspect_plot import check_target
+
+        target = check_target(args.plot)
+    files = [read_streams(p) for p in expand(args.paths)]
+    reports = [report(s) for s in files]
     if args.json:
         print(json.dumps(reports, indent=2))
     else:
         for rep in reports:
             _render(rep)
+    if target is not None:
+        from agent.inspect_plot import plot
+
+        plot(files, target)
+        print(f"plot written to {target}", file=sys.stderr if args.json else sys.stdout)
     return 0
