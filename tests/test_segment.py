@@ -161,3 +161,39 @@ def test_ffprobe_counts_the_frames_of_the_extracted_stream(tmp_path):
     assert st["codec_name"] == "h264"
     assert int(st["nb_read_frames"]) == 90
     assert st["r_frame_rate"] == "30/1"  # from the SPS timing info the encoder wrote
+
+
+def test_frame_timing_batches_sit_in_the_chunk_of_their_frames():
+    """Whether a chunk closes on size (small chunk_bytes) or on a checkpoint, the timing rows of
+    its frames are in it: a crash that loses a chunk loses frames and timing together."""
+    from mcap.data_stream import ReadDataStream
+    from mcap.records import Chunk
+    from mcap.records import Message as McapMessage
+    from mcap.stream_reader import breakup_chunk
+
+    frames = encode_frames(70)
+    buf = io.BytesIO()
+    w = SegmentWriter(buf, header(), chunk_bytes=3000)  # a few frames per chunk
+    for i, f in enumerate(frames):
+        w.write_frame(f)
+        if i == 40:
+            w.checkpoint()
+    w.close()
+    data = buf.getvalue()
+    reader = make_reader(io.BytesIO(data))
+    summary = reader.get_summary()
+    topics = {cid: ch.topic for cid, ch in summary.channels.items()}
+    assert len(summary.chunk_indexes) >= 5
+    seen = []
+    for ci in summary.chunk_indexes:
+        rec = data[ci.chunk_start_offset + 9: ci.chunk_start_offset + ci.chunk_length]
+        chunk = Chunk.read(ReadDataStream(io.BytesIO(rec)))
+        video, timing = [], []
+        for r in breakup_chunk(chunk):
+            if isinstance(r, McapMessage) and topics[r.channel_id] == "/camera/h264":
+                video.append(r.log_time)
+            elif isinstance(r, McapMessage) and topics[r.channel_id] == "/camera/frames":
+                timing += [row["host_ts_ns"] for row in frame_rows(msgpack.unpackb(r.data))]
+        assert video == timing
+        seen += video
+    assert seen == [f.host_ts_ns for f in frames]
