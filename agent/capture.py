@@ -45,6 +45,7 @@ class CaptureSettings:
     duration: float | None = None
     margin_bytes: int = 8 << 20
     """Room a segment's next few seconds need, checked with the reserve."""
+    first_frame_warn_seconds: float = 5.0
     pending_max: int = 1024
     """Source messages held while no segment is open (before the first frame: about 30 s
     of two wrist bands). Beyond it messages are dropped and written as a gap per topic."""
@@ -208,6 +209,7 @@ class CaptureService:
         t0 = self.clock()
         end = t0 + int(self.s.duration * 1e9) if self.s.duration is not None else None
         last_drain = last_disk = last_dog = t0
+        warned = False
         self._last_ckpt = t0
         try:
             if self.camera is not None:
@@ -231,6 +233,12 @@ class CaptureService:
                 if now - last_disk >= self.s.disk_check_seconds * 1e9:
                     self.spool.check_space(self.s.margin_bytes // 4)
                     last_disk = now
+                if (not self._ready and not warned and self.camera is not None
+                        and now - t0 >= self.s.first_frame_warn_seconds * 1e9):
+                    warned = True
+                    self.status(f"no camera frame after {self.s.first_frame_warn_seconds:g} s; "
+                                f"holding up to {self.s.pending_max} source messages, the "
+                                "rest are written as gaps")
                 if end is not None and now >= end:
                     break
         except BaseException:

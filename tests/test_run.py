@@ -159,9 +159,11 @@ def test_messages_before_a_first_frame_that_never_comes_are_bounded(tmp_path):
             return super().drain()
 
     src = Flood()
-    res = service(tmp_path, EncoderCamera(0), [src], seconds=60, stop=stop,
-                  pending_max=10).run()
+    notes: list[str] = []
+    res = service(tmp_path, EncoderCamera(0), [src], seconds=60, stop=stop, notes=notes,
+                  pending_max=10, first_frame_warn_seconds=0.0).run()
     assert res.frames == 0 and len(res.sealed) == 1
+    assert sum(n.startswith("no camera frame after 0 s") for n in notes) == 1
     drained = src.n  # every drained message was either kept or counted
     _, frames, other = read(res.sealed[0].path)
     assert frames == []
