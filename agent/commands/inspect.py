@@ -35,12 +35,15 @@ def _render(rep: dict[str, Any]) -> None:
     con.print(f"[bold]{rep['id']}[/]  seq {rep['sequence']}  prev {rep['previous_sequence']}:"
               f"{prev}  {rep['duration_s']:.2f} s  {rep['frames']} frames  " + " ".join(flags))
     t = Table(show_edge=False, pad_edge=False, collapse_padding=True)
-    for col in ("stream", "msgs", "Hz", "first s", "last s", "gaps rep/ivl",
+    for col in ("stream", "count", "Hz", "first s", "last s", "gaps rep/ivl",
                 "ms p50/p99/max"):
         t.add_column(col, justify="left" if col == "stream" else "right")
     for topic, st in rep["streams"].items():
         iv = st.get("interval_ms")
-        t.add_row(topic, str(st["count"]), f"{st['rate_hz']:.2f}", _ts(st["first_ns"]),
+        count = str(st["count"])
+        if st.get("messages", st["count"]) != st["count"]:
+            count += f" in {st['messages']} msgs"  # frame timing batches
+        t.add_row(topic, count, f"{st['rate_hz']:.2f}", _ts(st["first_ns"]),
                   _ts(st["last_ns"]),
                   f"{st['reported_gaps']}/{st.get('interval_gap_count', '-')}",
                   f"{iv['p50']:.1f}/{iv['p99']:.1f}/{iv['max']:.1f}" if iv else "-")
