@@ -87,6 +87,8 @@ class BleSection:
     adapter: str = _f("hci0", pattern=r"hci[0-9]{1,2}")
     connect_timeout: float = _f(20.0, min=1.0, max=120.0)
     backoff_max: float = _f(30.0, min=0.5, max=600.0)
+    batch_seconds: float = _f(0.5, min=0.05, max=2.0)
+    """Wrist IMU samples per stored message: a batch is written once it spans this long."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,8 +3,10 @@ aborted connects, a changed GATT layout and malformed notifications."""
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -13,6 +15,7 @@ from agent.sim.bluez import missing_tools
 from agent.sim.rig import SimRig
 from agent.sources import GAP_TOPIC, Message
 from agent.wrist.ble import BackoffPolicy
+from agent.wrist.imu_batch import decode_payload
 from agent.wrist.source import WristSource
 
 pytestmark = pytest.mark.skipif(bool(missing_tools()), reason=f"needs {missing_tools()}")
@@ -29,10 +32,10 @@ def rig() -> Iterator[SimRig]:
 class Run:
     """A WristSource on one simulated band, drained like the writer does."""
 
-    def __init__(self, rig: SimRig, name: str) -> None:
+    def __init__(self, rig: SimRig, name: str, **source_args: Any) -> None:
         band = next(w for w in rig.cfg.wrist if w.name == name)
         self.rig, self.name = rig, name
-        self.src = WristSource(band, rig.cfg.ble, policy=FAST)
+        self.src = WristSource(band, rig.cfg.ble, policy=FAST, **source_args)
         self.msgs: list[Message] = []
         self.base = rig.stats(name)  # band counters are cumulative over the module
         self.src.start()
@@ -58,6 +61,10 @@ class Run:
         return {**delta, "faults": now["faults"][len(self.base["faults"]):]}
 
     def gaps(self) -> list[dict]:
+        """Gaps after the band first streamed (the time to connect is a gap of its own)."""
+        return [g for g in self.all_gaps() if not g["cause"].startswith("not-connected:")]
+
+    def all_gaps(self) -> list[dict]:
         return [m.payload for m in self.msgs if m.topic == GAP_TOPIC]
 
     def imu(self) -> list[dict]:
@@ -65,8 +72,6 @@ class Run:
 
 
 def _indices(payloads: list[dict]) -> list[int]:
-    from agent.wrist.imu_batch import decode_payload
-
     return [int(i) for p in payloads for i in decode_payload(p)["index"]]
 
 
@@ -79,13 +84,19 @@ def test_discovers_connects_and_streams_without_gaps(rig):
     assert len(idx) == delivered["samples"]
     assert idx == list(range(idx[0], idx[0] + len(idx)))  # no sample missing or repeated
     assert run.gaps() == []
+    (start,) = run.all_gaps()  # the time it took to connect is not hidden
+    assert start["cause"] == "not-connected:connecting" and start["lost"] == -1
+    first_arrival = min(int(a) for p in run.imu()
+                        for a in decode_payload(p)["chunks"]["arrival_ns"])
+    assert start["start_ns"] < start["end_ns"] == first_arrival
     assert run.src.status()["state"] == "stopped"
 
 
 def test_forced_disconnect_is_reconnected_and_recorded_as_a_gap(rig):
     run = Run(rig, "right")
     run.streaming_samples(100)
-    t_fault = rig.fault("right", "drop") and time.monotonic_ns()
+    t_before = time.monotonic_ns()
+    rig.fault("right", "drop")
     run.until(lambda: run.src.status()["reconnects"] >= 1)
     run.streaming_samples(100)
     delivered = run.stop()
@@ -93,8 +104,10 @@ def test_forced_disconnect_is_reconnected_and_recorded_as_a_gap(rig):
     (gap,) = run.gaps()
     assert gap["cause"] == "disconnect:link-lost"
     fault_ns = delivered["faults"][-1]["host_ns"]
-    assert gap["start_ns"] <= fault_ns <= gap["end_ns"] and fault_ns <= t_fault
+    assert t_before <= fault_ns <= gap["end_ns"] and gap["start_ns"] < gap["end_ns"]
     assert gap["lost"] > 0  # the band kept sampling while the link was down
+    idx = _indices(run.imu())  # the samples missing are exactly those the gap says were lost
+    assert [b - a - 1 for a, b in itertools.pairwise(idx) if b != a + 1] == [gap["lost"]]
 
 
 def test_aborted_connects_are_retried(rig):
@@ -133,3 +146,62 @@ def test_malformed_notifications_are_counted_and_skipped(rig):
     assert run.src.status()["malformed"] == delivered["malformed_sent"] == 7
     assert run.src.stats["samples"] == delivered["samples"]
     assert run.gaps() == []
+
+
+def test_two_bands_starting_together_share_one_ble_loop_and_both_stream(rig):
+    """Each band used to run its own loop, hence its own view of BlueZ; the second view,
+    set up while the first band's scan made BlueZ add the devices, could lose them, and that
+    band never recorded. One loop per process means one view, set up once."""
+    from bleak.backends.bluezdbus.manager import _global_instances
+
+    from agent.wrist import ble_loop
+
+    runs = [Run(rig, "left"), Run(rig, "right")]
+    shared = ble_loop.current()
+    assert shared is not None and shared.users == 2
+    for r in runs:
+        r.streaming_samples(50)
+    live = [m for loop, m in _global_instances.items() if not loop.is_closed()]
+    assert list(_global_instances).count(shared.loop) == 1 and len(live) == 1
+    for r in runs:
+        delivered = r.stop()
+        assert r.src.stats["samples"] == delivered["samples"] > 0
+    assert ble_loop.current() is None and shared.loop.is_closed()  # the last user closed it
+
+
+def test_a_band_lost_from_the_ble_librarys_view_is_found_again(rig):
+    """The state the start-up race leaves: BlueZ lists the band, bleak's cache does not, so
+    no scan ever reports it. The link notices after one scan and has BlueZ announce it anew."""
+    import asyncio
+
+    from bleak import BleakScanner
+    from bleak.backends.bluezdbus.manager import get_global_bluez_manager
+
+    from agent.wrist import ble_loop
+    from agent.wrist.ble import bluez_has_device
+
+    address = rig.band("left").address
+    path = f"/org/bluez/hci0/dev_{address.replace(':', '_')}"
+
+    async def lose_it() -> bool:
+        manager = await get_global_bluez_manager()
+        for _ in range(40):  # BlueZ lists the band once any scan has seen it
+            if await bluez_has_device("hci0", address):
+                break
+            async with BleakScanner(bluez={"adapter": "hci0"}):
+                await asyncio.sleep(0.25)
+        manager._properties.pop(path, None)
+        return await bluez_has_device("hci0", address)
+
+    shared = ble_loop.acquire()
+    try:
+        assert shared.submit(lose_it()).result(30)
+        run = Run(rig, "left", scan_timeout=1.0)
+        run.streaming_samples(50)
+        delivered = run.stop()
+    finally:
+        ble_loop.release(shared)
+    assert run.src.stats["view_heals"] == 1
+    assert run.src.stats["samples"] == delivered["samples"] > 0
+    (start,) = run.all_gaps()
+    assert start["cause"] == "not-connected:not-found"  # the failed scan is in the gap

@@ -1,11 +1,13 @@
-"""The BLE adapter for one wrist band: bleak + bleak-retry-connector on its own event loop.
+"""The BLE adapter for one wrist band: bleak + bleak-retry-connector on the shared BLE loop.
 
 ``BleLink`` connects by address on the configured adapter, checks the GATT layout against
 the sensor profile, subscribes to the notify characteristic, writes the rate and start
 commands, and reconnects forever with a capped, jittered backoff (``backoff_delay``, a pure
 function). When the services do not match the profile (a stale BlueZ GATT cache, e.g. after
 a firmware update), it removes the device from BlueZ (``Adapter1.RemoveDevice``) and scans
-for it again.
+for it again. It does the same when a scan does not find a band that BlueZ does list: the
+BLE library's view of BlueZ has lost the device object (a race in its start-up), and removing
+the object makes BlueZ announce it again on the next scan.
 
 Its notification callback does one thing: ``on_packet(arrival_ns, bytes)`` (the caller pushes
 into a ring). Link events (connected, lost with a cause) go to ``on_event``. bleak is imported
@@ -15,6 +17,7 @@ only here, inside functions, so ``import agent`` works without it.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import random
@@ -25,6 +28,7 @@ from typing import Any
 
 from agent.errors import SourceError
 from agent.timeline import Clock, monotonic_ns
+from agent.wrist.ble_loop import SharedLoop
 from agent.wrist.lifecycle import Lifecycle, State
 from agent.wrist.profiles import SensorProfile
 
@@ -104,7 +108,7 @@ def check_services(services: Any, profile: SensorProfile) -> None:
 class LinkEvent:
     t_ns: int
     kind: str
-    """connected | lost | stale-gatt-cleared | failed"""
+    """connected | lost | stale-gatt-cleared | stale-view-cleared | failed"""
     cause: str = ""
 
 
@@ -124,8 +128,25 @@ async def remove_device(adapter: str, address: str) -> bool:
         bus.disconnect()
 
 
+async def bluez_has_device(adapter: str, address: str) -> bool:
+    """Whether BlueZ itself lists the device on ``adapter`` (asked directly, not from a cache)."""
+    from dbus_fast import BusType, Message, MessageType
+    from dbus_fast.aio import MessageBus
+
+    path = f"/org/bluez/{adapter}/dev_{address.upper().replace(':', '_')}"
+    bus = await MessageBus(bus_type=BusType.SYSTEM).connect()
+    try:
+        reply = await bus.call(Message(destination="org.bluez", path=path,
+                                       interface="org.freedesktop.DBus.Properties",
+                                       member="Get", signature="ss",
+                                       body=["org.bluez.Device1", "Address"]))
+        return reply is not None and reply.message_type == MessageType.METHOD_RETURN
+    finally:
+        bus.disconnect()
+
+
 class BleLink:
-    """One band's connection, run on a private asyncio loop in its own thread."""
+    """One band's connection, a coroutine on the process's shared BLE loop (``ble_loop``)."""
 
     def __init__(self, *, name: str, address: str, adapter: str, profile: SensorProfile,
                  rate_hz: float, on_packet: Callable[[int, bytes], object],
@@ -146,9 +167,10 @@ class BleLink:
         self.rng = rng or random.Random()
         self.lifecycle = Lifecycle(clock)
         self.cache_clears = 0
+        self.view_heals = 0
         self.last_error = ""
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
+        self._shared: SharedLoop | None = None
+        self._future: concurrent.futures.Future[None] | None = None
         self._stopping: asyncio.Event | None = None
         self._lost: asyncio.Event | None = None
         self._lost_ns = 0
@@ -157,32 +179,42 @@ class BleLink:
     # -------------------------------------------------------------- thread control
 
     def start(self) -> None:
+        from agent.wrist import ble_loop
+
         # bleak warns once per process that it cannot ask bluetoothctl for BlueZ's version
         logging.getLogger("bleak.backends.bluezdbus.version").setLevel(logging.ERROR)
-        self._thread = threading.Thread(target=self._thread_main, name=f"ble-{self.name}",
-                                        daemon=True)
-        self._thread.start()
+        self._shared = ble_loop.acquire()
+        self._future = self._shared.submit(self._main())
+        self._future.add_done_callback(self._on_done)
         self._ready.wait(5.0)
 
     def stop(self, timeout: float = 5.0) -> None:
-        loop, stopping = self._loop, self._stopping
-        if loop is not None and stopping is not None and not loop.is_closed():
+        shared, stopping = self._shared, self._stopping
+        if shared is None:
+            return
+        if stopping is not None:
             with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(stopping.set)
-        if self._thread is not None:
-            self._thread.join(timeout)
+                shared.loop.call_soon_threadsafe(stopping.set)
+        if self._future is not None:
+            try:
+                self._future.result(timeout)
+            except concurrent.futures.TimeoutError:
+                self._future.cancel()
+            except BaseException:  # logged by _on_done
+                pass
+        self._shared = None
+        from agent.wrist import ble_loop
 
-    def _thread_main(self) -> None:
-        loop = asyncio.new_event_loop()
-        self._loop = loop
-        try:
-            loop.run_until_complete(self._main())
-        except Exception:  # never let the thread die silently
-            log.exception("%s: BLE loop failed", self.name)
-        finally:
-            with contextlib.suppress(Exception):
-                loop.run_until_complete(loop.shutdown_asyncgens())
-            loop.close()
+        ble_loop.release(shared)
+
+    @property
+    def running(self) -> bool:
+        """True from start until the link's coroutine has ended."""
+        return self._future is not None and not self._future.done()
+
+    def _on_done(self, fut: concurrent.futures.Future[None]) -> None:
+        if not fut.cancelled() and fut.exception() is not None:
+            log.error("%s: BLE link failed", self.name, exc_info=fut.exception())
 
     async def _main(self) -> None:
         self._stopping = asyncio.Event()
@@ -213,6 +245,7 @@ class BleLink:
                 if device is None:
                     cause, scan = "not-found", True
                     lc.fire("not_found", self.address)
+                    self.on_event(LinkEvent(self.clock(), "failed", cause))
                 else:
                     scan = False
                     lc.fire("found")
@@ -303,12 +336,29 @@ class BleLink:
                         dev = await get_device_by_adapter(self.address, self.adapter)
                         if dev is not None:
                             return dev
-            return found[-1] if found else None
+            if found:
+                return found[-1]
+            await self._heal_stale_view()
+            return None
         except Exception as exc:
             err = self._translate(exc, "scan failed")
             self.last_error = str(err)
             log.info("%s", err)
             return None
+
+    async def _heal_stale_view(self) -> None:
+        """After a scan that did not find the band: if BlueZ lists it anyway, the BLE
+        library's cache lost its device object; forget the device so that the next scan
+        announces it again."""
+        async with asyncio.timeout(5.0):
+            if not await bluez_has_device(self.adapter, self.address):
+                return
+            log.warning("%s: BlueZ lists %s but the BLE library's view of BlueZ lacks it; "
+                        "removing it so the next scan announces it again", self.name,
+                        self.address)
+            if await remove_device(self.adapter, self.address):
+                self.view_heals += 1
+                self.on_event(LinkEvent(self.clock(), "stale-view-cleared", "not-found"))
 
     async def _connect(self, device: Any) -> Any:
         from bleak import BleakClient

@@ -1,0 +1,98 @@
+"""One asyncio event loop, on one thread, for every BLE link of the process.
+
+bleak keeps one BlueZ manager (one D-Bus connection and a cache of BlueZ's objects) per event
+loop. With a loop per band, the second band's manager could start while the first band's
+scan was making BlueZ create the bands' device objects; the manager then lost those objects
+(its start-up replaces signals handled between the reply to ``GetManagedObjects`` and its
+own resumption with the older reply), and that band was "not found" for the whole recording.
+One shared loop means one manager, set up once before any link scans, and half the D-Bus
+signal parsing (every manager parses every band's notifications).
+
+    loop = acquire()                  # starts the thread on first use
+    fut = loop.submit(coro)           # a concurrent.futures.Future
+    release(loop)                     # the last user stops the thread and closes the loop
+
+A new loop is made after the last user leaves, so a later rig (a new private bus) gets a new
+manager.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import logging
+import threading
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class SharedLoop:
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.users = 0
+        self._started = threading.Event()
+        self.thread = threading.Thread(target=self._main, name="ble-loop", daemon=True)
+        self.thread.start()
+        self._started.wait()
+
+    def _main(self) -> None:
+        loop = self.loop
+        asyncio.set_event_loop(loop)
+        loop.call_soon(self._started.set)
+        try:
+            loop.run_forever()
+        finally:
+            tasks = asyncio.all_tasks(loop)
+            for t in tasks:
+                t.cancel()
+            with contextlib.suppress(Exception):
+                loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+            with contextlib.suppress(Exception):
+                loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
+
+    def submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop)
+
+    @property
+    def alive(self) -> bool:
+        return self.thread.is_alive() and not self.loop.is_closed()
+
+    def close(self, timeout: float = 5.0) -> None:
+        with contextlib.suppress(RuntimeError):
+            self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout)
+
+
+_lock = threading.Lock()
+_shared: SharedLoop | None = None
+
+
+def acquire() -> SharedLoop:
+    """The process's BLE loop (started if needed), counted as used until ``release``."""
+    global _shared
+    with _lock:
+        if _shared is None or not _shared.alive:
+            _shared = SharedLoop()
+        _shared.users += 1
+        return _shared
+
+
+def release(shared: SharedLoop) -> None:
+    global _shared
+    with _lock:
+        shared.users -= 1
+        if shared.users > 0:
+            return
+        if _shared is shared:
+            _shared = None
+    shared.close()
+
+
+def current() -> SharedLoop | None:
+    """The running shared loop, if any (for status and tests)."""
+    return _shared
