@@ -79,6 +79,8 @@ class OneWayFit:
         self._bins: deque[tuple[int, int]] = deque(maxlen=window_bins)
         self.observations = 0
         self.restarts = 0
+        self.refits = 0
+        """Times the line was re-fitted (a bin closed): cached residuals are stale after."""
         self._reset_state()
 
     def _reset_state(self) -> None:
@@ -124,6 +126,7 @@ class OneWayFit:
         return y - self.slope * x
 
     def _refit(self) -> None:
+        self.refits += 1
         pts = list(self._bins)
         hull = lower_hull(pts)
         self._hull = hull
@@ -159,8 +162,8 @@ class OneWayFit:
             if b is not None and (not bottoms or bottoms[-1] != b):
                 bottoms.append(b)
         self._bottoms = bottoms
-        if len(bottoms) < 2 or bottoms[-1][0] - bottoms[0][0] < self.bin_ns:
-            return
+        if len(bottoms) < 2 or bottoms[-1][0] - bottoms[0][0] < self.converge_span_ns:
+            return  # bottoms too close together (or noise early on): keep the hull's slope
         hb = lower_hull(bottoms)
         (x1, y1), (x2, y2) = hb[0], hb[-1]
         self.slope = (y2 - y1) / (x2 - x1)

@@ -41,16 +41,18 @@ lattice step ``g = gcd(I, P)`` when a sample crosses an event. Two consequences:
 
 Lost notifications. There is no counter, so a lost notification shifts the numbering: every
 later sample is called one earlier than it is, and its residual against the rate fit steps
-up by ``P``. ``ArrivalNumberer`` holds ``hold_bursts`` bursts back, and before releasing the
-oldest compares the lowest residual of the next ``hold_bursts`` bursts with the lowest of the
-last ones released: a step of at least 3/4 ``P`` is ``round(step / P)`` lost samples, given to
+up by ``P``. ``ArrivalNumberer`` holds bursts back for ``hold_ns`` (2 s, and at least
+``hold_bursts``), and before releasing the oldest compares the lowest residual of the bursts
+held with the lowest of those released in the last ``hold_ns`` (a retransmission backlog
+raises residuals too, but only until it drains, well within 2 s): a step of at least 3/4
+``P`` is ``round(step / P)`` lost samples, given to
 the chunk as ``lost_before`` (a gap in the segment) and skipped in the numbering. A lattice
 step (``g <= P/2``) can never look like that. With ``g = P`` (phase locked) a sample
 crossing an event *is* a step of ``P`` indistinguishable by arrival times from a loss; then a
 step counts as a loss if the link was seen wrapping *down* (the phase slides up, so its wraps
 never step up), or once the fit is converged and the post-step residual exceeds ``1.1 P``
 above the envelope (a wrap stays below ``P``); otherwise it is counted in ``ambiguous`` and
-not as a loss. Judging starts after 3 s of data (the fit needs a slope). A notification lost
+not as a loss. Judging starts after ~2 s of data (it needs a local slope). A notification lost
 inside a burst is reported before the burst's first sample: arrivals cannot place it closer.
 """
 
@@ -65,6 +67,12 @@ from agent.clock.oneway import DEFAULT_LATENCY_NS, OneWayFit
 BURST_GAP_NS = 2_000_000
 """Arrivals closer than this are one connection event's burst (the minimum interval is
 7.5 ms; a burst of 10 notifications lasts ~4 ms)."""
+
+LOCAL_BIN_NS = 500_000_000
+LOCAL_BINS = 40
+PLACE_NS = 500_000
+"""A burst this far below the lowest of the bursts after it comes before a step up (half the
+smallest lattice step, 1.25 ms, of a 100 Hz band on the 1.25 ms BLE grid)."""
 
 T = TypeVar("T")
 
@@ -142,24 +150,70 @@ class _Burst(Generic[T]):
     last: int
     n: int = 0
     items: list[tuple[int, int, T]] = field(default_factory=list)  # arrival, n, item
+    newest: int = 0
+    """Provisional number of the burst's newest sample when it closed."""
+    shift: int = 0
+    """Samples judged lost when it closed: its newest is now ``newest + (shift_now - shift)``."""
+    seq: int = 0
+
+
+class _MinWindow:
+    """Sliding-window minimum of (key, seq) in arrival order: O(1) amortised."""
+
+    def __init__(self) -> None:
+        self.q: deque[tuple[float, int, int]] = deque()  # key, seq, start
+
+    def push(self, key: float, seq: int, start: int) -> None:
+        q = self.q
+        while q and q[-1][0] >= key:
+            q.pop()
+        q.append((key, seq, start))
+
+    def drop_upto(self, seq: int) -> None:
+        while self.q and self.q[0][1] <= seq:
+            self.q.popleft()
+
+    def drop_before(self, start: int) -> None:
+        while self.q and self.q[0][2] < start:
+            self.q.popleft()
 
 
 class ArrivalNumberer(Generic[T]):
     """Sample numbers for a band with no counter, with lost notifications found from arrivals.
 
     ``push`` returns the packets it releases, oldest first, as ``(item, index, lost_before)``;
-    a packet is held until ``hold_bursts`` later bursts have arrived (0: no hold, no loss
-    detection). Call ``flush()`` when the stream ends.
+    a burst is held until ``hold_bursts`` later bursts spanning ``hold_ns`` have arrived, so
+    that a retransmission backlog (which also raises residuals, for as long as it lasts) is
+    not taken for a loss (``hold_bursts=0``: no hold, no loss detection). Call ``flush()``
+    when the stream ends. Work per burst is O(1) amortised (sliding-window minima, rebuilt
+    when the rate fit moves, once per second).
     """
 
     def __init__(self, nominal_rate_hz: float, *, hold_bursts: int = 16,
-                 burst_gap_ns: int = BURST_GAP_NS, **fit_args: Any) -> None:
+                 hold_ns: int = 2_000_000_000, burst_gap_ns: int = BURST_GAP_NS,
+                 **fit_args: Any) -> None:
         self.fit = RateFit(nominal_rate_hz, 0, burst_gap_ns=burst_gap_ns, **fit_args)
         self.hold = hold_bursts
+        self.hold_ns = hold_ns if hold_bursts else 0
         self.burst_gap_ns = burst_gap_ns
         self._open: _Burst[T] | None = None
         self._pending: deque[_Burst[T]] = deque()
-        self._released: deque[tuple[int, int]] = deque(maxlen=max(1, hold_bursts))
+        self._pending_n = 0  # samples in pending bursts
+        self._released: deque[tuple[int, int, int]] = deque()  # newest, start, seq
+        self._ahead = _MinWindow()  # pending bursts: residual at provisional number + shift*P
+        self._behind = _MinWindow()  # bursts released in the last hold_ns: residual
+        self._mark = 0  # local line version
+        self._built = -1  # local line version the windows were built with
+        self._lbins: deque[tuple[float, int]] = deque(maxlen=LOCAL_BINS)
+        self._lcur: tuple[int, float, int] | None = None
+        self._ls = 1.0
+        self._lx = 0.0
+        self._ly = 0
+        self._recent: deque[float] = deque(maxlen=64)  # released residuals, for `locked`
+        self._released_n = 0
+        self._locked = False
+        self._seq = 0
+        self.shift = 0
         self.next_index = 0
         self.drops = 0
         """Steps judged as lost notifications."""
@@ -173,34 +227,99 @@ class ArrivalNumberer(Generic[T]):
 
     def push(self, arrival_ns: int, n: int, item: T) -> list[tuple[T, int, int]]:
         b = self._open
+        out: list[tuple[T, int, int]] = []
         if b is not None and 0 <= arrival_ns - b.last <= self.burst_gap_ns:
             b.last = arrival_ns
         else:
             if b is not None:
-                self._pending.append(b)
+                self._close(b)
             b = self._open = _Burst(arrival_ns, arrival_ns)
         b.n += n
         b.items.append((arrival_ns, n, item))
-        out: list[tuple[T, int, int]] = []
         if self.hold == 0:
-            self._pending.append(b)
+            self._close(b)
             self._open = None
-        while len(self._pending) > self.hold:
+        pend = self._pending
+        while pend and len(pend) > self.hold and pend[-1].start - pend[0].start >= self.hold_ns:
             out.extend(self._release(judge=self.hold > 0))
         return out
 
     def flush(self) -> list[tuple[T, int, int]]:
         if self._open is not None:
-            self._pending.append(self._open)
+            self._close(self._open)
             self._open = None
         out: list[tuple[T, int, int]] = []
         while self._pending:
             out.extend(self._release(judge=False))
         return out
 
+    # ------------------------------------------------------------------ residual windows
+    # Residuals for judging are taken against a *local* line: the Theil-Sen slope (median of
+    # pairwise slopes) of the lowest point per LOCAL_BIN_NS of the last LOCAL_BINS bins. A
+    # loss missed early (before judging starts) puts every later point P higher; the hull's
+    # slope then tilts by P / span, the median hardly moves.
+    def _usable(self) -> bool:
+        return len(self._lbins) >= 3
+
+    def _local(self, k: int, start: int) -> float:
+        x = k * self.fit.nominal_period_ns
+        return start - (self._ly + self._ls * (x - self._lx))
+
+    def _observe_local(self, k: int, start: int) -> None:
+        x = k * self.fit.nominal_period_ns
+        b = start // LOCAL_BIN_NS
+        cur = self._lcur
+        if cur is None or b != cur[0]:
+            if cur is not None:
+                self._lbins.append((cur[1], cur[2]))
+                self._relocal()
+            self._lcur = (b, x, start)
+        elif start - self._ls * x < cur[2] - self._ls * cur[1]:
+            self._lcur = (b, x, start)
+
+    def _relocal(self) -> None:
+        pts = list(self._lbins)
+        if len(pts) < 2:
+            return
+        slopes = sorted((y2 - y1) / (x2 - x1) for i, (x1, y1) in enumerate(pts)
+                        for x2, y2 in pts[i + 1:] if x2 != x1)
+        if slopes:
+            self._ls = slopes[len(slopes) // 2]
+        # anchored on the lowest bin, so a backlogged bin never moves the line
+        self._lx, self._ly = min(pts, key=lambda p: p[1] - self._ls * p[0])
+        self._mark += 1
+
+    def _ahead_key(self, b: _Burst[T]) -> float:
+        return self._local(b.newest, b.start) + b.shift * self.fit.period_ns
+
+    def _refresh(self) -> None:
+        """Recompute both windows when the local line has moved (cached residuals are stale)."""
+        if not self._usable() or self._mark == self._built:
+            return
+        self._built = self._mark
+        self._ahead = _MinWindow()
+        for b in self._pending:
+            self._ahead.push(self._ahead_key(b), b.seq, b.start)
+        self._behind = _MinWindow()
+        for k, start, seq in self._released:
+            self._behind.push(self._local(k, start), seq, start)
+
+    def _close(self, b: _Burst[T]) -> None:
+        self._pending_n += b.n
+        self._seq += 1
+        b.seq, b.shift = self._seq, self.shift
+        b.newest = self.next_index + self._pending_n - 1
+        self._pending.append(b)
+        if self._usable():
+            self._refresh()
+            self._ahead.push(self._ahead_key(b), b.seq, b.start)
+
     def _release(self, judge: bool) -> list[tuple[T, int, int]]:
         lost = self._judge() if judge else 0
         b = self._pending.popleft()
+        self._pending_n -= b.n
+        self._ahead.drop_upto(b.seq)
+        self.shift += lost
         k = self.next_index + lost
         out: list[tuple[T, int, int]] = []
         for j, (arrival, n, item) in enumerate(b.items):
@@ -208,40 +327,76 @@ class ArrivalNumberer(Generic[T]):
             self.fit.add(arrival, n, k)
             k += n
         self.next_index = k
-        self._released.append((k - 1, b.start))
+        self._observe_local(k - 1, b.start)
+        rel = self._released
+        rel.append((k - 1, b.start, b.seq))
+        while rel and rel[0][1] < b.start - self.hold_ns:
+            rel.popleft()
+        if self._usable():
+            self._refresh()
+            r = self._local(k - 1, b.start)
+            self._behind.push(r, b.seq, b.start)
+            self._behind.drop_before(b.start - self.hold_ns)
+            self._recent.append(r)
+        self._released_n += 1
+        if self._released_n % 16 == 0 and self._recent:
+            # phase locked: the newest-sample waits sit at one level, give or take whole
+            # periods (a backlog holds back whole samples); a finer lattice puts some at
+            # fractions of P
+            rec, per = self._recent, self.fit.period_ns
+            low = min(rec)
+            on = sum(1 for r in rec if not 0.15 < ((r - low) / per) % 1.0 < 0.85)
+            self._locked = on >= 0.8 * len(rec)
         return out
 
     def _judge(self) -> int:
         """Samples lost just before the oldest pending burst (0 if none can be told)."""
         fit = self.fit
-        if fit.fit.bins < 3 or len(self._released) < self._released.maxlen // 2:  # type: ignore[operator]
+        rel = self._released
+        if len(self._lbins) < 4 or len(rel) < 32 or rel[-1][1] - rel[0][1] < self.hold_ns // 2:
+            return 0  # no slope yet, or too little behind to know the level (backlogs)
+        self._refresh()
+        if not self._behind.q or not self._ahead.q:
             return 0
         period = fit.period_ns
-        prev = sorted(fit.residual(k, s) for k, s in self._released)
-        k = self.next_index
-        after = []
-        for b in list(self._pending)[: self.hold]:
-            k += b.n
-            after.append(fit.residual(k - 1, b.start))
-        low = min(after)
-        step = low - prev[0]
-        locked = prev[len(prev) // 2] - prev[0] < 0.15 * period
+        off = self.shift * period
+        b0 = self._pending[0]
+        ahead = self._ahead.q
+        low = ahead[0][0] - off
+        if ahead[0][1] == b0.seq and len(ahead) > 1 and ahead[0][0] < ahead[1][0] - PLACE_NS:
+            return 0  # the oldest burst is below the ones after it: any step comes later
+        step = low - self._behind.q[0][0]
+        locked = self._locked
         if step <= -0.75 * period and locked:
             self.rising = True  # a wrap down: the phase slides up, so wraps never step up
-            self._released.clear()
+            self._forget_behind()
             return 0
         if step < 0.75 * period:
             return 0
-        self._released.clear()  # judge the next step against the new level only
         if locked and not self.rising:  # phase locked: a wrap up looks alike
             if not fit.converged:
                 self.ambiguous += 1
+                self._forget_behind()
                 return 0
-            if low < 1.1 * period:
-                return 0
-            d = int(low // period)
+            # the envelope is known: a wrap stays under P above it, a loss goes over
+            k = self.next_index - 1
+            lows = []
+            for b in self._pending:
+                k += b.n
+                lows.append(fit.residual(k, b.start))
+            absolute = min(lows)
+            d = int(absolute // period) if absolute >= 1.1 * period else 0
+            if not d:
+                self._forget_behind()
         else:
             d = round(step / period)
+        if d <= 0:
+            return 0
         self.drops += 1
         self.lost += d
         return d
+
+    def _forget_behind(self) -> None:
+        """A step accepted as the sampling phase's own: judge later ones from the new level."""
+        self._released.clear()
+        self._behind = _MinWindow()
