@@ -205,3 +205,22 @@ def test_a_band_lost_from_the_ble_librarys_view_is_found_again(rig):
     assert run.src.stats["samples"] == delivered["samples"] > 0
     (start,) = run.all_gaps()
     assert start["cause"] == "not-connected:not-found"  # the failed scan is in the gap
+
+
+def test_a_band_that_vanishes_and_returns_is_one_gap_with_its_cause(rig):
+    away_s = 2.0
+    run = Run(rig, "right")
+    run.streaming_samples(100)
+    rig.fault("right", f"vanish {away_s:g}")
+    run.until(lambda: run.src.status()["reconnects"] >= 1)
+    run.streaming_samples(100)
+    delivered = run.stop()
+    assert run.src.stats["samples"] == delivered["samples"]
+    assert delivered["faults"][-1]["kind"] == "vanish"
+    (gap,) = run.gaps()
+    assert gap["cause"] == "disconnect:link-lost"
+    assert delivered["faults"][-1]["host_ns"] <= gap["end_ns"]
+    # the band sampled on, unheard, for the whole absence: at 200 Hz that is >= 390 samples
+    assert gap["lost"] >= int(away_s * 200 * 0.975)
+    idx = _indices(run.imu())
+    assert [b - a - 1 for a, b in itertools.pairwise(idx) if b != a + 1] == [gap["lost"]]

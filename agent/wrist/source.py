@@ -108,12 +108,15 @@ class WristSource:
             raise SourceError("no address configured (run wearcap pair)", device=self.name)
         now = self.clock()
         self._gap = _OpenGap(now, now, "not-connected", since_ns=now)
-        self._link = BleLink(
+        self._link = self._make_link()
+        self._link.start()
+
+    def _make_link(self) -> BleLink:
+        return BleLink(
             name=self.name, address=self.band.address, adapter=self.ble.adapter,
             profile=self.profile, rate_hz=self.band.rate_hz, on_packet=self._on_packet,
             on_event=self._on_event, connect_timeout=self.ble.connect_timeout,
             scan_timeout=self.scan_timeout, policy=self.policy, clock=self.clock)
-        self._link.start()
 
     def stop(self) -> None:
         if self._link is not None:
