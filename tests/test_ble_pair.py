@@ -16,19 +16,22 @@ pytestmark = pytest.mark.skipif(bool(missing_tools()), reason=f"needs {missing_t
 def test_pair_lists_bands_and_writes_the_config(tmp_path):
     cfg = tmp_path / "agent.toml"
     cfg.write_text('# my rig\nprofile = "sim"\n\n[device]\nid = "rig-7"\n\n[[wrist]]\n'
-                   'name = "left"\nrate_hz = 100  # slow\n')
+                   'name = "left"\naddress = "00:AA:BB:CC:DD:09"  # strap no. 4\n'
+                   'rate_hz = 100  # slow\n')
     r = run_cli("pair", "--config", str(cfg), "--scan-seconds", "1", "--json", "--write")
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
-    # one [[wrist]] in the file: the simulated rig runs one band, pair fills one slot
+    # one [[wrist]] in the file: the simulated rig runs one band (at the address the file
+    # names), pair fills one slot
     assert [(b["address"], b["profile"]) for b in out["bands"]] == [
-        ("00:AA:BB:CC:DD:01", "wearcap-open")]
-    assert out["picked"] == ["00:AA:BB:CC:DD:01"]
+        ("00:AA:BB:CC:DD:09", "wearcap-open")]
+    assert out["picked"] == ["00:AA:BB:CC:DD:09"]
     text = cfg.read_text()
     assert "# my rig" in text and "rate_hz = 100  # slow" in text and 'id = "rig-7"' in text
+    assert 'address = "00:AA:BB:CC:DD:09"  # strap no. 4' in text  # its comment kept
     loaded = config.load(cfg)
     assert len(loaded.wrist) == 1
-    assert loaded.wrist[0].address == "00:AA:BB:CC:DD:01" and loaded.wrist[0].rate_hz == 100
+    assert loaded.wrist[0].address == "00:AA:BB:CC:DD:09" and loaded.wrist[0].rate_hz == 100
 
 
 def test_pair_without_an_adapter_is_a_clear_error(tmp_path):
@@ -39,3 +42,15 @@ def test_pair_without_an_adapter_is_a_clear_error(tmp_path):
     assert r.returncode == 1
     assert r.stderr.startswith("wearcap: error:") and "hci9" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_write_bands_rewrites_an_address_keeping_its_comment(tmp_path):
+    from agent.commands.pair import write_bands
+
+    cfg = tmp_path / "agent.toml"
+    cfg.write_text('profile = "sim"\n\n[[wrist]]\nname = "left"\n'
+                   '  address = "00:AA:BB:CC:DD:09"   # strap no. 4 # spare\n')
+    write_bands(cfg, [{"address": "00:AA:BB:CC:DD:07", "profile": "polar-pmd"}], ["left"])
+    text = cfg.read_text()
+    assert '  address = "00:AA:BB:CC:DD:07"   # strap no. 4 # spare\n' in text
+    assert config.load(cfg).wrist[0].profile == "polar-pmd"

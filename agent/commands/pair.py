@@ -70,6 +70,18 @@ def detect(found: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return bands
 
 
+_LINE = re.compile(r"""^(?P<indent>\s*)[A-Za-z_]+\s*=\s*(?:"[^"]*"|'[^']*'|[^#]*?)"""
+                   r"(?P<comment>\s*#.*)?$")
+
+
+def _replace_value(line: str, assignment: str) -> str:
+    """``assignment`` in place of the line's, keeping its indentation and end comment."""
+    m = _LINE.match(line)
+    if m is None:
+        return assignment
+    return f"{m['indent']}{assignment}{m['comment'] or ''}"
+
+
 def write_bands(path: Path, picks: list[dict[str, Any]], names: list[str]) -> None:
     """Set address and profile of the first ``len(picks)`` [[wrist]] tables of ``path`` (or
     append tables), keeping every other line as it was; the result is validated first."""
@@ -92,7 +104,7 @@ def write_bands(path: Path, picks: list[dict[str, Any]], names: list[str]) -> No
                     end += 1
                     heads = [h + 1 if h > start else h for h in heads]
                 else:
-                    lines[at] = value
+                    lines[at] = _replace_value(lines[at], value)
         else:
             lines += ["", "[[wrist]]", f'name = "{names[k]}"', f'address = "{pick["address"]}"',
                       f'profile = "{pick["profile"]}"']
