@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from agent import sdnotify
+from agent import heap, sdnotify
 from agent.camera.base import Camera, EncodedFrame
 from agent.record.recover import Recovery, recover_all
 from agent.record.roller import Decision, RollPolicy
@@ -45,6 +45,8 @@ class CaptureSettings:
     duration: float | None = None
     margin_bytes: int = 8 << 20
     """Room a segment's next few seconds need, checked with the reserve."""
+    tune_heap: bool = True
+    """Keep large transient blocks out of the heap and trim it at each roll (agent.heap)."""
     first_frame_warn_seconds: float = 5.0
     pending_max: int = 1024
     """Source messages held while no segment is open (before the first frame: about 30 s
@@ -120,6 +122,8 @@ class CaptureService:
         sha, size = seg.close()
         sealed = self.spool.seal(seg.header.seq, fh, sha, size)
         self.result.sealed.append(sealed)
+        if self.s.tune_heap:
+            heap.trim()
         self.result.gaps += seg.gaps
         dur = ((seg.last_ns or 0) - (seg.first_ns or 0)) / 1e9
         self.status(f"sealed {sealed.id}: {seg.frames} frames, {seg.gaps} gaps, "
@@ -192,6 +196,8 @@ class CaptureService:
 
     # ------------------------------------------------------------ loop
     def run(self) -> CaptureResult:
+        if self.s.tune_heap:
+            heap.pin_mmap_threshold()
         self.spool.lock()
         try:
             self.result.recovered = recover_all(self.spool)
