@@ -1,11 +1,13 @@
-"""Bytes per stored 6-axis wrist sample in an MCAP segment (zstd chunks), vs plain msgpack.
+"""Bytes and encode CPU per stored 6-axis wrist sample in an MCAP segment, vs plain msgpack.
 
-Two simulated 200 Hz bands write T minutes of IMU batches (one message per ``--batch-s``)
+Two simulated 200 Hz bands write T minutes of IMU batches (one message per batch period)
 through the agent's imu_message into an MCAP file with zstd chunk compression, exactly
 as a segment holds them. The baseline is the same samples as msgpack lists of ints (and
-one host timestamp per sample), written the same way in the same run.
+one host timestamp per sample), written the same way in the same run. Encode cost is the
+process CPU time spent turning chunks into the message bytes (imu_message + msgpack, or the
+baseline's list building + msgpack), per sample, measured in the same run.
 
-    .venv/bin/python bench/bench_imu_storage.py [--minutes 2] [--batch-s 0.5] [--json]
+    .venv/bin/python bench/bench_imu_storage.py [--minutes 2] [--batch-s 0.25 0.5] [--json]
 """
 
 from __future__ import annotations
@@ -14,18 +16,37 @@ import argparse
 import io
 import json
 import sys
+import time
+from typing import Any
 
 import msgpack
 from mcap.writer import CompressionType, Writer
 
 from agent.sim.band_model import BandModel, BandParams
-from agent.wrist.decode import make_decoder
-from agent.wrist.imu_batch import SCHEMA, host_times, imu_message, make_fit, observe
+from agent.wrist.decode import ImuChunk, make_decoder
+from agent.wrist.imu_batch import ENCODING, SCHEMA, Fit, host_times, imu_message, make_fit, observe
 
 BUDGET = 8.0
 
 
-def write(minutes: float, batch_s: float, baseline: bool) -> tuple[int, int]:
+def baseline_bytes(name: str, chunks: list[ImuChunk], fit: Fit) -> tuple[bytes, int]:
+    rows, times = [], []
+    for c in chunks:
+        h0, hp = host_times(fit, c)
+        assert c.gyro is not None
+        for i in range(c.n):
+            rows.append(c.acc[i].tolist() + c.gyro[i].tolist())
+            times.append(h0 + round(i * hp))
+    return msgpack.packb({"band": name, "samples": rows, "host_ns": times}), times[0]
+
+
+def ours_bytes(name: str, chunks: list[ImuChunk], fit: Fit) -> tuple[bytes, int]:
+    msg = imu_message(name, chunks, fit, "wearcap-open")
+    return msgpack.packb(msg.payload), msg.log_time_ns
+
+
+def write(minutes: float, batch_s: float, baseline: bool) -> tuple[int, int, float]:
+    """(file bytes, samples, encode CPU seconds)."""
     buf = io.BytesIO()
     w = Writer(buf, compression=CompressionType.ZSTD, chunk_size=1024 * 1024)
     w.start(profile="wearcap", library="bench")
@@ -36,7 +57,8 @@ def write(minutes: float, batch_s: float, baseline: bool) -> tuple[int, int]:
         m = BandModel(BandParams(profile="wearcap-open", seed=10 + i), 0)
         bands.append((name, cid, m, make_decoder("wearcap-open", rate_hz=200),
                       make_fit("wearcap-open", 200)))
-    samples = 0
+    encode = baseline_bytes if baseline else ours_bytes
+    samples, cpu = 0, 0.0
     t = 0
     step = int(batch_s * 1e9)
     while t < minutes * 60e9:
@@ -50,45 +72,46 @@ def write(minutes: float, batch_s: float, baseline: bool) -> tuple[int, int]:
             if not chunks:
                 continue
             samples += sum(c.n for c in chunks)
-            if baseline:
-                rows, times = [], []
-                for c in chunks:
-                    h0, hp = host_times(fit, c)
-                    assert c.gyro is not None
-                    for i in range(c.n):
-                        rows.append(c.acc[i].tolist() + c.gyro[i].tolist())
-                        times.append(h0 + round(i * hp))
-                data = msgpack.packb({"band": name, "samples": rows, "host_ns": times})
-                log = times[0]
-            else:
-                msg = imu_message(name, chunks, fit, "wearcap-open")
-                data, log = msgpack.packb(msg.payload), msg.log_time_ns
+            c0 = time.process_time()
+            data, log = encode(name, chunks, fit)
+            cpu += time.process_time() - c0
             w.add_message(cid, log_time=log, data=data, publish_time=log)
     w.finish()
-    return len(buf.getvalue()), samples
+    return len(buf.getvalue()), samples, cpu
+
+
+def measure(minutes: float, batch_s: float) -> dict[str, Any]:
+    ours, n, cpu = write(minutes, batch_s, baseline=False)
+    base, n2, bcpu = write(minutes, batch_s, baseline=True)
+    return {"minutes": minutes, "batch_s": batch_s, "samples": n, "encoding": ENCODING,
+            "bytes_per_sample": ours / n, "baseline_bytes_per_sample": base / n2,
+            "ratio_baseline_over_ours": (base / n2) / (ours / n),
+            "encode_us_per_sample": cpu / n * 1e6,
+            "baseline_encode_us_per_sample": bcpu / n2 * 1e6,
+            "encode_cost_ratio_ours_over_baseline": (cpu / n) / max(1e-12, bcpu / n2),
+            "budget": BUDGET, "within_budget": ours / n <= BUDGET}
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--minutes", type=float, default=2.0)
-    ap.add_argument("--batch-s", type=float, default=0.5)
+    ap.add_argument("--batch-s", type=float, nargs="+", default=[0.25, 0.5])
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args(argv)
-    ours, n = write(a.minutes, a.batch_s, baseline=False)
-    base, n2 = write(a.minutes, a.batch_s, baseline=True)
-    r = {"minutes": a.minutes, "batch_s": a.batch_s, "samples": n,
-         "bytes_per_sample": ours / n, "baseline_bytes_per_sample": base / n2,
-         "ratio_baseline_over_ours": (base / n2) / (ours / n), "budget": BUDGET,
-         "within_budget": ours / n <= BUDGET}
+    rows = [measure(a.minutes, b) for b in a.batch_s]
     if a.json:
-        print(json.dumps(r, indent=1))
-    else:
-        print(f"{n} samples (2 bands x 200 Hz x {a.minutes:g} min), batches of {a.batch_s} s, "
-              f"MCAP zstd chunks")
-        print(f"imu batch (delta-i16le-planar): {r['bytes_per_sample']:.2f} B/sample "
-              f"(budget {BUDGET})")
-        print(f"baseline msgpack int lists:     {r['baseline_bytes_per_sample']:.2f} B/sample"
-              f"  -> {r['ratio_baseline_over_ours']:.2f}x smaller")
+        print(json.dumps(rows, indent=1))
+        return 0
+    print(f"2 bands x 200 Hz x {a.minutes:g} min, MCAP zstd chunks; imu batch encoding "
+          f"{ENCODING} vs the baseline of msgpack int lists")
+    print(f"{'batch s':>7} {'ours B/sample':>13} {'baseline':>9} {'smaller':>8} | "
+          f"{'encode us/sample':>16} {'baseline':>9} {'cost ratio':>10} | budget {BUDGET:g}")
+    for r in rows:
+        print(f"{r['batch_s']:7.2f} {r['bytes_per_sample']:13.2f} "
+              f"{r['baseline_bytes_per_sample']:9.2f} {r['ratio_baseline_over_ours']:7.2f}x | "
+              f"{r['encode_us_per_sample']:16.2f} {r['baseline_encode_us_per_sample']:9.2f} "
+              f"{r['encode_cost_ratio_ours_over_baseline']:9.2f}x | "
+              f"{'within' if r['within_budget'] else 'OVER'}")
     return 0
 
 

@@ -8,20 +8,53 @@ import numpy as np
 from agent.sim.band_model import BandModel, BandParams
 from agent.wrist.decode import make_decoder
 from agent.wrist.imu_batch import (
+    LEGACY_ENCODING,
     decode_counts,
     decode_payload,
     encode_counts,
+    fold,
     host_times,
     imu_channel,
     imu_message,
     make_fit,
     observe,
+    unfold,
 )
 
 
-def test_counts_codec_round_trips_extremes():
-    a = np.array([[-32768, 32767, 0], [32767, -32768, 1], [0, 0, -1]], np.int16)
-    assert decode_counts(encode_counts(a), 3).tolist() == a.tolist()
+def test_counts_codec_round_trips_extremes_at_every_order():
+    a = np.array([[-32768, 32767, 0], [32767, -32768, 1], [0, 0, -1], [5, -7, 32767]],
+                 np.int16)
+    for order in ((1, 1, 1), (2, 2, 2), (1, 2, 1), None):
+        data, used = encode_counts(a, order)
+        assert len(data) == a.size * 2 and used == list(order or used)
+        assert decode_counts(data, 4, used).tolist() == a.tolist()
+    rng = np.random.default_rng(4)
+    r = rng.integers(-32768, 32768, (500, 3)).astype(np.int16)
+    data, used = encode_counts(r)
+    assert decode_counts(data, 500, used).tolist() == r.tolist()
+
+
+def test_order_follows_the_signal_and_small_values_leave_a_zero_high_plane():
+    t = np.arange(400)
+    smooth = np.stack([1000 * np.sin(t / 20), 40 * t, np.zeros(400)], axis=1)
+    jumpy = np.random.default_rng(1).integers(-3000, 3000, (400, 3))
+    _, o_smooth = encode_counts(smooth.astype(np.int16))
+    _, o_jumpy = encode_counts(jumpy.astype(np.int16))
+    assert o_smooth[:2] == [2, 2] and o_jumpy == [1, 1, 1]
+    data, _ = encode_counts(np.cumsum(np.tile([[1], [-1]], (200, 3)), axis=0).astype(np.int16))
+    assert set(data[1200:]) == {0}  # zigzag: +-1 steps have no high byte
+
+
+def test_batches_in_the_earlier_encoding_still_decode():
+    a = np.array([[100, -200, 3], [101, -190, -4], [99, -180, 5]], np.int16)
+    cols = a.T.copy()
+    d = cols.copy()
+    d[:, 1:] = cols[:, 1:] - cols[:, :-1]
+    le = d.astype("<i2").reshape(-1).view(np.uint8)
+    legacy = le[0::2].tobytes() + le[1::2].tobytes()
+    assert decode_counts(legacy, 3, encoding=LEGACY_ENCODING).tolist() == a.tolist()
+    assert fold([2.0, 2.0]) == 2.0 and fold([1, 2]) == [1, 2] and unfold(3.0, 2) == [3.0, 3.0]
 
 
 def test_message_round_trip_through_msgpack():
@@ -43,6 +76,8 @@ def test_message_round_trip_through_msgpack():
         for k in (0, n // 2, n - 1):
             assert back["acc"][k].tolist() == m.recorded[k][0].tolist()
             assert back["gyro"][k].tolist() == m.recorded[k][1].tolist()
+        assert isinstance(msg.payload["acc_scale"], float)  # one scale for the whole batch
+        assert back["chunks"]["acc_scale"] == [c.acc_scale for c in chunks]
         want = [host_times(fit, c)[0] for c in chunks]
         starts = np.cumsum([0] + [c.n for c in chunks[:-1]])
         assert back["host_ns"][starts].tolist() == want

@@ -6,12 +6,16 @@
     imu_message(band_name, chunks, fit) -> Message     # one batch (e.g. one drain())
     decode_payload(payload) -> dict of numpy arrays    # the reader's side (tests, export)
 
-Samples are stored as *delta-coded planar int16*: per axis, the first sample of the batch
-and then sample-to-sample differences (mod 2**16), laid out axis after axis as little-endian
-int16 and then split into a low-byte plane followed by a high-byte plane. Slow motion makes
-the high-byte plane nearly constant, so the segment's zstd chunk compression stores a
-6-axis sample in ~4-6 bytes instead of ~10 for plain int16 (bench/bench_imu_storage.py).
-Times are stored per chunk (one BLE notification), not per sample: sample ``i`` of chunk
+Samples are stored as ``d12-zz-i16le-planar`` (ENCODING): per axis, the 1st or 2nd
+difference of the counts (mod 2**16; whichever has the smaller sum of magnitudes in this batch,
+``acc_order``/``gyro_order``), zigzag-mapped to unsigned (0, -1, 1, -2 -> 0, 1, 2, 3) so small
+values of either sign have a zero high byte, laid out sample by sample (x y z, x y z, ...) as
+little-endian uint16 and split into a low-byte plane then a high-byte plane. The high plane is
+then almost all zeros and the low plane holds only the noise, so the segment's zstd chunk
+compression stores a 6-axis sample in ~4 bytes (bench/bench_imu_storage.py). Batches written
+as ``delta-i16le-planar`` (1st difference, axis by axis, no zigzag) still decode.
+Per-chunk scale and period columns hold one number when it is the same for every chunk of the
+batch. Times are stored per chunk (one BLE notification), not per sample: sample ``i`` of chunk
 ``c`` is at ``host_t0_ns[c] + i * host_period_ns[c]`` on the host timeline.
 """
 
@@ -29,7 +33,8 @@ from agent.sources import ChannelSpec, Message
 from agent.wrist.decode import ImuChunk
 
 SCHEMA_NAME = "wearcap.ImuBatch"
-ENCODING = "delta-i16le-planar"
+ENCODING = "d12-zz-i16le-planar"
+LEGACY_ENCODING = "delta-i16le-planar"
 NO_DEVICE_CLOCK = ("witmotion",)
 
 _INTS = {"type": "array", "items": {"type": "integer"}}
@@ -45,11 +50,15 @@ SCHEMA: dict[str, Any] = {
         "notification) is at host_t0_ns[c] + i*host_period_ns[c] on the host timeline "
         "(CLOCK_MONOTONIC ns, see the segment's timeline metadata), and at device_t0_ns[c] + "
         "i*device_period_ns[c] on the band's own clock. acc/gyro: the decoded raw counts, "
-        "encoding 'delta-i16le-planar': n*3 int16 values ordered axis by axis (x for all "
-        "samples, then y, then z); per axis the first value is the count and each next one "
-        "the difference to the previous sample (mod 2**16); the 2-byte little-endian values "
-        "are then split into all low bytes followed by all high bytes. Physical value = "
-        "count * scale of the sample's chunk. -32768 means no measurement for that axis. "
+        "encoding 'd12-zz-i16le-planar': per axis a (x, y, z) the counts are differenced "
+        "order[a] times (1 or 2; acc_order/gyro_order) along the batch, each time keeping the "
+        "first value (c0, c1-c0, c2-c1, ... then once more), mod 2**16; each int16 v is "
+        "zigzag-mapped to the uint16 (v << 1) ^ (v >> 15); the n*3 values are ordered sample "
+        "by sample (x0 y0 z0 x1 y1 z1 ...), written little-endian, and split into all low "
+        "bytes followed by all high bytes. (Encoding 'delta-i16le-planar': one difference, "
+        "axis by axis, no zigzag.) Physical value = count * scale of the sample's chunk. "
+        "-32768 means no measurement for that axis. acc_scale, gyro_scale, device_period_ns "
+        "and host_period_ns are per chunk, or one number for every chunk of the batch. "
         "The columns index, seq, raw_time, device_t0_ns, arrival_ns and host_t0_ns are delta "
         "coded: the first value, then each value minus the previous non-null one."
     ),
@@ -62,9 +71,13 @@ SCHEMA: dict[str, Any] = {
                 "description": "accelerometer counts (msgpack bin)"},
         "gyro": {"type": ["string", "null"], "contentEncoding": "binary",
                  "description": "gyroscope counts (msgpack bin); null if the band has none"},
+        "acc_order": {**_INTS, "description": "difference order per acc axis (1 or 2)"},
+        "gyro_order": {**_INTS, "description": "difference order per gyro axis (1 or 2)"},
         "chunk_n": {**_INTS, "description": "samples per chunk (sums to n)"},
-        "acc_scale": {**_NUMS, "description": "m/s^2 per acc count, per chunk"},
-        "gyro_scale": {**_NUMS, "description": "rad/s per gyro count, per chunk"},
+        "acc_scale": {"type": ["number", "array"], "items": {"type": "number"},
+                      "description": "m/s^2 per acc count, per chunk or for all"},
+        "gyro_scale": {"type": ["number", "array"], "items": {"type": "number"},
+                       "description": "rad/s per gyro count, per chunk or for all"},
         "index": {**_INTS, "description": "running sample number of the chunk's first sample "
                   "since the band's stream started (counts samples known lost)"},
         "seq": {**_OPT_INTS, "description": "the band's own sequence number, null if none"},
@@ -74,10 +87,15 @@ SCHEMA: dict[str, Any] = {
                      "of the LAST sample of the frame, movesense: uint32 ms), null if none"},
         "device_t0_ns": {**_OPT_INTS, "description": "band clock time of the chunk's first "
                          "sample, ns, unwrapped; null when the band has no clock"},
-        "device_period_ns": {**_OPT_NUMS, "description": "sample spacing on the band clock"},
+        "device_period_ns": {"type": ["number", "null", "array"],
+                             "items": {"type": ["number", "null"]},
+                             "description": "sample spacing on the band clock, per chunk or "
+                             "for all"},
         "arrival_ns": {**_INTS, "description": "host time the notification arrived"},
         "host_t0_ns": {**_INTS, "description": "mapped host time of the chunk's first sample"},
-        "host_period_ns": {**_NUMS, "description": "mapped sample spacing on the host"},
+        "host_period_ns": {"type": ["number", "array"], "items": {"type": "number"},
+                           "description": "mapped sample spacing on the host, per chunk or "
+                           "for all"},
         "clock": {"type": "object", "description": "state of the mapping when written: "
                   "converged, error_bound_ns, drift_ppm, latency_ns, latency (calibrated or "
                   "bounded); the full fit is in the segment metadata"},
@@ -130,25 +148,64 @@ def host_times(fit: Fit, chunk: ImuChunk) -> tuple[int, float]:
     return fit.map(chunk.device_t0_ns), (chunk.period_ns or 0.0) * fit.slope
 
 
-def encode_counts(counts: npt.NDArray[np.int16]) -> bytes:
-    """(n, 3) int16 -> delta-i16le-planar bytes."""
-    cols = np.ascontiguousarray(counts.astype(np.int16).T)  # axis by axis
+def _diff(cols: npt.NDArray[np.int16]) -> npt.NDArray[np.int16]:
     d = cols.copy()
     d[:, 1:] = cols[:, 1:] - cols[:, :-1]  # wraps mod 2**16
-    b = d.astype("<i2").reshape(-1).view(np.uint8)
-    return b[0::2].tobytes() + b[1::2].tobytes()
+    return d
 
 
-def decode_counts(data: bytes, n: int) -> npt.NDArray[np.int16]:
-    """delta-i16le-planar bytes -> (n, 3) int16."""
+def encode_counts(counts: npt.NDArray[np.int16],
+                  order: Sequence[int] | None = None) -> tuple[bytes, list[int]]:
+    """(n, 3) int16 -> (d12-zz-i16le-planar bytes, difference order per axis). ``order``:
+    force the orders (default: per axis, the one with the smaller sum of magnitudes)."""
+    cols = np.ascontiguousarray(counts.astype(np.int16).T)  # axis by axis
+    d1 = _diff(cols)
+    d2 = _diff(d1)
+    if order is None:
+        s1 = np.abs(d1[:, 2:].astype(np.int32)).sum(axis=1)
+        s2 = np.abs(d2[:, 2:].astype(np.int32)).sum(axis=1)
+        two = s2 < s1
+    else:
+        two = np.asarray(order) == 2
+    d = np.where(two[:, None], d2, d1).T  # sample by sample
+    zz = ((d << 1) ^ (d >> 15)).astype("<u2")  # zigzag: int16 -> uint16
+    b = np.ascontiguousarray(zz).reshape(-1).view(np.uint8)
+    return b[0::2].tobytes() + b[1::2].tobytes(), [2 if t else 1 for t in two]
+
+
+def decode_counts(data: bytes, n: int, order: Sequence[int] = (1, 1, 1),
+                  encoding: str = ENCODING) -> npt.NDArray[np.int16]:
+    """d12-zz-i16le-planar (or delta-i16le-planar) bytes -> (n, 3) int16."""
     raw = np.frombuffer(data, dtype=np.uint8)
     if raw.size != n * 6:
         raise ValueError(f"{raw.size} bytes for {n} samples")
     b = np.empty(n * 6, dtype=np.uint8)
     b[0::2], b[1::2] = raw[: n * 3], raw[n * 3:]
-    d = b.view("<i2").reshape(3, n).astype(np.int16)
-    return np.cumsum(d, axis=1, dtype=np.int16).T.copy()
+    if encoding == LEGACY_ENCODING:
+        d = b.view("<i2").reshape(3, n).astype(np.int16)
+        return np.cumsum(d, axis=1, dtype=np.int16).T.copy()
+    if encoding != ENCODING:
+        raise ValueError(f"unknown sample encoding {encoding!r}")
+    zz = b.view("<u2").reshape(n, 3).T.astype(np.uint16)
+    d = ((zz >> 1).astype(np.int16) ^ -(zz & 1).astype(np.int16)).astype(np.int16)
+    for axis, k in enumerate(order):
+        for _ in range(int(k)):
+            d[axis] = np.cumsum(d[axis], dtype=np.int16)
+    return d.T.copy()
 
+
+def fold(values: Sequence[Any]) -> Any:
+    """One value if every chunk has the same, else the list (see ``unfold``)."""
+    first = values[0]
+    return first if all(v == first for v in values) else list(values)
+
+
+def unfold(value: Any, chunks: int) -> list[Any]:
+    return list(value) if isinstance(value, list) else [value] * chunks
+
+
+FOLDED_COLUMNS = ("acc_scale", "gyro_scale", "device_period_ns", "host_period_ns")
+"""Per-chunk columns stored as one value when every chunk of the batch has the same."""
 
 DELTA_COLUMNS = ("index", "seq", "raw_time", "device_t0_ns", "arrival_ns", "host_t0_ns")
 """Integer columns stored as the first value then differences to the previous non-null value
@@ -189,25 +246,29 @@ def imu_message(band_name: str, chunks: Sequence[ImuChunk], fit: Fit,
     has_gyro = all(c.gyro is not None for c in chunks)
     gyro = np.concatenate([c.gyro for c in chunks if c.gyro is not None]) if has_gyro else None
     f = fit.fit if isinstance(fit, RateFit) else fit
+    acc_bytes, acc_order = encode_counts(acc)
+    gyro_bytes, gyro_order = encode_counts(gyro) if gyro is not None else (None, None)
     payload: dict[str, Any] = {
         "band": band_name,
         "profile": profile,
         "encoding": ENCODING,
         "n": int(acc.shape[0]),
-        "acc": encode_counts(acc),
-        "gyro": encode_counts(gyro) if gyro is not None else None,
+        "acc": acc_bytes,
+        "acc_order": acc_order,
+        "gyro": gyro_bytes,
+        "gyro_order": gyro_order,
         "chunk_n": [c.n for c in chunks],
-        "acc_scale": [c.acc_scale for c in chunks],
-        "gyro_scale": [c.gyro_scale for c in chunks],
+        "acc_scale": fold([c.acc_scale for c in chunks]),
+        "gyro_scale": fold([c.gyro_scale for c in chunks]),
         "index": delta_column([c.index for c in chunks]),
         "seq": delta_column([c.seq for c in chunks]),
         "lost_before": [c.lost_before for c in chunks],
         "raw_time": delta_column([c.raw_time for c in chunks]),
         "device_t0_ns": delta_column([c.device_t0_ns for c in chunks]),
-        "device_period_ns": [c.period_ns for c in chunks],
+        "device_period_ns": fold([c.period_ns for c in chunks]),
         "arrival_ns": delta_column([c.arrival_ns for c in chunks]),
         "host_t0_ns": delta_column([t for t, _ in times]),
-        "host_period_ns": [p for _, p in times],
+        "host_period_ns": fold([p for _, p in times]),
         "clock": {"converged": f.converged, "error_bound_ns": f.error_bound_ns,
                   "drift_ppm": f.drift_ppm, "latency_ns": f.latency_ns,
                   "latency": f.latency_kind},
@@ -218,7 +279,10 @@ def imu_message(band_name: str, chunks: Sequence[ImuChunk], fit: Fit,
 def decode_payload(p: dict[str, Any]) -> dict[str, Any]:
     """A stored payload back to arrays: acc/gyro (n, 3) counts and per-sample host/device ns."""
     n = int(p["n"])
-    p = {**p, **{k: undelta_column(p[k]) for k in DELTA_COLUMNS if k in p}}
+    nc = len(p["chunk_n"])
+    p = {**p, **{k: undelta_column(p[k]) for k in DELTA_COLUMNS if k in p},
+         **{k: unfold(p[k], nc) for k in FOLDED_COLUMNS if k in p}}
+    enc = p.get("encoding", ENCODING)
     cn = np.asarray(p["chunk_n"], dtype=np.int64)
     i = np.arange(n) - np.repeat(np.cumsum(cn) - cn, cn)
     host = np.repeat(np.asarray(p["host_t0_ns"], dtype=np.int64), cn) + np.rint(
@@ -229,8 +293,9 @@ def decode_payload(p: dict[str, Any]) -> dict[str, Any]:
         i * np.repeat(np.asarray(dev_p, dtype=np.float64), cn)).astype(np.int64)
     return {
         "chunks": p,
-        "acc": decode_counts(p["acc"], n),
-        "gyro": decode_counts(p["gyro"], n) if p.get("gyro") is not None else None,
+        "acc": decode_counts(p["acc"], n, p.get("acc_order") or (1, 1, 1), enc),
+        "gyro": (decode_counts(p["gyro"], n, p.get("gyro_order") or (1, 1, 1), enc)
+                 if p.get("gyro") is not None else None),
         "host_ns": host,
         "device_ns": dev,
         "index": np.repeat(np.asarray(p["index"], dtype=np.int64), cn) + i,
