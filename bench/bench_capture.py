@@ -375,6 +375,9 @@ def breakdown_child(cfg_path: str, seconds: float) -> None:
 
     cam = open_camera(cfg.camera, monotonic_ns)  # the ring's bytearray is zero-filled now
     mark(f"frame ring ({cfg.camera.ring_bytes / 2**20:g} MiB)")
+    from agent import heap
+
+    heap.pin_mmap_threshold()  # as CaptureService.run does before it starts the camera
     cam.start()
     mark(f"camera open: input + encoder {cfg.camera.width}x{cfg.camera.height}")
     frames = []
