@@ -75,7 +75,8 @@ def record_in_process(cfg_path: Path, spool: Path, seconds: float) -> dict[str, 
     cfg = config.load(cfg_path)
     st = CaptureSettings(device_id=cfg.device.id, config_digest=cfg.digest(),
                          segment_seconds=cfg.segment.seconds,
-                         chunk_seconds=cfg.segment.chunk_seconds, duration=seconds)
+                         chunk_seconds=cfg.segment.chunk_seconds,
+                         chunk_bytes=cfg.segment.chunk_bytes, duration=seconds)
     camera = open_camera(cfg.camera, monotonic_ns)
     svc = CaptureService(st, Spool(spool, cfg.device.id), camera, [],
                          notify=lambda s: None, status=lambda s: None)
