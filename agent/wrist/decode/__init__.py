@@ -20,7 +20,7 @@ Additions to the contract (backward compatible, all with defaults):
 - ``ImuChunk.index``: the decoder's running sample number of the first sample (counting
   samples known lost), so bands with no device clock can be timed by sample number.
 - ``Decoder.reset()``: forget stream state (call when a stream is restarted on the band).
-- ``Decoder.flush()``: chunks still held back (WitMotion holds ~16 connection events to find
+- ``Decoder.flush()``: chunks still held back (WitMotion holds ~2 s of notifications to find
   lost notifications from arrival times); call when a stream stops, before ``reset()``. The
   other decoders hold nothing and return [].
 - Axes a profile could not supply for a sample (a Polar ACC sample whose GYRO frame never

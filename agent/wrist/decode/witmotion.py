@@ -10,9 +10,10 @@ fitted from arrivals (agent.clock.rate.RateFit) by sample number (``ImuChunk.ind
 The angles are the band's own fusion output, derivable from acc/gyro; they are not stored.
 
 Lost notifications are found from the arrival envelope (agent.clock.rate.ArrivalNumberer):
-the decoder holds ``hold_bursts`` connection events back (16: 0.1-0.8 s), then releases the
-chunks numbered past any loss, with ``lost_before`` set on the first chunk after it. Call
-``flush()`` when the stream stops (before ``reset()``) to get the held chunks.
+the decoder holds each notification back ~2 s (a retransmission backlog must have drained
+before a step is judged), then releases the chunks numbered past any loss, with
+``lost_before`` set on the first chunk after it. Call ``flush()`` when the stream stops
+(before ``reset()``) to get the held chunks. ``hold_bursts=0``: no hold, no loss detection.
 """
 
 from __future__ import annotations
