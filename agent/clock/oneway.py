@@ -65,6 +65,7 @@ class OneWayFit:
         restart_back_ns: int = 1_000_000_000,
         jump_ns: int | None = None,
         unconverged_bound_ns: int = 50_000_000,
+        burst_gap_ns: int = 0,
     ) -> None:
         if latency_kind not in ("calibrated", "bounded"):
             raise ValueError("latency_kind is 'calibrated' or 'bounded'")
@@ -75,6 +76,9 @@ class OneWayFit:
         self.converge_span_ns = int(converge_span_ns)
         self.restart_back_ns = restart_back_ns
         self.jump_ns = jump_ns
+        self.burst_gap_ns = burst_gap_ns
+        self._burst_start = 0
+        self._last_arrival: int | None = None
         self.unconverged_bound_ns = int(unconverged_bound_ns)
         self._bins: deque[tuple[int, int]] = deque(maxlen=window_bins)
         self.observations = 0
@@ -99,7 +103,18 @@ class OneWayFit:
 
     # -------------------------------------------------------------- observations
     def add(self, device_ns: int, host_arrival_ns: int) -> None:
-        """One observation: a sample taken at ``device_ns`` had arrived by ``host_arrival_ns``."""
+        """One observation: a sample taken at ``device_ns`` had arrived by ``host_arrival_ns``.
+
+        With ``burst_gap_ns``, arrivals closer than that to the previous one are one connection
+        event's burst, and all are observed at the burst's first arrival (every packet of an
+        event was queued before it began; agent/clock/rate.py explains the bias this removes)."""
+        if self.burst_gap_ns:
+            last = self._last_arrival
+            self._last_arrival = host_arrival_ns
+            if last is not None and 0 <= host_arrival_ns - last <= self.burst_gap_ns:
+                host_arrival_ns = self._burst_start
+            else:
+                self._burst_start = host_arrival_ns
         if self._x0 is None:
             self._x0, self._y0 = device_ns, host_arrival_ns
         x = device_ns - self._x0

@@ -28,7 +28,7 @@ import numpy as np
 import numpy.typing as npt
 
 from agent.clock.oneway import DEFAULT_LATENCY_NS, OneWayFit
-from agent.clock.rate import RateFit
+from agent.clock.rate import BURST_GAP_NS, RateFit
 from agent.sources import ChannelSpec, Message
 from agent.wrist.decode import ImuChunk
 
@@ -126,6 +126,8 @@ def make_fit(profile: str, rate_hz: float, latency_ns: int = DEFAULT_LATENCY_NS,
         return RateFit(rate_hz, latency_ns, **fit_args)  # converges on two sawtooth bottoms
     fit_args.setdefault("converge_span_ns",
                         20_000_000_000 if profile in ANCHORED else 240_000_000_000)
+    if profile not in ANCHORED:
+        fit_args.setdefault("burst_gap_ns", BURST_GAP_NS)  # see agent/clock/rate.py
     return OneWayFit(latency_ns, **fit_args)
 
 
@@ -136,7 +138,8 @@ def observe(fit: Fit, chunk: ImuChunk) -> None:
     elif chunk.device_t0_ns is not None:
         when = chunk.tx_device_ns if chunk.tx_device_ns is not None else chunk.last_device_ns
         assert when is not None
-        fit.add(when, chunk.arrival_ns)
+        fit.add(when, chunk.first_arrival_ns if chunk.first_arrival_ns is not None
+                else chunk.arrival_ns)
 
 
 def host_times(fit: Fit, chunk: ImuChunk) -> tuple[int, float]:

@@ -17,6 +17,7 @@ Additions to the contract (backward compatible, all with defaults):
   Feed the clock fit with ``agent.wrist.imu_batch.observe(fit, chunk)``: it uses
   ``tx_device_ns`` if known, else ``last_device_ns`` (the packet cannot leave the band before
   its last sample was taken).
+- ``ImuChunk.first_arrival_ns``: the first of several notifications a chunk came in.
 - ``ImuChunk.index``: the decoder's running sample number of the first sample (counting
   samples known lost), so bands with no device clock can be timed by sample number.
 - ``Decoder.reset()``: forget stream state (call when a stream is restarted on the band).
@@ -75,6 +76,10 @@ class ImuChunk:
     index: int = 0
     """Running number of the first sample since the decoder started, counting known-lost
     samples (the clock fit of a band without device time numbers samples by it)."""
+    first_arrival_ns: int | None = None
+    """When the chunk's samples came in several notifications (Polar: an ACC and a GYRO
+    frame), the arrival of the first; each was sent after the chunk's last sample was taken,
+    so the clock fit observes this, the tightest (None: ``arrival_ns``)."""
 
     @property
     def n(self) -> int:

@@ -239,7 +239,7 @@ class PolarDecoder:
     def _pair(self) -> list[ImuChunk]:
         qa, qg = self._pend[ACC], self._pend[GYRO]
         out: list[tuple[int, tuple[int, int, int], tuple[int, int, int], float, float, float,
-                        int, int]] = []
+                        int, int, int]] = []
         none = (MISSING, MISSING, MISSING)
         while True:
             if qa and qg:
@@ -247,13 +247,14 @@ class PolarDecoder:
                 tol = min(a[3], g[3]) / 2
                 if abs(a[0] - g[0]) <= tol:
                     qa.popleft(), qg.popleft()
-                    out.append((a[0], a[1], g[1], a[2], g[2], a[3], max(a[4], g[4]), a[5]))
+                    out.append((a[0], a[1], g[1], a[2], g[2], a[3], max(a[4], g[4]), a[5],
+                                min(a[4], g[4])))
                 elif a[0] < g[0]:
                     qa.popleft()
-                    out.append((a[0], a[1], none, a[2], g[2], a[3], a[4], a[5]))
+                    out.append((a[0], a[1], none, a[2], g[2], a[3], a[4], a[5], a[4]))
                 else:
                     qg.popleft()
-                    out.append((g[0], none, g[1], a[2], g[2], g[3], g[4], g[5]))
+                    out.append((g[0], none, g[1], a[2], g[2], g[3], g[4], g[5], g[4]))
                 continue
             q = qa if qa else qg
             if q and q[-1][0] - q[0][0] > self.hold_ns:  # the other stream is not coming
@@ -261,13 +262,13 @@ class PolarDecoder:
                 acc, gyr = (s[1], none) if q is qa else (none, s[1])
                 sa = s[2] if q is qa else self.factor[ACC] * G * 1e-3
                 sg = s[2] if q is qg else self.gyro_step_dps * DEG
-                out.append((s[0], acc, gyr, sa, sg, s[3], s[4], s[5]))
+                out.append((s[0], acc, gyr, sa, sg, s[3], s[4], s[5], s[4]))
                 continue
             break
         return self._chunks(out)
 
     def _chunks(self, out: list[tuple[int, tuple[int, int, int], tuple[int, int, int], float,
-                                      float, float, int, int]]) -> list[ImuChunk]:
+                                      float, float, int, int, int]]) -> list[ImuChunk]:
         chunks: list[ImuChunk] = []
         i = 0
         while i < len(out):
@@ -282,7 +283,8 @@ class PolarDecoder:
                 acc=np.array([r[1] for r in run], dtype=np.int16).reshape(-1, 3),
                 acc_scale=run[0][3],
                 gyro=np.array([r[2] for r in run], dtype=np.int16).reshape(-1, 3),
-                gyro_scale=run[0][4], raw_time=run[0][7], index=self._index))
+                gyro_scale=run[0][4], raw_time=run[0][7], index=self._index,
+                first_arrival_ns=min(r[8] for r in run)))
             self._index += len(run)
             i = j
         return chunks
