@@ -88,3 +88,27 @@ def test_lost_notifications_become_lost_before(interval, drift, seed, share, pla
     near = [min(abs(t - a) for a in true_gaps) <= 2 * interval * 1e6 + 3_000_000
             for t in reported]
     assert len(reported) > 20 and sum(near) >= 0.9 * len(near)
+
+
+@pytest.mark.parametrize(("interval", "drift", "seed"), [(7.5, 50.0, 1), (40.0, -50.0, 3)])
+def test_a_silence_counts_the_samples_taken_meanwhile(interval, drift, seed):
+    """A disconnection: the band keeps sampling, nothing arrives for 3 s. The numbering
+    resumes where the band is, and the gap says how many samples it took meanwhile."""
+    m = BandModel(BandParams(profile="witmotion", rate_hz=100, drift_ppm=drift, seed=seed,
+                             interval_ms=(interval, interval)), T0)
+    dec = make_decoder("witmotion", rate_hz=100)
+    chunks, truth = [], []
+    for until in (30, None, 40):
+        if until is None:  # cut the link at 30 s, reconnect at 33 s
+            lost = m.disconnect(T0 + 30 * 10**9) + m.skip_until(T0 + 33 * 10**9)
+            m.connect(T0 + 33 * 10**9)
+            continue
+        for d in m.deliveries_until(T0 + until * 10**9):
+            truth.append(d.first_sample)
+            chunks.extend(dec.feed(d.packet, d.host_ns))
+    chunks.extend(dec.flush())
+    gaps = [(i, c.lost_before) for i, c in enumerate(chunks) if c.lost_before]
+    assert lost > 250 and len(gaps) == 1
+    i, n = gaps[0]
+    assert abs(n - lost) <= 1 and truth[i] == truth[i - 1] + lost + 1
+    assert [c.index for c in chunks[-50:]] == truth[-50:]

@@ -54,10 +54,12 @@ raises residuals too, but only until it drains, well within 2 s): a step of at l
 the chunk as ``lost_before`` (a gap in the segment) and skipped in the numbering. A lattice
 step (``g <= P/2``) can never look like that. With ``g = P`` (phase locked) a sample
 crossing an event *is* a step of ``P`` indistinguishable by arrival times from a loss; then a
-step counts as a loss if the link was seen wrapping *down* (the phase slides up, so its wraps
-never step up), or once the fit is converged and the post-step residual exceeds ``1.1 P``
-above the envelope (a wrap stays below ``P``); otherwise it is counted in ``ambiguous`` and
-not as a loss. Judging starts after ~2 s of data (it needs a local slope). A notification lost
+step of one period counts as a loss if the link was seen wrapping *down* (the phase slides
+up, so its wraps never step up), or once the fit is converged and the post-step residual
+exceeds ``1.1 P`` above the envelope (a wrap stays below ``P``); otherwise it is counted in
+``ambiguous`` and not as a loss (a larger step cannot be a wrap: a reconnection after a
+silence counts the samples the band took meanwhile, to within one). Judging starts after
+~2 s of data (it needs a local slope). A notification lost
 inside a burst is reported before the burst's first sample: arrivals cannot place it closer;
 nor can they tell a lost *newest* sample of an event from a loss just after it, so a gap may
 land one event early. Measured (tests/test_clock_rate.py, 0.2 % of notifications lost, 4 min):
@@ -384,7 +386,7 @@ class ArrivalNumberer(Generic[T]):
             return 0
         if step < 0.75 * period:
             return 0
-        if locked and not self.rising:  # phase locked: a wrap up looks alike
+        if locked and not self.rising and step < 1.5 * period:  # a wrap up looks alike
             if not fit.converged:
                 self.ambiguous += 1
                 self._forget_behind()
