@@ -1,11 +1,13 @@
 """WristSource's writer side on a controlled timeline, no radio: batching, flushing at segment
-rolls and at stop, and a band that is configured but never streams showing up as gaps.
+rolls, at flush() and at stop (with what decoders hold back), a band that is configured but
+never streams showing up as gaps, and every counted loss one gap, never counted twice.
 
 The link is a small stand-in for ``BleLink`` (same attributes WristSource reads); packets come
 from the pure band simulation and are pushed the way the BLE callback pushes them."""
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import replace
 from types import SimpleNamespace
 
@@ -156,3 +158,217 @@ def test_a_lost_link_flushes_the_batch_and_the_gap_counts_the_samples_lost():
     msgs += src.drain()
     lost = [g for g in gaps(msgs) if g["cause"] == "disconnect:link-lost"]
     assert len(lost) == 1 and lost[0]["lost"] == skipped > 0
+
+
+# ---------------------------------------------------------------- losses, held chunks, flush
+
+WIT = replace(BAND, profile="witmotion", rate_hz=100)
+
+
+def make_band(band: WristBand, batch_s: float = 0.5, **kw: object) -> tuple[Source, Clock]:
+    clock = Clock()
+    src = Source(band, replace(BleSection(), batch_seconds=batch_s), clock=clock, **kw)
+    return src, clock
+
+
+def connect_model(src: Source, clock: Clock, **params: object) -> BandModel:
+    src._on_event(LinkEvent(clock.now, "connected"))
+    src.fake.lifecycle.state.value = "streaming"
+    p = BandParams(profile=src.band.profile, rate_hz=src.band.rate_hz, **params)  # type: ignore[arg-type]
+    return BandModel(p, clock.now)
+
+
+def indices(msgs: list) -> list[int]:
+    return [int(i) for p in imu(msgs) for i in decode_payload(p)["index"]]
+
+
+def lost_before(msgs: list) -> int:
+    return sum(int(x) for p in imu(msgs) for x in p["lost_before"])
+
+
+def test_witmotion_dropped_notifications_become_gaps_that_count_them():
+    """No counter on the band: losses are found from arrival times (7.5 ms interval, where the
+    decoder finds >= 90 % and invents none, agent/clock/rate.py) and each is one gap."""
+    src, clock = make_band(WIT)
+    src.start()
+    src.segment_metadata()
+    model = connect_model(src, clock, interval_ms=(7.5, 7.5), seed=3, loss_prob=0.002)
+    msgs: list = []
+    stream(src, clock, model, 180, msgs)
+    src.stop()
+    msgs += src.drain()
+    dropped = model.dropped_packets  # one sample per notification
+    lost = [g for g in gaps(msgs) if g["cause"].startswith("lost:")]
+    counted = sum(g["lost"] for g in lost)
+    assert dropped > 20
+    assert 0.9 * dropped <= counted <= dropped
+    assert {g["cause"] for g in lost} == {"lost:arrival-envelope"}
+    assert all(g["lost"] > 0 and g["start_ns"] <= g["end_ns"] for g in lost)
+    assert counted == lost_before(msgs) == src.stats["samples_lost"]  # each counted once
+    idx = indices(msgs)  # every sample that arrived is written, numbered past the losses
+    assert len(idx) == src.stats["samples"] == src.stats["packets"]
+    assert idx[-1] - idx[0] + 1 == len(idx) + counted
+
+
+def test_stop_writes_the_chunks_the_witmotion_decoder_holds_back():
+    src, clock = make_band(WIT)
+    src.start()
+    src.segment_metadata()
+    model = connect_model(src, clock, interval_ms=(15, 15), seed=2)
+    msgs: list = []
+    stream(src, clock, model, 5.0, msgs)
+    held = src.stats["packets"] - src.stats["samples"]
+    assert held >= 100  # ~2 s at 100 Hz wait in the decoder
+    src.stop()
+    msgs += src.drain()
+    assert src.stats["samples"] == src.stats["packets"]
+    idx = indices(msgs)
+    assert len(idx) == src.stats["packets"] and idx == list(range(len(idx)))
+
+
+def test_an_open_profile_sequence_gap_is_one_gap_with_its_count():
+    src, clock = make_band(BAND)
+    src.start()
+    src.segment_metadata()
+    model = connect_model(src, clock, seed=3)
+    msgs: list = []
+    stream(src, clock, model, 1.0, msgs)
+    clock.now += 50 * MS
+    ds = model.deliveries_until(clock.now)
+    skipped = ds[len(ds) // 2]
+    for d in ds:
+        if d is not skipped:
+            src._on_packet(d.host_ns, d.packet)
+    msgs += src.drain()
+    stream(src, clock, model, 1.0, msgs)
+    src.stop()
+    msgs += src.drain()
+    (gap,) = [g for g in gaps(msgs) if not g["cause"].startswith("not-connected")]
+    assert gap["cause"] == "lost:sequence" and gap["lost"] == skipped.n
+    first = int(model.truth_ns(skipped.first_sample))
+    last = int(model.truth_ns(skipped.first_sample + skipped.n - 1))
+    assert gap["start_ns"] < first and last < gap["end_ns"]  # around what is missing
+    idx = indices(msgs)
+    assert [b - a - 1 for a, b in itertools.pairwise(idx) if b != a + 1] == [skipped.n]
+
+
+def test_a_ring_overflow_is_one_gap_counted_by_sequence_numbers():
+    src, clock = make_band(BAND, max_packets=8)
+    src.start()
+    src.segment_metadata()
+    model = connect_model(src, clock, seed=4)
+    msgs: list = []
+    stream(src, clock, model, 0.5, msgs)
+    clock.now += 400 * MS  # the writer stalls: more packets than the ring holds
+    ds = model.deliveries_until(clock.now)
+    for d in ds:
+        src._on_packet(d.host_ns, d.packet)
+    assert len(ds) > 8
+    msgs += src.drain()
+    stream(src, clock, model, 0.5, msgs)
+    src.stop()
+    msgs += src.drain()
+    (gap,) = [g for g in gaps(msgs) if not g["cause"].startswith("not-connected")]
+    assert gap["cause"] == f"ring-overflow:{len(ds) - 8} packets"
+    assert gap["lost"] == sum(d.n for d in ds[8:])  # the band's numbers, not an estimate
+
+
+def witmotion_reconnect(roll_before_count: bool) -> tuple[list, int, Source]:
+    """30 s of WitMotion, a lost link, 3 s away, 5 s more; optionally a roll (flush, drain,
+    new segment) 0.5 s after the reconnection, before the decoder has counted the silence."""
+    src, clock = make_band(WIT)
+    src.start()
+    src.segment_metadata()
+    model = connect_model(src, clock, interval_ms=(7.5, 7.5), seed=1)
+    msgs: list = []
+    stream(src, clock, model, 30, msgs)
+    src._on_event(LinkEvent(clock.now, "lost", "link-lost"))
+    away = model.disconnect(clock.now)
+    clock.now += 3_000 * MS
+    away += model.skip_until(clock.now)
+    model.connect(clock.now)
+    src._on_event(LinkEvent(clock.now, "connected"))
+    msgs += src.drain()
+    stream(src, clock, model, 0.5, msgs)
+    if roll_before_count:
+        src.flush()
+        msgs += src.drain()
+        src.segment_metadata()
+    stream(src, clock, model, 5.0, msgs)
+    src.stop()
+    msgs += src.drain()
+    return msgs, away, src
+
+
+def test_witmotion_reconnection_gap_carries_the_silence_count_once():
+    msgs, away, src = witmotion_reconnect(roll_before_count=False)
+    (gap,) = [g for g in gaps(msgs) if not g["cause"].startswith("not-connected")]
+    assert gap["cause"] == "disconnect:link-lost"
+    assert abs(gap["lost"] - away) <= 1  # the decoder's count, to within one sample
+    assert lost_before(msgs) == gap["lost"] == src.stats["samples_lost"]  # not twice
+    idx = indices(msgs)
+    assert [b - a - 1 for a, b in itertools.pairwise(idx) if b != a + 1] == [gap["lost"]]
+
+
+def test_witmotion_count_found_after_a_roll_is_written_once_on_its_own():
+    msgs, away, src = witmotion_reconnect(roll_before_count=True)
+    found = [g for g in gaps(msgs) if not g["cause"].startswith("not-connected")]
+    assert [g["cause"] for g in found] == [
+        "disconnect:link-lost",
+        "lost:arrival-envelope (counted after the disconnect:link-lost gap was written)"]
+    assert found[0]["lost"] == -1 and abs(found[1]["lost"] - away) <= 1
+    assert (found[0]["start_ns"], found[0]["end_ns"]) == (found[1]["start_ns"],
+                                                          found[1]["end_ns"])
+    assert lost_before(msgs) == found[1]["lost"] == src.stats["samples_lost"]
+
+
+def test_flush_writes_the_pending_batch_once_and_the_roll_after_it_adds_nothing():
+    src, clock = make_band(BAND, batch_s=2.0)
+    src.start()
+    src.segment_metadata()
+    model = connect_model(src, clock, seed=3)
+    msgs: list = []
+    stream(src, clock, model, 0.7, msgs)
+    pending = src._batch_n
+    assert imu(msgs) == [] and pending > 0
+    src.flush()
+    src.flush()  # twice before the drain: the same
+    out = src.drain()
+    assert [p["n"] for p in imu(out)] == [pending] and src._batch_n == 0
+    src.flush()  # again with nothing new: nothing
+    assert src.drain() == []
+    src.segment_metadata()  # the roll right after the flush: no second, empty cut
+    assert src.drain() == []
+    msgs += out
+    stream(src, clock, model, 0.3, msgs)
+    src.flush()
+    out = src.drain()
+    assert len(imu(out)) == 1  # what came since
+    msgs += out
+    src.stop()
+    msgs += src.drain()
+    idx = indices(msgs)
+    assert len(idx) == src.stats["samples"] and idx == list(range(idx[0], idx[0] + len(idx)))
+
+
+def test_flush_cuts_an_open_gap_and_the_roll_after_it_does_not_cut_again():
+    src, clock = make_band(BAND)
+    src.start()
+    t0 = clock.now
+    src.segment_metadata()
+    clock.now += 4_000 * MS
+    t_flush = clock.now
+    src.flush()
+    (part,) = gaps(src.drain())
+    assert (part["start_ns"], part["end_ns"]) == (t0, t_flush)
+    assert part["cause"] == "not-connected:connecting (continues after the roll)"
+    src.flush()  # same instant: nothing more
+    assert src.drain() == []
+    clock.now += 10 * MS
+    src.segment_metadata()  # the roll the flush was for
+    assert src.drain() == []
+    clock.now += 1_000 * MS
+    src.stop()
+    (rest,) = gaps(src.drain())
+    assert (rest["start_ns"], rest["end_ns"]) == (t_flush, clock.now)
+    assert src.stats["gaps"] == 2

@@ -9,23 +9,45 @@ thread) replays packets and events in the order they happened.
 ``drain()`` decodes with the profile's decoder, feeds the band's clock fit, and collects the
 chunks into a batch; a batch is returned as one IMU message (``agent.wrist.imu_batch``) once
 it spans ``ble.batch_seconds`` (fewer, larger messages compress far better), and earlier when
-the link is lost, at a segment roll and at stop, so nothing waits across a gap or is lost.
+the stream breaks (a lost link, a ring overflow), at a segment roll, at ``flush()`` and at
+stop, so nothing waits across a gap or is lost.
 
-Nothing is hidden: from ``start()`` until it streams, and from a lost link until it streams
-again, the band has an open gap, written to ``GAP_TOPIC`` when it closes:
+Decoders may hold chunks back (WitMotion holds ~2 s to find lost notifications from arrival
+times). At every break of the stream, and at stop, the decoder is flushed and its chunks go
+the normal way (fit, batch, message) before the break, so every chunk released after a break
+came after it. The decoder is never reset: the sample numbering runs on across a break, which
+is what lets it count the samples the band took meanwhile. ``flush()`` and segment rolls do
+not flush the decoder (that would cost its loss detection): what it holds is written with the
+next batch, in the next segment.
+
+Nothing is hidden: every loss is a message on ``GAP_TOPIC``:
 
 - never connected yet: cause ``not-connected:<last error>`` (``connecting`` when no attempt
-  has failed yet), from ``start()`` to the first packet;
+  has failed yet), from ``start()`` to the first packet, ``lost`` -1;
 - a lost link: cause ``disconnect:<cause>``, from the last packet before the loss to the first
-  packet after the reconnection, with the samples the band's sequence numbers say were lost
-  (-1 when the profile cannot tell);
-- a ring overflow (tickets missing): cause ``ring-overflow``.
+  packet after the reconnection;
+- a ring overflow (tickets missing): cause ``ring-overflow:<n> packets``, from the last packet
+  before to the first after;
+- samples a decoder says are missing (``ImuChunk.lost_before``) anywhere else: cause
+  ``lost:sequence`` (the band's sequence numbers), ``lost:timestamp`` (its sample times,
+  Movesense) or ``lost:arrival-envelope`` (arrival times, WitMotion), from the host time of
+  the last sample before to that of the first after, ``lost`` the count.
+
+The count of a break (disconnect, overflow) is the ``lost_before`` of the first chunk after it,
+which a decoder that holds chunks back releases later (WitMotion: ~2 s). So a break's gap is
+written once that chunk is decoded: its ``lost_before`` is the break's count, never a gap of
+its own. A chunk with a sequence number counts even when it says 0. Without one, a count of 0
+is "not found": the break waits up to ``SETTLE_NS`` of arrivals for a chunk with a count, then
+is written with ``lost`` -1 (disconnect; unknown) or the ring's estimate (packets dropped x
+samples per packet). If a roll or ``flush()`` comes first, the break is written then with that
+fallback, and a count found later is written as a ``lost:...`` gap over the same span holding
+only what the fallback did not: no sample is ever counted twice.
 
 An open gap is cut at every segment roll (``segment_metadata()`` is called as a new segment
-opens): the part up to the roll is written at once, the rest when the gap closes (that part
-carries the samples lost over the whole outage); the segment's metadata says whether the
-band was streaming when it opened, and since when it was absent. A gap still open at stop
-is closed with `` (not connected before stop)``.
+opens) and at ``flush()`` (called just before a segment is sealed): the part up to then is
+written at once, the rest when the gap closes; the segment's metadata says whether the band
+was streaming when it opened, and since when it was absent. A gap still open at stop is
+closed with `` (not connected before stop)`` / `` (not reconnected before stop)``.
 """
 
 from __future__ import annotations
@@ -44,6 +66,13 @@ from agent.wrist.ble import BackoffPolicy, BleLink, LinkEvent
 
 META_DTYPE = [("arrival_ns", "<i8"), ("ticket", "<u8")]
 
+SETTLE_NS = 1_000_000_000
+"""How long (in arrival time after a break) a break waits for a chunk that counts its loss
+when the profile has no sequence numbers (the WitMotion count lands within a few connection
+events of the break, released ~2 s later)."""
+
+_REQUESTED, _DONE = 1, 2  # flush() states: asked for; done by the last drain()
+
 
 @dataclass(slots=True)
 class _OpenGap:
@@ -56,6 +85,20 @@ class _OpenGap:
     """Start of the whole outage (``start_ns`` moves to each segment roll)."""
 
 
+@dataclass(slots=True)
+class _Break:
+    """A break in the stream, closed, whose gap waits for the count of the chunk after it."""
+
+    start_ns: int
+    end_ns: int
+    """Arrival of the first packet after the break."""
+    cause: str
+    fallback: int
+    """``lost`` if no chunk counts it: -1 (unknown) or the ring's estimate."""
+    written: int | None = None
+    """``lost`` already written (a roll or ``flush()`` came before the count)."""
+
+
 class WristSource:
     def __init__(self, band: WristBand, ble: BleSection, *, clock: Clock = monotonic_ns,
                  ring_bytes: int = 512 * 1024, max_packets: int = 8192,
@@ -65,6 +108,7 @@ class WristSource:
         self.band = band
         self.ble = ble
         self.name = band.name
+        self.topic = f"/wrist/{band.name}/imu"
         self.clock = clock
         self.profile = load_profile(band.profile)
         self.policy = policy or BackoffPolicy(cap_s=ble.backoff_max)
@@ -79,17 +123,22 @@ class WristSource:
         self._next_ticket = 0
         self._last_arrival: int | None = None
         self._gap: _OpenGap | None = None
+        self._break: _Break | None = None
+        self._prev: Any = None  # the last chunk taken (for the span of a loss)
         self._last_failure = ""
         self._batch: list[Any] = []
         self._batch_n = 0
         self._batch_samples = max(1, int(ble.batch_seconds * band.rate_hz))
         self._batch_ns = int(ble.batch_seconds * 1e9)
-        self._flush = False  # set by a segment roll or stop: write what is pending
+        self._flush = False  # set by a segment roll, flush() or stop: write what is pending
+        self._flush_state = 0  # 0, _REQUESTED or _DONE (see flush())
+        self._cut_ns: int | None = None  # cut an open gap here at the next drain()
+        self._stopping = False
         self._rolls = 0
-        self._roll_ns: int | None = None
         self.stats = {"packets": 0, "samples": 0, "gaps": 0, "disconnects": 0,
                       "connect_failures": 0, "cache_clears": 0, "view_heals": 0,
-                      "overflow_packets": 0, "samples_lost": 0, "messages": 0}
+                      "overflow_packets": 0, "samples_lost": 0, "messages": 0,
+                      "loss_gaps": 0}
         self._rate_t0: tuple[int, int] | None = None
         self._rate_hz = 0.0
         self._make_decoder()
@@ -121,59 +170,70 @@ class WristSource:
     def stop(self) -> None:
         if self._link is not None:
             self._link.stop()
-        self._flush = True  # the writer's last drain() takes everything
+        self._stopping = True  # the writer's last drain() takes everything, held chunks too
+        self._flush = True
+
+    def flush(self) -> None:
+        """Have the next ``drain()`` return the pending batch and the part of an open gap up
+        to now (a break waiting for its count is written with its fallback).
+
+        For the writer just before it seals a segment: ``flush()`` then ``drain()``, so the
+        segment holds everything decoded so far. Writer's thread only (like ``drain()``), any
+        time; calling it again before that drain changes nothing, and after it, writes only
+        what came since. The roll that follows does not cut or flush again."""
+        self._cut_ns = self.clock()
+        self._flush = True
+        self._flush_state = _REQUESTED
 
     def drain(self) -> list[Message]:
-        from agent.wrist.imu_batch import observe
-
         out: list[Message] = []
+        if self._flush_state == _DONE:
+            self._flush_state = 0  # a drain since the flush: the next roll cuts again
         ring = self.ring
-        rate_chunks: list[Any] = []
+        dec = self._decoder
         while (item := ring.pop()) is not None:
             rec, data = item
             ticket = int(rec["ticket"])
             arrival = int(rec["arrival_ns"])
             self._replay_events(ticket, out)
             if ticket != self._next_ticket:
-                self._emit_batch(out)
-                self._overflow_gap(ticket - self._next_ticket, arrival, out)
+                self._overflow(ticket - self._next_ticket, arrival, out)
             self._next_ticket = ticket + 1
             self.stats["packets"] += 1
-            new = self._decoder.feed(data, arrival)
-            for c in new:
-                observe(self._fit, c)
-                self.stats["samples"] += c.n
+            bad = dec.malformed
+            new = dec.feed(data, arrival)
             gap = self._gap
-            if new and gap is not None and gap.connected:
-                known = self._has_seq(new[0]) and gap.cause != "not-connected"
-                self._close_gap(arrival, new[0].lost_before if known else -1, out)
+            if gap is not None and gap.connected and dec.malformed == bad:
+                self._resume(arrival, out)
             if new:
-                self._batch.extend(new)
-                self._batch_n += sum(c.n for c in new)
-                rate_chunks.extend(new)
-                if self._batch_full():
-                    self._emit_batch(out)
+                self._take(new, out)
             self._last_arrival = arrival
         self._replay_events(None, out)
-        if self._roll_ns is not None:
-            self._cut_at_roll(self._roll_ns, out)
-            self._roll_ns = None
+        if self._stopping:
+            self._take(self._flush_decoder(), out)
+            self._settle(None, out)
+        if self._cut_ns is not None:
+            self._cut(self._cut_ns, out)
+            self._cut_ns = None
         if self._link is not None and not self._link.running and self._gap is not None:
-            self._close_gap(self.clock(), -1, out, stopped=True)
+            self._close_gap(self.clock(), out, stopped=True)
         if self._flush or self._batch_full():
             self._emit_batch(out)
             self._flush = False
-        if rate_chunks:
-            self._note_rate(rate_chunks)
+        if self._flush_state == _REQUESTED:
+            self._flush_state = _DONE
         out.sort(key=lambda m: m.log_time_ns)
         return out
 
     def segment_metadata(self) -> dict[str, str]:
-        """Called as each segment opens; from the second call on, that is a roll."""
+        """Called as each segment opens; from the second call on, that is a roll (unless
+        ``flush()`` just did its work)."""
         self._rolls += 1
-        if self._rolls > 1:
-            self._roll_ns = self.clock()
+        if self._rolls > 1 and not self._flush_state:
+            self._cut_ns = self.clock()
             self._flush = True
+        if self._flush_state == _DONE:
+            self._flush_state = 0
         snap = self._fit.snapshot() if self._fit is not None else {}
         gap = self._gap
         meta = {"profile": self.band.profile, "address": self.band.address,
@@ -224,9 +284,35 @@ class WristSource:
         self._decoder = make_decoder(self.band.profile, rate_hz=self.band.rate_hz)
         self._fit = make_fit(self.band.profile, self.band.rate_hz)
 
-    @staticmethod
-    def _has_seq(c: Any) -> bool:
-        return c.seq is not None
+    def _flush_decoder(self) -> list[Any]:
+        flush = getattr(self._decoder, "flush", None)  # a decoder that holds nothing may lack it
+        return list(flush()) if flush is not None else []
+
+    def _take(self, chunks: list[Any], out: list[Message]) -> None:
+        """Decoded chunks, in order: fit, loss gaps, batch."""
+        from agent.wrist.imu_batch import observe
+
+        fit = self._fit
+        for c in chunks:
+            observe(fit, c)
+            self.stats["samples"] += c.n
+            covered = self._break is not None and self._settle(c, out)
+            if c.lost_before > 0 and not covered:
+                self._loss_gap(c, out)
+            self._batch.append(c)
+            self._batch_n += c.n
+            self._prev = c
+            if self._batch_full():
+                self._emit_batch(out)
+        if chunks:
+            self._note_rate(chunks)
+
+    def _break_stream(self, out: list[Message]) -> None:
+        """The stream breaks (lost link, ring overflow): what the decoder holds comes before
+        it, a break still waiting for its count gets none, and no batch spans the break."""
+        self._take(self._flush_decoder(), out)
+        self._settle(None, out)
+        self._emit_batch(out)
 
     def _batch_full(self) -> bool:
         b = self._batch
@@ -248,15 +334,19 @@ class WristSource:
             return f"not-connected:{self._last_failure or 'connecting'}"
         return gap.cause
 
-    def _cut_at_roll(self, roll_ns: int, out: list[Message]) -> None:
-        """Write the part of an open gap up to a segment roll; the rest stays open."""
+    def _cut(self, cut_ns: int, out: list[Message]) -> None:
+        """A roll or ``flush()``: write the part of an open gap up to ``cut_ns`` (the rest
+        stays open), and a break still waiting for its count with its fallback."""
+        b = self._break
+        if b is not None and b.written is None:
+            b.written = b.fallback
+            self._gap_out(b.start_ns, b.end_ns, b.fallback, b.cause, out)
         gap = self._gap
-        if gap is None or roll_ns <= gap.start_ns:
+        if gap is None or cut_ns <= gap.start_ns:
             return
-        self.stats["gaps"] += 1
-        out.append(self._gap_message(gap.start_ns, roll_ns, -1,
-                                     self._cause(gap) + " (continues after the roll)"))
-        gap.start_ns = roll_ns
+        self._gap_out(gap.start_ns, cut_ns, -1, self._cause(gap) + " (continues after the roll)",
+                      out)
+        gap.start_ns = cut_ns
 
     def _replay_events(self, upto_ticket: int | None, out: list[Message]) -> None:
         ev_q = self._events
@@ -264,7 +354,7 @@ class WristSource:
             _t, ev = ev_q.popleft()
             if ev.kind == "lost":
                 self.stats["disconnects"] += 1
-                self._emit_batch(out)  # a batch never spans a gap
+                self._break_stream(out)
                 start = self._last_arrival if self._last_arrival is not None else ev.t_ns
                 if self._gap is None:
                     self._gap = _OpenGap(start, ev.t_ns, f"disconnect:{ev.cause}",
@@ -281,8 +371,41 @@ class WristSource:
                 self.stats["connect_failures"] += 1
                 self._last_failure = ev.cause
 
-    def _close_gap(self, end_ns: int, lost: int, out: list[Message], *,
-                   stopped: bool = False) -> None:
+    def _resume(self, arrival: int, out: list[Message]) -> None:
+        """The first packet after a (re)connection: the open gap ends here. Its count comes
+        with the first chunk decoded after it (see the module doc)."""
+        gap = self._gap
+        assert gap is not None
+        self._gap = None
+        cause = self._cause(gap)
+        self._last_failure = ""
+        if gap.cause == "not-connected":  # nothing streamed before: nothing to count
+            self._gap_out(gap.start_ns, arrival, -1, cause, out)
+            return
+        self._settle(None, out)
+        self._break = _Break(gap.start_ns, arrival, cause, -1)
+
+    def _settle(self, c: Any, out: list[Message]) -> bool:
+        """Write the waiting break with the count of chunk ``c`` if it has one (True: ``c``'s
+        ``lost_before`` is the break's), or with its fallback (``c`` None: no count will come;
+        else once ``c`` arrived ``SETTLE_NS`` after the break)."""
+        b = self._break
+        if b is None:
+            return False
+        counted = c is not None and (c.lost_before > 0 or c.seq is not None)
+        if not counted and c is not None and c.arrival_ns - b.end_ns <= SETTLE_NS:
+            return False  # not yet
+        self._break = None
+        lost = c.lost_before if counted else b.fallback
+        if b.written is None:
+            self._gap_out(b.start_ns, b.end_ns, lost, b.cause, out)
+        elif counted and lost > max(b.written, 0):  # the fallback went out first (a roll)
+            self._gap_out(b.start_ns, b.end_ns, lost - max(b.written, 0),
+                          f"{self._loss_cause(c)} (counted after the {b.cause} gap was "
+                          "written)", out)
+        return counted
+
+    def _close_gap(self, end_ns: int, out: list[Message], *, stopped: bool = False) -> None:
         gap = self._gap
         assert gap is not None
         self._gap = None
@@ -291,22 +414,43 @@ class WristSource:
         if stopped:
             cause += (" (not connected before stop)" if gap.cause == "not-connected"
                       else " (not reconnected before stop)")
+        self._gap_out(gap.start_ns, end_ns, -1, cause, out)
+
+    def _overflow(self, packets: int, arrival: int, out: list[Message]) -> None:
+        """Tickets missing: the ring was full and dropped ``packets`` notifications."""
+        self._break_stream(out)
+        self.stats["overflow_packets"] += packets
+        start = self._last_arrival if self._last_arrival is not None else arrival
+        self._break = _Break(start, arrival, f"ring-overflow:{packets} packets",
+                             packets * self.profile.samples_per_packet)
+
+    @staticmethod
+    def _loss_cause(c: Any) -> str:
+        if c.seq is not None:
+            return "lost:sequence"
+        return "lost:timestamp" if c.device_t0_ns is not None else "lost:arrival-envelope"
+
+    def _loss_gap(self, c: Any, out: list[Message]) -> None:
+        """Samples a decoder says are missing before ``c``: from the host time of the last
+        sample before to that of ``c``'s first."""
+        from agent.wrist.imu_batch import host_times
+
+        end, _p = host_times(self._fit, c)
+        prev = self._prev
+        start = end
+        if prev is not None:
+            t0, period = host_times(self._fit, prev)
+            start = min(end, t0 + round((prev.n - 1) * period))
+        self.stats["loss_gaps"] += 1
+        self._gap_out(start, end, c.lost_before, self._loss_cause(c), out)
+
+    def _gap_out(self, start: int, end: int, lost: int, cause: str,
+                 out: list[Message]) -> None:
+        self.stats["gaps"] += 1
         if lost > 0:
             self.stats["samples_lost"] += lost
-        self.stats["gaps"] += 1
-        out.append(self._gap_message(gap.start_ns, end_ns, lost, cause))
-
-    def _overflow_gap(self, packets: int, arrival: int, out: list[Message]) -> None:
-        self.stats["overflow_packets"] += packets
-        self.stats["gaps"] += 1
-        start = self._last_arrival if self._last_arrival is not None else arrival
-        lost = packets * self.profile.samples_per_packet
-        out.append(self._gap_message(start, arrival, lost, f"ring-overflow:{packets} packets"))
-
-    def _gap_message(self, start: int, end: int, lost: int, cause: str) -> Message:
-        return Message(GAP_TOPIC, start, {"stream": f"/wrist/{self.name}/imu",
-                                          "start_ns": start, "end_ns": end, "lost": lost,
-                                          "cause": cause})
+        out.append(Message(GAP_TOPIC, start, {"stream": self.topic, "start_ns": start,
+                                              "end_ns": end, "lost": lost, "cause": cause}))
 
     def _note_rate(self, chunks: list[Any]) -> None:
         now = chunks[-1].arrival_ns
