@@ -20,28 +20,8 @@ is what lets it count the samples the band took meanwhile. ``flush()`` and segme
 not flush the decoder (that would cost its loss detection): what it holds is written with the
 next batch, in the next segment.
 
-Nothing is hidden: every loss is a message on ``GAP_TOPIC``:
-
-- never connected yet: cause ``not-connected:<last error>`` (``connecting`` when no attempt
-  has failed yet), from ``start()`` to the first packet, ``lost`` -1;
-- a lost link: cause ``disconnect:<cause>``, from the last packet before the loss to the first
-  packet after the reconnection;
-- a ring overflow (tickets missing): cause ``ring-overflow:<n> packets``, from the last packet
-  before to the first after;
-- samples a decoder says are missing (``ImuChunk.lost_before``) anywhere else: cause
-  ``lost:sequence`` (the band's sequence numbers), ``lost:timestamp`` (its sample times,
-  Movesense) or ``lost:arrival-envelope`` (arrival times, WitMotion), from the host time of
-  the last sample before to that of the first after, ``lost`` the count.
-
-The count of a break (disconnect, overflow) is the ``lost_before`` of the first chunk after it,
-which a decoder that holds chunks back releases later (WitMotion: ~2 s). So a break's gap is
-written once that chunk is decoded: its ``lost_before`` is the break's count, never a gap of
-its own. A chunk with a sequence number counts even when it says 0. Without one, a count of 0
-is "not found": the break waits up to ``SETTLE_NS`` of arrivals for a chunk with a count, then
-is written with ``lost`` -1 (disconnect; unknown) or the ring's estimate (packets dropped x
-samples per packet). If a roll or ``flush()`` comes first, the break is written then with that
-fallback, and a count found later is written as a ``lost:...`` gap over the same span holding
-only what the fallback did not: no sample is ever counted twice.
+Nothing is hidden: every loss, every break of the stream and the time a band is absent is a
+gap message, each sample counted once (the rules: ``agent.wrist.gaps``).
 
 An open gap is cut at every segment roll (``segment_metadata()`` is called as a new segment
 opens) and at ``flush()`` (called just before a segment is sealed): the part up to then is
@@ -55,48 +35,18 @@ from __future__ import annotations
 import collections
 import json
 import threading
-from dataclasses import dataclass
 from typing import Any
 
 from agent.config import BleSection, WristBand
 from agent.ring import ByteRing
-from agent.sources import GAP_TOPIC, ChannelSpec, Message
+from agent.sources import ChannelSpec, Message
 from agent.timeline import Clock, monotonic_ns
 from agent.wrist.ble import BackoffPolicy, BleLink, LinkEvent
+from agent.wrist.gaps import Break, OpenGap, gap_message, loss_cause, settle
 
 META_DTYPE = [("arrival_ns", "<i8"), ("ticket", "<u8")]
 
-SETTLE_NS = 1_000_000_000
-"""How long (in arrival time after a break) a break waits for a chunk that counts its loss
-when the profile has no sequence numbers (the WitMotion count lands within a few connection
-events of the break, released ~2 s later)."""
-
 _REQUESTED, _DONE = 1, 2  # flush() states: asked for; done by the last drain()
-
-
-@dataclass(slots=True)
-class _OpenGap:
-    start_ns: int
-    lost_ns: int
-    cause: str
-    """``disconnect:<cause>``, or ``not-connected`` (the last error is added when written)"""
-    connected: bool = False
-    since_ns: int = 0
-    """Start of the whole outage (``start_ns`` moves to each segment roll)."""
-
-
-@dataclass(slots=True)
-class _Break:
-    """A break in the stream, closed, whose gap waits for the count of the chunk after it."""
-
-    start_ns: int
-    end_ns: int
-    """Arrival of the first packet after the break."""
-    cause: str
-    fallback: int
-    """``lost`` if no chunk counts it: -1 (unknown) or the ring's estimate."""
-    written: int | None = None
-    """``lost`` already written (a roll or ``flush()`` came before the count)."""
 
 
 class WristSource:
@@ -122,8 +72,8 @@ class WristSource:
         self._fit: Any = None
         self._next_ticket = 0
         self._last_arrival: int | None = None
-        self._gap: _OpenGap | None = None
-        self._break: _Break | None = None
+        self._gap: OpenGap | None = None
+        self._break: Break | None = None
         self._prev: Any = None  # the last chunk taken (for the span of a loss)
         self._last_failure = ""
         self._batch: list[Any] = []
@@ -156,7 +106,7 @@ class WristSource:
 
             raise SourceError("no address configured (run wearcap pair)", device=self.name)
         now = self.clock()
-        self._gap = _OpenGap(now, now, "not-connected", since_ns=now)
+        self._gap = OpenGap(now, now, "not-connected", since_ns=now)
         self._link = self._make_link()
         self._link.start()
 
@@ -329,7 +279,7 @@ class WristSource:
         self._batch = []
         self._batch_n = 0
 
-    def _cause(self, gap: _OpenGap) -> str:
+    def _cause(self, gap: OpenGap) -> str:
         if gap.cause == "not-connected":
             return f"not-connected:{self._last_failure or 'connecting'}"
         return gap.cause
@@ -357,7 +307,7 @@ class WristSource:
                 self._break_stream(out)
                 start = self._last_arrival if self._last_arrival is not None else ev.t_ns
                 if self._gap is None:
-                    self._gap = _OpenGap(start, ev.t_ns, f"disconnect:{ev.cause}",
+                    self._gap = OpenGap(start, ev.t_ns, f"disconnect:{ev.cause}",
                                          since_ns=start)
             elif ev.kind == "connected":
                 if self._gap is not None:
@@ -383,26 +333,24 @@ class WristSource:
             self._gap_out(gap.start_ns, arrival, -1, cause, out)
             return
         self._settle(None, out)
-        self._break = _Break(gap.start_ns, arrival, cause, -1)
+        self._break = Break(gap.start_ns, arrival, cause, -1)
 
     def _settle(self, c: Any, out: list[Message]) -> bool:
-        """Write the waiting break with the count of chunk ``c`` if it has one (True: ``c``'s
-        ``lost_before`` is the break's), or with its fallback (``c`` None: no count will come;
-        else once ``c`` arrived ``SETTLE_NS`` after the break)."""
+        """Write the waiting break once chunk ``c`` gives its count, or with its fallback
+        (see ``agent.wrist.gaps.settle``). True: ``c``'s ``lost_before`` was the break's."""
         b = self._break
         if b is None:
             return False
-        counted = c is not None and (c.lost_before > 0 or c.seq is not None)
-        if not counted and c is not None and c.arrival_ns - b.end_ns <= SETTLE_NS:
+        got = settle(b, c)
+        if got is None:
             return False  # not yet
+        counted, lost = got
         self._break = None
-        lost = c.lost_before if counted else b.fallback
         if b.written is None:
             self._gap_out(b.start_ns, b.end_ns, lost, b.cause, out)
         elif counted and lost > max(b.written, 0):  # the fallback went out first (a roll)
             self._gap_out(b.start_ns, b.end_ns, lost - max(b.written, 0),
-                          f"{self._loss_cause(c)} (counted after the {b.cause} gap was "
-                          "written)", out)
+                          f"{loss_cause(c)} (counted after the {b.cause} gap was written)", out)
         return counted
 
     def _close_gap(self, end_ns: int, out: list[Message], *, stopped: bool = False) -> None:
@@ -421,14 +369,8 @@ class WristSource:
         self._break_stream(out)
         self.stats["overflow_packets"] += packets
         start = self._last_arrival if self._last_arrival is not None else arrival
-        self._break = _Break(start, arrival, f"ring-overflow:{packets} packets",
+        self._break = Break(start, arrival, f"ring-overflow:{packets} packets",
                              packets * self.profile.samples_per_packet)
-
-    @staticmethod
-    def _loss_cause(c: Any) -> str:
-        if c.seq is not None:
-            return "lost:sequence"
-        return "lost:timestamp" if c.device_t0_ns is not None else "lost:arrival-envelope"
 
     def _loss_gap(self, c: Any, out: list[Message]) -> None:
         """Samples a decoder says are missing before ``c``: from the host time of the last
@@ -442,15 +384,14 @@ class WristSource:
             t0, period = host_times(self._fit, prev)
             start = min(end, t0 + round((prev.n - 1) * period))
         self.stats["loss_gaps"] += 1
-        self._gap_out(start, end, c.lost_before, self._loss_cause(c), out)
+        self._gap_out(start, end, c.lost_before, loss_cause(c), out)
 
     def _gap_out(self, start: int, end: int, lost: int, cause: str,
                  out: list[Message]) -> None:
         self.stats["gaps"] += 1
         if lost > 0:
             self.stats["samples_lost"] += lost
-        out.append(Message(GAP_TOPIC, start, {"stream": self.topic, "start_ns": start,
-                                              "end_ns": end, "lost": lost, "cause": cause}))
+        out.append(gap_message(self.topic, start, end, lost, cause))
 
     def _note_rate(self, chunks: list[Any]) -> None:
         now = chunks[-1].arrival_ns
