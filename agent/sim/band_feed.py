@@ -130,6 +130,8 @@ class ModelFeed:
         self._start = set(self.profile.start_commands(self.rate_hz))
         self._stop = set(self.profile.stop_commands())
         self.rng = random.Random(seed)
+        self.last_span: tuple[int, int] | None = None
+        """True sample numbers (first, last) of the last ``deliveries_until`` that had any."""
 
     def layout(self) -> GattLayout:
         p = self.profile
@@ -149,7 +151,10 @@ class ModelFeed:
         return n
 
     def deliveries_until(self, host_ns: int) -> list[tuple[int, bytes, int]]:
-        return [(d.host_ns, d.packet, d.n) for d in self.model.deliveries_until(host_ns)]
+        ds = self.model.deliveries_until(host_ns)
+        if ds:
+            self.last_span = (ds[0].first_sample, ds[-1].first_sample + ds[-1].n - 1)
+        return [(d.host_ns, d.packet, d.n) for d in ds]
 
     def next_event_ns(self) -> int:
         return int(self.model._next_event)

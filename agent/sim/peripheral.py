@@ -61,7 +61,8 @@ class Band:
         self.malformed_left = 0
         self.away_until = 0.0
         self.stats: dict[str, Any] = {"packets": 0, "samples": 0, "dropped_samples": 0,
-                                      "malformed_sent": 0, "connections": 0, "faults": []}
+                                      "malformed_sent": 0, "connections": 0, "faults": [],
+                                      "first_sample": None, "last_sample": None}
         self.app_path = APP_ROOT
         self.generation = 0
         self.registered = False
@@ -254,6 +255,11 @@ class Band:
                     char.notify(packet)
                     self.stats["packets"] += 1
                     self.stats["samples"] += n
+                span = getattr(self.feed, "last_span", None)
+                if deliveries and span is not None:  # true sample numbers sent (a model band)
+                    if self.stats["first_sample"] is None:
+                        self.stats["first_sample"] = span[0]
+                    self.stats["last_sample"] = span[1]
                 while self.malformed_left > 0:
                     self.malformed_left -= 1
                     self.stats["malformed_sent"] += 1
