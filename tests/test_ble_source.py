@@ -372,3 +372,22 @@ def test_flush_cuts_an_open_gap_and_the_roll_after_it_does_not_cut_again():
     (rest,) = gaps(src.drain())
     assert (rest["start_ns"], rest["end_ns"]) == (t_flush, clock.now)
     assert src.stats["gaps"] == 2
+
+
+def test_a_movesense_packet_lost_is_one_gap_counted_from_its_timestamps():
+    src, clock = make_band(replace(BAND, profile="movesense", rate_hz=104))
+    src.start()
+    src.segment_metadata()
+    model = connect_model(src, clock, seed=5)
+    msgs: list = []
+    stream(src, clock, model, 2.0, msgs)
+    clock.now += 100 * MS
+    ds = model.deliveries_until(clock.now)
+    for d in ds[1:]:  # the first of these never arrives
+        src._on_packet(d.host_ns, d.packet)
+    stream(src, clock, model, 1.0, msgs)
+    src.stop()
+    msgs += src.drain()
+    (gap,) = [g for g in gaps(msgs) if not g["cause"].startswith("not-connected")]
+    assert gap["cause"] == "lost:timestamp" and gap["lost"] == ds[0].n
+    assert lost_before(msgs) == gap["lost"]
