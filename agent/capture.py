@@ -127,7 +127,20 @@ class CaptureService:
         self.result.gaps += seg.gaps
         dur = ((seg.last_ns or 0) - (seg.first_ns or 0)) / 1e9
         self.status(f"sealed {sealed.id}: {seg.frames} frames, {seg.gaps} gaps, "
-                    f"{size / 1e6:.1f} MB, {dur:.1f} s")
+                    f"{size / 1e6:.1f} MB, {dur:.1f} s{self._absent()}")
+
+    def _absent(self) -> str:
+        """Sources not streaming right now, with why, for the status line."""
+        out = []
+        for src in self.sources:
+            try:
+                st = src.status()
+            except Exception:  # a status that cannot be read is not worth a crash
+                continue
+            if st.get("streaming") is False:
+                out.append(f"{src.name} absent {float(st.get('absent_s') or 0):.0f} s "
+                           f"({st.get('absent_cause') or 'unknown'})")
+        return "; " + ", ".join(out) if out else ""
 
     # ------------------------------------------------------------ input
     def _on_frame(self, f: EncodedFrame) -> None:
@@ -135,7 +148,7 @@ class CaptureService:
         if d is Decision.REQUEST_KEYFRAME and self.camera is not None:
             self.camera.request_keyframe()
         elif d is Decision.ROLL:
-            self._seal()
+            self._roll()
         if self._seg is None:
             if not f.keyframe:
                 log.warning("segment starts on a non-key frame %d", f.index)
@@ -150,6 +163,16 @@ class CaptureService:
         if not self._ready:
             self._ready = True
             self.notify("READY=1")
+
+    def _roll(self) -> None:
+        """Seal at a roll: sources first close what they hold (batches, the part of an open
+        gap) so it lands in the segment it belongs to, then the segment is sealed."""
+        for src in self.sources:
+            flush = getattr(src, "flush", None)
+            if flush is not None:
+                flush()
+        self._drain()
+        self._seal()
 
     def _drain(self) -> None:
         for src in self.sources:
@@ -180,7 +203,7 @@ class CaptureService:
             now = self.clock()
             d = self.policy.on_tick(now)
             if d is Decision.ROLL:
-                self._seal()
+                self._roll()
             if self._seg is None:
                 self._open()
                 self.policy.opened(now)

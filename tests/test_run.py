@@ -236,3 +236,58 @@ def test_run_records_the_simulated_rig_end_to_end(tmp_path):
         indexes += [f["index"] for f in frames]
     assert indexes == list(range(indexes[0], indexes[0] + len(indexes)))
     assert 5 * 30 <= len(indexes) <= 7 * 30
+
+
+class BatchingSource(TickSource):
+    """Holds its messages until flush(), like a wrist band batching half a second; says it
+    is absent, like a band that is not connected."""
+
+    name = "band"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.held: list[int] = []
+        self.flushes = 0
+        self.flushed = False
+
+    def channels(self):
+        return [ChannelSpec("/band", "wearcap.Band", {"type": "object"})]
+
+    def drain(self):
+        self.n += 1
+        self.held.append(self.n)
+        if not self.flushed:
+            return []
+        self.flushed = False
+        out, self.held = self.held, []
+        return [Message("/band", 1_000_000_000_000 + out[0], {"n": out})]
+
+    def flush(self):
+        self.flushes += 1
+        self.flushed = True
+
+    def status(self):
+        return {"streaming": False, "absent_s": 3.2, "absent_cause": "not-connected:not-found"}
+
+
+def test_roll_flushes_sources_into_the_segment_they_belong_to(tmp_path):
+    stop = threading.Event()
+    cam = EncoderCamera(100, gop=300, on_exhausted=stop.set)
+    src = BatchingSource()
+    notes: list[str] = []
+    res = service(tmp_path, cam, [src], seconds=1.0, stop=stop, notes=notes).run()
+    rolls = len(res.sealed) - 1
+    assert rolls >= 2 and src.flushes == rolls
+    # Every segment but the last ends with the batch flushed at its roll: each message
+    # carries the drains since the previous flush, none is carried into the next segment.
+    seen: list[int] = []
+    for seg in res.sealed[:-1]:
+        _, _, other = read(seg.path)
+        batches = other.get("/band", [])
+        assert len(batches) == 1
+        seen += batches[0]["n"]
+    assert seen == list(range(1, len(seen) + 1))
+    # The status line names the absent band and why.
+    sealed_lines = [n for n in notes if n.startswith("sealed dev-")]
+    assert sealed_lines and all("band absent 3 s (not-connected:not-found)" in n
+                                for n in sealed_lines)
