@@ -37,7 +37,7 @@ class CaptureSettings:
     device_id: str
     config_digest: str
     segment_seconds: float = 60.0
-    chunk_seconds: float = 1.0
+    chunk_seconds: float = 0.5
     chunk_bytes: int = 4 << 20
     drain_seconds: float = 0.05
     disk_check_seconds: float = 5.0
