@@ -37,7 +37,7 @@ class CaptureSettings:
     device_id: str
     config_digest: str
     segment_seconds: float = 60.0
-    chunk_seconds: float = 0.5
+    chunk_seconds: float = 1.0
     chunk_bytes: int = 4 << 20
     drain_seconds: float = 0.05
     disk_check_seconds: float = 5.0
@@ -167,12 +167,15 @@ class CaptureService:
     def _roll(self) -> None:
         """Seal at a roll: sources first close what they hold (batches, the part of an open
         gap) so it lands in the segment it belongs to, then the segment is sealed."""
+        self._flush_sources()
+        self._seal()
+
+    def _flush_sources(self) -> None:
         for src in self.sources:
             flush = getattr(src, "flush", None)
             if flush is not None:
                 flush()
         self._drain()
-        self._seal()
 
     def _drain(self) -> None:
         for src in self.sources:
@@ -254,6 +257,9 @@ class CaptureService:
                     self._drain()
                     last_drain = now
                 if self._seg is not None and now - self._last_ckpt >= self.s.chunk_seconds * 1e9:
+                    # Sources close their batches first, so nothing waits in memory for longer
+                    # than one chunk: a crash loses at most chunk_seconds of any stream.
+                    self._flush_sources()
                     self._seg.checkpoint()
                     self._last_ckpt = now
                 if now - last_dog >= self.s.watchdog_seconds * 1e9:

@@ -68,10 +68,10 @@ class CameraSection:
 @dataclass(frozen=True, slots=True)
 class SegmentSection:
     seconds: float = _f(60.0, min=1.0, max=3600.0)
-    chunk_seconds: float = _f(0.5, min=0.05, max=10.0)
+    chunk_seconds: float = _f(1.0, min=0.05, max=10.0)
     """Longest time data waits in memory before it is in a complete, CRC-checked, fsync'd
-    chunk. With wrist batches of ble.batch_seconds (0.5) on top, a kill -9 or power cut
-    loses at most about one second of any stream."""
+    chunk: sources flush their batches at every chunk close, so a kill -9 or power cut
+    loses at most this much of any stream."""
     chunk_bytes: int = _f(4 * 1024 * 1024, min=64 * 1024)
 
 
@@ -89,8 +89,9 @@ class BleSection:
     adapter: str = _f("hci0", pattern=r"hci[0-9]{1,2}")
     connect_timeout: float = _f(20.0, min=1.0, max=120.0)
     backoff_max: float = _f(30.0, min=0.5, max=600.0)
-    batch_seconds: float = _f(0.5, min=0.05, max=2.0)
-    """Wrist IMU samples per stored message: a batch is written once it spans this long."""
+    batch_seconds: float = _f(1.0, min=0.05, max=2.0)
+    """Wrist IMU samples per stored message: a batch is written once it spans this long, and
+    at every chunk close (segment.chunk_seconds), whichever comes first."""
 
 
 @dataclass(frozen=True, slots=True)

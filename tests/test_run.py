@@ -275,7 +275,9 @@ def test_roll_flushes_sources_into_the_segment_they_belong_to(tmp_path):
     cam = EncoderCamera(100, gop=300, on_exhausted=stop.set)
     src = BatchingSource()
     notes: list[str] = []
-    res = service(tmp_path, cam, [src], seconds=1.0, stop=stop, notes=notes).run()
+    # No chunk closes by time in this run, so every flush is a roll's.
+    res = service(tmp_path, cam, [src], seconds=1.0, stop=stop, notes=notes,
+                  chunk_seconds=3600.0).run()
     rolls = len(res.sealed) - 1
     assert rolls >= 2 and src.flushes == rolls
     # Every segment but the last ends with the batch flushed at its roll: each message
@@ -291,3 +293,21 @@ def test_roll_flushes_sources_into_the_segment_they_belong_to(tmp_path):
     sealed_lines = [n for n in notes if n.startswith("sealed dev-")]
     assert sealed_lines and all("band absent 3 s (not-connected:not-found)" in n
                                 for n in sealed_lines)
+
+
+def test_sources_flush_at_every_chunk_close(tmp_path):
+    """Nothing waits in a source for longer than a chunk: a crash loses at most a chunk."""
+    ticks = itertools.count(1_000_000_000_000, 50_000_000)  # each clock read: +50 ms
+    src = BatchingSource()
+    st = CaptureSettings(device_id="dev", config_digest="c" * 64, segment_seconds=3600.0,
+                         drain_seconds=0.0, chunk_seconds=1.0, duration=6.0)
+    res = CaptureService(st, Spool(tmp_path / "spool", "dev"), None, [src],
+                         clock=lambda: next(ticks), notify=lambda s: None,
+                         status=lambda s: None).run()
+    assert len(res.sealed) == 1
+    assert src.flushes >= 5  # about one per simulated second
+    _, _, other = read(res.sealed[0].path)
+    batches = other["/band"]
+    assert len(batches) == src.flushes  # each flush became a message in the file
+    flat = [n for b in batches for n in b["n"]]
+    assert flat == list(range(1, len(flat) + 1))
