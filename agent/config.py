@@ -396,8 +396,9 @@ def default_path() -> Path:
     if DEVICE_LOCAL.is_file():
         return DEVICE_LOCAL
     if is_raspberry_pi():
-        raise ConfigError(str(DEVICE_LOCAL), "", "no device config on this Pi; run "
-                          "`wearcap provision` or pass --config")
+        raise ConfigError(str(DEVICE_LOCAL), "", "no device config on this Pi; write one "
+                          "(first line: profile = \"pi5-imx708\" or another file in "
+                          "device_configs/) or pass --config")
     return find_profile("sim", "<default>")
 
 

@@ -29,7 +29,8 @@ def read_token(cfg: Any) -> str:
         token = path.read_text().strip()
     except FileNotFoundError:
         raise ConfigError(where, "sync.token_file", "token file not found (enroll the device "
-                          "with `wearcap provision`)", value=str(path)) from None
+                          "on the collector with `wearcap collector enroll DEVICE_ID` and "
+                          "save the token it prints there)", value=str(path)) from None
     except OSError as exc:
         raise ConfigError(where, "sync.token_file", f"cannot read token file: {exc.strerror}",
                           value=str(path)) from None
