@@ -133,7 +133,11 @@ class PrivateBluez:
         self._own_dir = workdir is None and not os.environ.get("WEARCAP_SIM_DEBUG")
         self.dir = Path(workdir or tempfile.mkdtemp(prefix="wearcap-bluez-"))
         self.address = f"unix:path={self.dir / 'system_bus_socket'}"
-        self.env = {**os.environ, BUS_ENV: self.address}
+        # The helpers must not speak for the service to systemd (or to a bench listening
+        # as systemd would): only the service itself says READY or WATCHDOG.
+        self.env = {k: v for k, v in os.environ.items()
+                    if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")}
+        self.env[BUS_ENV] = self.address
         self.procs: list[subprocess.Popen[bytes]] = []
         self._saved_env: str | None = None
 
