@@ -89,6 +89,7 @@ class CaptureService:
         self._pending: list[Message] = []
         self._overflow: dict[str, list[int]] = {}  # topic -> [dropped, first_ns, last_ns]
         self._ready = False
+        self._stopping = False
         self._last_index: int | None = None
         self._last_frame_ns: int | None = None
 
@@ -131,6 +132,8 @@ class CaptureService:
 
     def _absent(self) -> str:
         """Sources not streaming right now, with why, for the status line."""
+        if self._stopping:
+            return ""
         out = []
         for src in self.sources:
             try:
@@ -285,6 +288,7 @@ class CaptureService:
         """Stop inputs, write what they still hold, seal. When ``failing``, the error that
         stopped the loop wins; otherwise the first error here is raised after sealing."""
         self.notify("STOPPING=1")
+        self._stopping = True  # sources are stopped on purpose now: not "absent"
         err: BaseException | None = None
         for thing in reversed(started):
             try:
