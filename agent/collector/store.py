@@ -14,7 +14,6 @@ is committed, and on start :meth:`Database.reconcile` cuts any staging file back
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import sqlite3
@@ -24,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from agent.digest import sha256_file
 from agent.durable import fsync_dir
 from agent.errors import CollectorError
 
@@ -191,15 +191,7 @@ class Staging:
         self.path(upload_id).unlink(missing_ok=True)
 
     def sha256(self, upload_id: str) -> str:
-        return file_sha256(self.path(upload_id))
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(CHUNK):
-            h.update(block)
-    return h.hexdigest()
+        return sha256_file(self.path(upload_id))
 
 
 class Backend(Protocol):

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import json
 import logging
 import os
@@ -25,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from agent import durable
+from agent.digest import sha256_file
 from agent.errors import DiskFullError, SpoolError
 
 from .segment import segment_id
@@ -56,11 +57,7 @@ class FsOps:
         os.chmod(path, mode)
 
     def fsync_dir(self, path: Path) -> None:
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        durable.fsync_dir(path)
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,14 +67,6 @@ class SealedSegment:
     path: Path
     sha256: str
     size: int
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 class Spool:

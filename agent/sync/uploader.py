@@ -16,6 +16,7 @@ from pathlib import Path
 
 import httpx
 
+from agent.digest import sha256_file
 from agent.sync import tus
 from agent.sync.policy import TokenBucket
 from agent.sync.state import Segment, State
@@ -32,13 +33,13 @@ class Stopped(Exception):
 
 
 def file_sha256(path: Path, should_stop: Callable[[], bool] = lambda: False) -> str:
-    h = hashlib.sha256()
-    with path.open("rb", buffering=0) as fh:
-        while block := fh.read(BLOCK * 4):
-            h.update(block)
-            if should_stop():
-                raise Stopped
-    return h.hexdigest()
+    """The segment's SHA-256; abandoned (Stopped) as soon as the service is stopping."""
+
+    def check() -> None:
+        if should_stop():
+            raise Stopped
+
+    return sha256_file(path, check)
 
 
 def timeouts(connect: float, read: float, write: float) -> httpx.Timeout:
