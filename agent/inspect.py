@@ -1,38 +1,62 @@
-"""What is in a segment: identity, chain, streams, rates, gaps and frame timing.
+"""What is in a segment: identity, chain, integrity, streams, rates, gaps and frame timing.
 
-For ``/camera/frames`` (timing batches) the stream's count, rate and intervals are those of
-the frames the batches describe; ``messages`` is how many batches carried them.
+    expand(paths) -> [Path]                  # files, directories, a spool root (its sealed/)
+    read_streams(path) -> Streams            # raises InputError naming the file
+    report(streams) -> SegmentReport         # .to_dict() is the --json form
 
-Gaps come from two places: the gap channel (losses the agent knew about) and intervals longer
-than 1.5x a stream's typical period (losses nobody reported, which would be a bug).
+**The per-stream report** is ``StreamReport``, one per stream of a segment, built by
+``_stream_report`` from the stream's sample times; ``SegmentReport.streams`` maps topic ->
+``StreamReport``. Counts are of what the stream carries, not of MCAP messages: frames for the
+video and the frame timing, *samples* for an IMU stream (its batches are ``messages``).
+To report something new about a stream (a band's claimed bound, its refused streams and
+slews, an MCU's strobe residuals), add a field with a default to ``StreamReport``, fill it in
+a function of ``_EXTENSIONS`` (called with the report, the ``Streams`` and the topic), and
+give it a line in ``agent/commands/inspect.py``'s renderer. ``to_dict`` includes every field.
+
+Integrity: a file is read chunk by chunk with every CRC checked (``agent.export.reader``). A
+damaged chunk is skipped and becomes a gap (stream ``*``, cause ``damaged-chunk``), and the
+segment's ``damaged_chunks`` counts it: such a file is not ``intact``.
+
+Gaps come from two places: the gap records (losses the agent knew about) and intervals longer
+than 1.5x a stream's median interval. A long interval that no gap record covers is an
+*unreported hole*: a loss nobody reported, which is a bug somewhere upstream.
 """
 
 from __future__ import annotations
 
-import io
+import dataclasses
 import itertools
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import msgpack
-
 from agent.errors import InputError
-from agent.record.schemas import FRAMES_TOPIC, VIDEO_TOPIC, frame_rows
+from agent.export.reader import Segment, read_segment
+from agent.export.streams import Gap, Imu, clock_fits, frames, gaps, imu_streams
+from agent.record.schemas import FRAMES_TOPIC, VIDEO_TOPIC
 from agent.sources import GAP_TOPIC
 
 GAP_FACTOR = 1.5
+MAX_LISTED = 20
+"""Holes and frame-index jumps listed per stream (all are counted)."""
 
 
 def expand(paths: list[str]) -> list[Path]:
-    """Files to inspect: each file as given, every ``*.mcap`` of a directory (sorted)."""
+    """Files to inspect: each file as given; every ``*.mcap`` of a directory (sorted); for a
+    spool root (a directory with ``sealed/``), its sealed segments then its unfinished parts."""
     out: list[Path] = []
     for raw in paths:
         p = Path(raw)
         if p.is_dir():
-            found = sorted(p.glob("*.mcap"))
+            if (p / "sealed").is_dir():
+                found = sorted((p / "sealed").glob("*.mcap"))
+                found += sorted((p / "active").glob("*.mcap.part"))
+            else:
+                found = sorted(p.glob("*.mcap"))
             if not found:
-                raise InputError("no .mcap files in this directory", path=raw)
+                raise InputError("no .mcap files in this directory (nor in its sealed/)",
+                                 path=raw)
             out += found
         elif p.is_file():
             out.append(p)
@@ -48,124 +72,236 @@ def _pct(sorted_vals: list[int], q: float) -> int:
     return sorted_vals[i]
 
 
-def _read(path: Path) -> tuple[dict[str, dict[str, str]], list[tuple[str, int, bytes]], bool]:
-    """(metadata by name, [(topic, log_time, data)], complete) of a sealed file or a part."""
-    from mcap.exceptions import McapError
-    from mcap.reader import make_reader
-
-    data = path.read_bytes()
-    if not data.startswith(b"\x89MCAP0\r\n"):
-        raise InputError("not an MCAP file", path=str(path))
-    try:
-        r = make_reader(io.BytesIO(data))
-        md = {m.name: dict(m.metadata) for m in r.iter_metadata()}
-        msgs = [(ch.topic, m.log_time, m.data)
-                for _, ch, m in r.iter_messages(log_time_order=False)]
-        return md, msgs, True
-    except (McapError, ValueError, EOFError, KeyError, IndexError, OSError):
-        pass
-    from agent.record.recover import scan  # an unfinished file: read what is complete
-
-    s = scan(data)
-    if not s.messages and not s.metadata:
-        raise InputError("not a readable MCAP file", path=str(path))
-    topics = {cid: d.topic for cid, d in s.channels.items()}
-    from agent.record.segment import CHANNELS_META, channels_from_metadata
-
-    md = {m.name: dict(m.metadata) for m in s.metadata}
-    for cid, d in channels_from_metadata(md.get(CHANNELS_META, {})).items():
-        topics.setdefault(cid, d.topic)
-    return md, [(topics.get(m.channel_id, f"#{m.channel_id}"), m.log_time, m.data)
-                for m in s.messages], False
-
-
 @dataclass
 class Streams:
-    """What one file holds, message by message: the raw material of a report and a plot."""
+    """What one file holds, decoded: the raw material of a report and of a plot."""
 
     path: Path
-    metadata: dict[str, dict[str, str]]
-    complete: bool
+    segment: Segment
     times: dict[str, list[int]]
-    """Sorted log times per topic (for the frame-timing channel: its frames' host times)."""
+    """Sorted host times per stream: one per frame, one per IMU sample, one per message."""
     counts: dict[str, int]
-    """Messages per topic."""
-    gaps: list[dict[str, Any]]
+    """MCAP messages per topic."""
+    gaps: list[Gap]
     indexes: list[int]
     """Frame indexes in host-time order."""
+    imu: dict[str, Imu] = field(default_factory=dict)
+
+    @property
+    def metadata(self) -> dict[str, dict[str, str]]:
+        return self.segment.metadata
+
+    @property
+    def complete(self) -> bool:
+        return self.segment.complete
+
+    def segment_fits(self) -> dict[str, dict[str, Any]]:
+        return clock_fits(self.segment)
 
 
 def read_streams(path: Path) -> Streams:
-    md, msgs, complete = _read(path)
+    seg = read_segment(path)
     times: dict[str, list[int]] = {}
     counts: dict[str, int] = {}
-    gaps: list[dict[str, Any]] = []
-    frames: list[tuple[int, int]] = []  # (host_ts_ns, index) of every frame-timing row
-    for topic, t, data in msgs:
-        counts[topic] = counts.get(topic, 0) + 1
-        if topic == GAP_TOPIC:
-            gaps.append(msgpack.unpackb(data))
-        elif topic == FRAMES_TOPIC:
-            # Batches: the stream's times are its frames' times, not the batches'.
-            for row in frame_rows(msgpack.unpackb(data)):
-                frames.append((int(row.get("host_ts_ns", t)), int(row["index"])))
-            continue
-        times.setdefault(topic, []).append(t)
-    frames.sort()
-    indexes = [i for _, i in frames]
-    if frames:
-        times[FRAMES_TOPIC] = [t for t, _ in frames]
+    for r in seg.records:
+        counts[r.topic] = counts.get(r.topic, 0) + 1
+    found = gaps(seg)
+    imu = imu_streams(seg, found)
+    fr = frames(seg)
+    indexes: list[int] = []
+    if fr is not None:
+        times[FRAMES_TOPIC] = fr.host_ns.tolist()
+        indexes = fr.index.tolist()
+    for topic, s in imu.items():
+        times[topic] = s.host_ns.tolist()
+    batched = {FRAMES_TOPIC, *imu}
+    for r in seg.records:
+        if r.topic not in batched:
+            times.setdefault(r.topic, []).append(r.log_time)
     for ts in times.values():
         ts.sort()
-    return Streams(path, md, complete, times, counts, gaps, indexes)
+    return Streams(path, seg, times, counts, found, indexes, imu)
+
+
+@dataclass
+class Hole:
+    """An interval between two consecutive samples longer than GAP_FACTOR x the median."""
+
+    start_ns: int
+    end_ns: int
+    seconds: float
+    reported: bool
+    """A gap record of this stream (or of every stream) covers it."""
+
+
+@dataclass
+class StreamReport:
+    """One stream of one segment (see the module docstring to add a field)."""
+
+    topic: str
+    unit: str
+    """What ``count`` counts: frames, samples, gap records or messages."""
+    count: int
+    messages: int
+    """MCAP messages that carried them (IMU and frame timing are batched)."""
+    rate_hz: float
+    """(count - 1) / span: the rate the stream actually delivered."""
+    first_ns: int | None
+    last_ns: int | None
+    reported_gaps: int = 0
+    """Gap records naming this stream."""
+    reported_lost: int = 0
+    """What those records count as lost (records whose count is unknown excluded)."""
+    uncounted_gaps: int = 0
+    """Gap records of this stream whose loss nobody could count."""
+    long_intervals: int = 0
+    """Intervals over GAP_FACTOR x the median (reported or not)."""
+    unreported_holes: int = 0
+    """Long intervals that no gap record covers."""
+    holes: list[Hole] = field(default_factory=list)
+    """The first MAX_LISTED long intervals."""
+    interval_ms: dict[str, float] | None = None
+    """Median, p99 and max interval between consecutive samples."""
+    sample_index_jumps: int = 0
+    """IMU: running sample numbers skipped between consecutive samples (known losses)."""
+    missing_values: int = 0
+    """IMU: axis values stored as -32768 (the band measured nothing)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class SegmentReport:
+    path: str
+    id: str
+    device_id: str | None
+    sequence: int | None
+    previous_sequence: int | None
+    """The sequence the chain links back to (None: the first segment of its chain)."""
+    previous_sha256: str
+    recovered: bool
+    complete: bool
+    """The file reached its closing records (False for an unfinished or cut file)."""
+    damaged_chunks: int
+    intact: bool
+    """Complete and every chunk passed its CRC."""
+    software_version: str | None
+    boot_id: str | None
+    duration_s: float
+    frames: int
+    frame_index_first: int | None
+    frame_index_last: int | None
+    frame_index_jumps: list[dict[str, int]]
+    streams: dict[str, StreamReport]
+    gaps: list[dict[str, Any]]
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["streams"] = {k: v.to_dict() for k, v in self.streams.items()}
+        return d
+
+
+def error_report(path: Path, message: str) -> dict[str, Any]:
+    """The --json entry of a file that could not be read at all."""
+    return {"path": str(path), "id": path.name, "intact": False, "complete": False,
+            "error": message}
+
+
+_UNITS = {VIDEO_TOPIC: "frames", FRAMES_TOPIC: "frames", GAP_TOPIC: "gap records"}
+
+
+def _stream_report(s: Streams, topic: str, ts: list[int]) -> StreamReport:
+    n = len(ts)
+    span = (ts[-1] - ts[0]) / 1e9 if n > 1 else 0.0
+    unit = "samples" if topic in s.imu else _UNITS.get(topic, "messages")
+    mine = [g for g in s.gaps if g.names(topic)]
+    st = StreamReport(
+        topic=topic, unit=unit, count=n, messages=s.counts.get(topic, n),
+        rate_hz=round((n - 1) / span, 3) if span else 0.0,
+        first_ns=ts[0] if ts else None, last_ns=ts[-1] if ts else None,
+        reported_gaps=len(mine), reported_lost=sum(g.lost for g in mine if g.lost > 0),
+        uncounted_gaps=sum(1 for g in mine if g.lost < 0))
+    d = [b - a for a, b in itertools.pairwise(ts)]
+    if topic != GAP_TOPIC and len(d) >= 2:
+        sd = sorted(d)
+        typical = _pct(sd, 0.5)
+        if typical <= 0:  # samples sharing arrival times: judge by the nonzero intervals
+            nz = [x for x in sd if x > 0]
+            typical = _pct(nz, 0.5) if nz else 0
+        long_ = [(a, b) for a, b in itertools.pairwise(ts)
+                 if typical and b - a > GAP_FACTOR * typical]
+        holes = [Hole(a, b, (b - a) / 1e9, any(g.covers(topic, a, b) for g in s.gaps))
+                 for a, b in long_]
+        st.long_intervals = len(holes)
+        st.unreported_holes = sum(1 for h in holes if not h.reported)
+        st.holes = holes[:MAX_LISTED]
+        st.interval_ms = {"p50": typical / 1e6, "p99": _pct(sd, 0.99) / 1e6,
+                          "max": sd[-1] / 1e6}
+    return st
+
+
+def _imu_fields(st: StreamReport, s: Streams, topic: str) -> None:
+    imu = s.imu.get(topic)
+    if imu is None:
+        return
+    idx = imu.index
+    if len(idx) > 1:
+        step = idx[1:] - idx[:-1]
+        st.sample_index_jumps = int((step[step > 1] - 1).sum())
+    st.missing_values = int((imu.acc == -32768).sum())
+    if imu.gyro is not None:
+        st.missing_values += int((imu.gyro == -32768).sum())
+
+
+_EXTENSIONS: list[Callable[[StreamReport, Streams, str], None]] = [_imu_fields]
+"""Per-stream additions, each called for every stream of every segment."""
+
+
+def _int_or_none(v: str | None) -> int | None:
+    try:
+        return int(v) if v is not None else None
+    except ValueError:
+        return None
+
+
+def report(s: Streams) -> SegmentReport:
+    seg = s.segment
+    md = seg.header
+    streams: dict[str, StreamReport] = {}
+    for topic, ts in sorted(s.times.items()):
+        st = _stream_report(s, topic, ts)
+        for ext in _EXTENSIONS:
+            ext(st, s, topic)
+        streams[topic] = st
+    idx = s.indexes
+    jumps = [{"after": a, "next": b} for a, b in itertools.pairwise(idx) if b != a + 1]
+    all_t = [t for ts in s.times.values() if ts for t in (ts[0], ts[-1])]
+    prev = _int_or_none(md.get("previous_sequence"))
+    frames_n = streams[FRAMES_TOPIC].count if FRAMES_TOPIC in streams else (
+        streams[VIDEO_TOPIC].count if VIDEO_TOPIC in streams else 0)
+    return SegmentReport(
+        path=str(s.path), id=seg.id, device_id=md.get("device_id"), sequence=seg.sequence,
+        previous_sequence=prev if prev is not None and prev >= 0 else None,
+        previous_sha256=md.get("previous_sha256", ""),
+        recovered=md.get("recovered") == "true", complete=seg.complete,
+        damaged_chunks=len(seg.damage), intact=seg.intact,
+        software_version=md.get("software_version"), boot_id=md.get("boot_id"),
+        duration_s=(max(all_t) - min(all_t)) / 1e9 if all_t else 0.0,
+        frames=frames_n,
+        frame_index_first=idx[0] if idx else None, frame_index_last=idx[-1] if idx else None,
+        frame_index_jumps=jumps[:MAX_LISTED], streams=streams,
+        gaps=[dataclasses.asdict(g) for g in s.gaps])
 
 
 def inspect_file(path: Path) -> dict[str, Any]:
-    return report(read_streams(path))
+    return report(read_streams(path)).to_dict()
 
 
-def report(s: Streams) -> dict[str, Any]:
-    path, md, complete, times, counts = s.path, s.metadata, s.complete, s.times, s.counts
-    gaps, indexes = s.gaps, s.indexes
-    seg = md.get("wearcap.segment", {})
-    streams: dict[str, Any] = {}
-    for topic, ts in sorted(times.items()):
-        n = len(ts)
-        span = (ts[-1] - ts[0]) / 1e9 if n > 1 else 0.0
-        d = [b - a for a, b in itertools.pairwise(ts)]
-        st: dict[str, Any] = {"count": n, "messages": counts.get(topic, n),
-                              "rate_hz": round((n - 1) / span, 3) if span else 0.0,
-                              "first_ns": ts[0], "last_ns": ts[-1],
-                              "reported_gaps": sum(1 for g in gaps if g["stream"] == topic)}
-        if topic != GAP_TOPIC and len(d) >= 2:
-            sd = sorted(d)
-            typical = _pct(sd, 0.5)
-            long_ = [(a, b) for a, b in itertools.pairwise(ts)
-                     if typical and b - a > GAP_FACTOR * typical]
-            st["interval_gaps"] = [{"start_ns": a, "end_ns": b, "seconds": (b - a) / 1e9}
-                                   for a, b in long_[:20]]
-            st["interval_gap_count"] = len(long_)
-            st["interval_ms"] = {"p50": _pct(sd, 0.5) / 1e6, "p99": _pct(sd, 0.99) / 1e6,
-                                 "max": sd[-1] / 1e6}
-        streams[topic] = st
-    jumps = [{"after": a, "next": b} for a, b in itertools.pairwise(indexes)
-             if b != a + 1]
-    all_t = [t for ts in times.values() for t in (ts[0], ts[-1])]
-    return {
-        "path": str(path),
-        "id": seg.get("segment_id", path.name),
-        "sequence": int(seg["sequence"]) if seg.get("sequence", "").isdigit() else None,
-        "previous_sequence": seg.get("previous_sequence"),
-        "previous_sha256": seg.get("previous_sha256", ""),
-        "recovered": seg.get("recovered") == "true",
-        "complete": complete,
-        "software_version": seg.get("software_version"),
-        "boot_id": seg.get("boot_id"),
-        "duration_s": (max(all_t) - min(all_t)) / 1e9 if all_t else 0.0,
-        "frames": streams.get(VIDEO_TOPIC, {}).get("count", 0),
-        "frame_index_first": indexes[0] if indexes else None,
-        "frame_index_last": indexes[-1] if indexes else None,
-        "frame_index_jumps": jumps,
-        "streams": streams,
-        "gaps": gaps,
-    }
+def shared_ids(reports: list[SegmentReport]) -> dict[str, list[str]]:
+    """Segment ids that more than one file claims (two recordings, or a copy): id -> paths."""
+    by: dict[str, list[str]] = {}
+    for r in reports:
+        by.setdefault(r.id, []).append(r.path)
+    return {k: v for k, v in by.items() if len(v) > 1}
