@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
+from agent.contract import DEVICE_ID_PATTERN
 from agent.errors import ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -36,7 +37,7 @@ def _f(default: Any, **meta: Any) -> Any:
     return field(default=default, metadata=meta)
 
 
-ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"
+ID_PATTERN = DEVICE_ID_PATTERN  # the one grammar, in agent/contract.py
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,20 +23,26 @@ from dataclasses import dataclass
 from email.utils import formatdate
 from typing import Any, Final
 
-TUS_VERSION: Final = "1.0.0"
-EXTENSIONS: Final = "creation,creation-with-upload,checksum,termination,expiration"
-CHECKSUM_ALGORITHMS: Final = ("sha1", "sha256")
-OFFSET_CONTENT_TYPE: Final = "application/offset+octet-stream"
-VERIFIED_HEADER: Final = "Wearcap-Verified"
-CHECKSUM_MISMATCH: Final = 460
+from agent.contract import CHECKSUM_ALGORITHMS as CHECKSUM_ALGORITHMS
+from agent.contract import CHECKSUM_MISMATCH as CHECKSUM_MISMATCH
+from agent.contract import (
+    DEVICE_ID_RE,
+    SEQ_MAX,
+    MetadataError,
+    decode_metadata,
+    parse_segment_id,
+    parse_uint,
+)
+from agent.contract import OFFSET_CONTENT_TYPE as OFFSET_CONTENT_TYPE
+from agent.contract import REQUIRED_METADATA as REQUIRED_METADATA
+from agent.contract import TUS_VERSION as TUS_VERSION
+from agent.contract import VERIFIED_HEADER as VERIFIED_HEADER
 
-ID_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
-"""Device ids (the same pattern as the agent's ``device.id``)."""
-SEQ_DIGITS: Final = 8
+EXTENSIONS: Final = "creation,creation-with-upload,checksum,termination,expiration"
+ID_RE: Final = DEVICE_ID_RE
+"""Device ids (the contract's grammar, shared with the agent's ``device.id``)."""
 FILENAME_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 SHA256_RE: Final = re.compile(r"[0-9a-fA-F]{64}")
-METADATA_MAX: Final = 4096
-REQUIRED_METADATA: Final = ("device_id", "segment_id", "seq", "sha256")
 
 # The upload lifecycle: (state, event) -> next state. "gone" means the row is removed.
 TRANSITIONS: Final[dict[tuple[str, str], str]] = {
@@ -99,12 +105,13 @@ def check_version(value: str | None) -> None:
 
 
 def parse_int(name: str, value: str | None) -> int:
-    """A non-negative decimal header value (no sign, no spaces, at most 19 digits)."""
+    """A non-negative decimal header value up to 2^63-1 (no sign, no spaces)."""
     if value is None:
         raise TusError(400, f"missing {name}")
-    if not (value.isascii() and value.isdigit()) or len(value) > 19:
-        raise TusError(400, f"{name} must be a non-negative integer")
-    return int(value)
+    parsed = parse_uint(value)
+    if parsed is None:
+        raise TusError(400, f"{name} must be an integer from 0 to {SEQ_MAX}")
+    return parsed
 
 
 def parse_length(value: str | None, defer: str | None, max_size: int) -> int:
@@ -118,30 +125,10 @@ def parse_length(value: str | None, defer: str | None, max_size: int) -> int:
 
 def parse_metadata(value: str | None) -> dict[str, str]:
     """Parse ``key b64,key b64`` into text values; every malformed piece is a 400."""
-    if not value:
-        return {}
-    if len(value) > METADATA_MAX:
-        raise TusError(400, f"Upload-Metadata longer than {METADATA_MAX} characters")
-    out: dict[str, str] = {}
-    for pair in value.split(","):
-        parts = pair.strip().split(" ")
-        key = parts[0]
-        if not key or len(parts) > 2 or not key.isascii() or not key.isprintable():
-            raise TusError(400, f"malformed Upload-Metadata pair {pair.strip()[:40]!r}")
-        if key in out:
-            raise TusError(400, f"Upload-Metadata key {key!r} given twice")
-        raw = b""
-        if len(parts) == 2:
-            try:
-                raw = base64.b64decode(parts[1], validate=True)
-            except (binascii.Error, ValueError):
-                raise TusError(400, f"Upload-Metadata {key!r} is not base64") from None
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            raise TusError(400, f"Upload-Metadata {key!r} is not UTF-8") from None
-        out[key] = text
-    return out
+    try:
+        return decode_metadata(value)
+    except MetadataError as exc:
+        raise TusError(400, str(exc)) from None
 
 
 def _safe(name: str, value: str, pattern: re.Pattern[str]) -> str:
@@ -159,15 +146,14 @@ def validate_segment(meta: dict[str, str], device: str) -> SegmentMeta:
             raise TusError(400, f"Upload-Metadata lacks {key}")
     device_id = _safe("device_id", meta["device_id"], ID_RE)
     segment_id = meta["segment_id"]
-    if len(segment_id) > 64 + 1 + SEQ_DIGITS + 4:
-        raise TusError(400, "metadata segment_id is too long")
-    prefix, _, seq_text = segment_id.rpartition("-")
     _safe("segment_id", segment_id, FILENAME_RE)
-    if not prefix or not ID_RE.fullmatch(prefix) or len(seq_text) < SEQ_DIGITS \
-            or not (seq_text.isascii() and seq_text.isdigit()):
-        raise TusError(400, "metadata segment_id must be <device_id>-<seq:08d>")
+    parsed = parse_segment_id(segment_id)
+    if parsed is None:
+        raise TusError(400, f"metadata segment_id must be <device_id>-<seq:08d> with seq "
+                            f"at most {SEQ_MAX}")
+    prefix, id_seq = parsed
     seq = parse_int("metadata seq", meta["seq"])
-    if seq != int(seq_text):
+    if seq != id_seq:
         raise TusError(400, f"metadata seq {seq} does not match segment_id {segment_id}")
     sha = meta["sha256"]
     if not SHA256_RE.fullmatch(sha):

@@ -25,6 +25,7 @@ from mcap.writer import CompressionType, Writer
 
 from agent import __version__
 from agent.camera.base import FRAME_TIME_DOC, EncodedFrame
+from agent.contract import segment_id as segment_id
 from agent.errors import DiskFullError, SpoolError
 from agent.sources import GAP_TOPIC, ChannelSpec, Message
 from agent.timeline import TIMELINE_DOC, ClockAnchor
@@ -49,8 +50,6 @@ MAX_FRAME_BATCH = 300
 """Frames per timing batch at most (a batch is normally one chunk: ``chunk_seconds``)."""
 
 
-def segment_id(device_id: str, seq: int) -> str:
-    return f"{device_id}-{seq:08d}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,30 +18,24 @@ import fcntl
 import json
 import logging
 import os
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 from agent import durable
+from agent.contract import PART_SUFFIX, SEALED_SUFFIX, parse_segment_file, segment_id
 from agent.digest import sha256_file
 from agent.errors import DiskFullError, SpoolError
 
-from .segment import segment_id
-
 log = logging.getLogger(__name__)
 
-PART_SUFFIX = ".mcap.part"
-SEALED_SUFFIX = ".mcap"
 STATE_FILE = "capture-state.json"
-_ID_RE = re.compile(r"^(?P<dev>.+)-(?P<seq>\d{8,})\.mcap(?:\.part)?$")
 
 
 def parse_name(name: str) -> tuple[str, int] | None:
-    """(device_id, seq) of a spool file name, or None."""
-    m = _ID_RE.match(name)
-    return (m["dev"], int(m["seq"])) if m else None
+    """(device_id, seq) of a spool file name (``.mcap`` or ``.mcap.part``), or None."""
+    return parse_segment_file(name)
 
 
 class FsOps:

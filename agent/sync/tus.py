@@ -21,13 +21,17 @@ from __future__ import annotations
 
 import base64
 import enum
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urljoin, urlsplit
 
-TUS_VERSION = "1.0.0"
-VERIFIED_HEADER = "wearcap-verified"
+from agent import contract
+from agent.contract import TUS_VERSION as TUS_VERSION
+from agent.contract import decode_metadata as decode_metadata
+from agent.contract import encode_metadata as encode_metadata
+
+VERIFIED_HEADER = contract.VERIFIED_HEADER.lower()
+"""As looked up in the lower-cased response headers."""
 MAX_VALUE = 2048
 """Longest header value interpreted; longer ones count as garbage."""
 CHECKSUM_PREFERENCE = ("sha1", "sha256")
@@ -37,8 +41,6 @@ MAX_RESYNCS = 3
 MAX_RESTARTS = 2
 """Fresh creations in one run before backing off."""
 
-_INT = re.compile(r"[0-9]{1,19}")
-_META_KEY = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 
 class Phase(enum.Enum):
@@ -142,37 +144,15 @@ TERMINAL = (Verified, Unverifiable, Rejected)
 # ---------------------------------------------------------------- helpers
 
 
-def encode_metadata(meta: Mapping[str, str]) -> str:
-    """``Upload-Metadata``: comma-separated ``key base64(value)`` pairs."""
-    parts = []
-    for key, value in meta.items():
-        if not _META_KEY.fullmatch(key):
-            raise ValueError(f"metadata key not allowed: {key!r}")
-        parts.append(f"{key} {base64.b64encode(value.encode()).decode()}")
-    return ",".join(parts)
-
-
-def decode_metadata(header: str) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for part in header.split(","):
-        part = part.strip()
-        if not part:
-            continue
-        key, _, value = part.partition(" ")
-        out[key] = base64.b64decode(value, validate=True).decode() if value else ""
-    return out
-
-
 def checksum_header(algo: str, digest: bytes) -> str:
     return f"{algo} {base64.b64encode(digest).decode()}"
 
 
 def parse_int(value: str | None) -> int | None:
-    """A non-negative decimal header value, or None for missing/garbage."""
+    """A non-negative decimal header value (at most 2^63-1), or None for missing/garbage."""
     if value is None:
         return None
-    value = value.strip()
-    return int(value) if _INT.fullmatch(value) else None
+    return contract.parse_uint(value.strip())
 
 
 def parse_caps(resp: Response) -> Caps | None:

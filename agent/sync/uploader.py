@@ -16,6 +16,7 @@ from pathlib import Path
 
 import httpx
 
+from agent.contract import SEALED_SUFFIX, segment_metadata
 from agent.digest import sha256_file
 from agent.sync import tus
 from agent.sync.policy import TokenBucket
@@ -100,8 +101,8 @@ class Uploader:
         m = tus.TusUpload(
             base_url=self.base_url, length=seg.size, sha256=seg.sha256, caps=caps,
             chunk_bytes=self.chunk_bytes, auth_headers=self.auth, url=seg.upload_url,
-            metadata={"device_id": device_id, "segment_id": seg.id, "seq": str(seg.seq),
-                      "sha256": seg.sha256, "filename": f"{seg.id}.mcap"})
+            metadata={**segment_metadata(device_id, seg.seq, seg.sha256),
+                      "segment_id": seg.id, "filename": seg.id + SEALED_SUFFIX})
         budget = 3 * (seg.size // self.chunk_bytes + 1) + 30
         for _ in range(budget):
             if self.should_stop():

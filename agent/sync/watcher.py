@@ -8,17 +8,16 @@ written and are never looked at; anything else in ``sealed/`` is ignored.
 from __future__ import annotations
 
 import logging
-import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from agent.contract import SEALED_SUFFIX, parse_segment_file
+
 log = logging.getLogger(__name__)
 
-SEGMENT_NAME = re.compile(r"(?P<id>(?P<device>[A-Za-z0-9][A-Za-z0-9_.-]{0,63})-"
-                          r"(?P<seq>[0-9]{8,19}))\.mcap")
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,8 +31,8 @@ class Found:
 
 def parse(path: Path) -> Found | None:
     """The segment a sealed file holds, or None if the name is not a segment's."""
-    m = SEGMENT_NAME.fullmatch(path.name)
-    if not m:
+    parsed = parse_segment_file(path.name, sealed_only=True)
+    if parsed is None:
         return None
     try:
         st = path.stat()
@@ -41,7 +40,8 @@ def parse(path: Path) -> Found | None:
         return None
     if not path.is_file():
         return None
-    return Found(m["id"], m["device"], int(m["seq"]), path, st.st_size)
+    device, seq = parsed
+    return Found(path.name[:-len(SEALED_SUFFIX)], device, seq, path, st.st_size)
 
 
 def scan(sealed: Path) -> list[Found]:
