@@ -284,7 +284,7 @@ def test_completeness_view_reports_the_gap(srv, dev):
     assert (rep["received"], rep["verified"], rep["highest_seq"]) == (5, 4, 7)
     assert rep["missing_count"] == 4 and rep["complete"] is False
     from agent.collector import auth
-    admin = srv.client(auth.admin_token(srv.collector.db))
+    admin = srv.client(auth.admin_token(srv.collector.store))
     fleet = admin.get("/devices").json()
     assert [d["device_id"] for d in fleet] == [DEV]
     assert admin.get(f"/devices/{DEV}/segments").json() == rep
@@ -292,7 +292,7 @@ def test_completeness_view_reports_the_gap(srv, dev):
 
 def test_admin_enrolls_over_http(srv):
     from agent.collector import auth
-    admin = srv.client(auth.admin_token(srv.collector.db))
+    admin = srv.client(auth.admin_token(srv.collector.store))
     r = admin.http.post("/devices", headers=admin.headers, json={"device_id": "rig-7"})
     assert r.status_code == 201
     rig = srv.client(r.json()["token"])
@@ -351,7 +351,7 @@ def test_parallel_devices_upload_at_once(srv):
     assert len(set(locations)) == 20
     assert len(objects(srv)) == 20 and staged(srv) == []
     from agent.collector.completeness import fleet_report
-    assert all(r["complete"] and r["verified"] == 5 for r in fleet_report(srv.collector.db))
+    assert all(r["complete"] and r["verified"] == 5 for r in fleet_report(srv.collector.store))
 
 
 def test_crash_between_storing_and_recording_verification(tmp_path):
@@ -362,7 +362,7 @@ def test_crash_between_storing_and_recording_verification(tmp_path):
     data = os.urandom(70_000)
     c = Collector(tmp_path / "d")
     from agent.collector import auth
-    auth.enroll(c.db, DEV)
+    auth.enroll(c.store, DEV)
     who = auth.Principal("device", DEV)
     meta = SegmentMeta(DEV, f"{DEV}-00000005", 5, sha256(data), f"{DEV}-00000005.mcap")
     up, _ = c.create(who, len(data), meta)

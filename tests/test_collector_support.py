@@ -72,7 +72,7 @@ class ServerThread:
 
     def enroll(self, device: str, first_seq: int = 0) -> str:
         assert self.collector
-        return auth.enroll(self.collector.db, device, first_seq=first_seq)
+        return auth.enroll(self.collector.store, device, first_seq=first_seq)
 
     def client(self, token: str | None) -> TusClient:
         return TusClient(self.url, token)

@@ -90,7 +90,7 @@ class CollectorApp:
 
     # --- helpers ---------------------------------------------------------------------------
     async def _who(self, request: Request) -> Principal:
-        return await run(auth.authenticate, self.c.db, request.headers.get("authorization"))
+        return await run(auth.authenticate, self.c.store, request.headers.get("authorization"))
 
     async def _tus_who(self, request: Request) -> Principal:
         tus.check_version(request.headers.get("tus-resumable"))
@@ -210,7 +210,7 @@ class CollectorApp:
         device = request.path_params["device_id"]
         if not who.is_admin and who.device != device:
             raise tus.TusError(403, "a device may only read its own completeness")
-        report = await run(completeness.device_report, self.c.db, device)
+        report = await run(completeness.device_report, self.c.store, device)
         if report is None:
             raise tus.TusError(404, "no such device")
         return JSONResponse(report)
@@ -219,7 +219,7 @@ class CollectorApp:
         who = await self._who(request)
         if not who.is_admin:
             raise tus.TusError(403, "admin token required")
-        return JSONResponse(await run(completeness.fleet_report, self.c.db))
+        return JSONResponse(await run(completeness.fleet_report, self.c.store))
 
     async def enroll(self, request: Request) -> Response:
         who = await self._who(request)
@@ -229,7 +229,7 @@ class CollectorApp:
             body: Any = json.loads(await request.body() or b"{}")
             device = str(body["device_id"])
             first_seq = int(body.get("first_seq", 0))
-            token = await run(auth.enroll, self.c.db, device, first_seq=first_seq)
+            token = await run(auth.enroll, self.c.store, device, first_seq=first_seq)
         except (ValueError, KeyError, TypeError, AttributeError, InputError) as exc:
             raise tus.TusError(400, f"body must be {{\"device_id\": ID}}: {exc}") from exc
         return JSONResponse({"device_id": device, "token": token}, status_code=201)

@@ -16,8 +16,9 @@ import secrets
 import time
 from dataclasses import dataclass
 
-from agent.collector.store import Database
-from agent.collector.tus import ID_RE, TusError
+from agent.collector.store import Store
+from agent.collector.tus import TusError
+from agent.contract import DEVICE_ID_PATTERN, SEQ_MAX, is_device_id, is_seq
 from agent.errors import InputError
 
 TOKEN_PREFIX = "wc_"
@@ -42,59 +43,41 @@ def new_token() -> str:
 
 
 def check_device_id(device_id: str) -> str:
-    if not ID_RE.fullmatch(device_id) or ".." in device_id:
-        raise InputError(f"device id {device_id!r} must match {ID_RE.pattern}")
+    if not is_device_id(device_id):
+        raise InputError(f"device id {device_id!r} must match {DEVICE_ID_PATTERN}")
     return device_id
 
 
-def enroll(db: Database, device_id: str, *, first_seq: int = 0) -> str:
+def enroll(store: Store, device_id: str, *, first_seq: int = 0) -> str:
     """Enroll (or re-enroll) ``device_id``; returns its new token. Old tokens stop working."""
     check_device_id(device_id)
-    if first_seq < 0:
-        raise InputError("first sequence number must be >= 0")
+    if not is_seq(first_seq):
+        raise InputError(f"first sequence number must be from 0 to {SEQ_MAX}")
     token = new_token()
-    now = time.time()
-    with db.lock:
-        db.conn.execute("BEGIN IMMEDIATE")
-        try:
-            db.conn.execute(
-                "INSERT INTO devices (id, created, first_seq) VALUES (?, ?, ?) "
-                "ON CONFLICT(id) DO UPDATE SET first_seq = excluded.first_seq",
-                (device_id, now, first_seq))
-            db.conn.execute("DELETE FROM tokens WHERE role = 'device' AND device = ?",
-                            (device_id,))
-            db.conn.execute("INSERT INTO tokens (token_hash, role, device, created) "
-                            "VALUES (?, 'device', ?, ?)", (hash_token(token), device_id, now))
-            db.conn.execute("COMMIT")
-        except BaseException:
-            db.conn.execute("ROLLBACK")
-            raise
+    store.enroll(device_id, first_seq, hash_token(token), time.time())
     return token
 
 
-def revoke(db: Database, device_id: str) -> bool:
-    cur = db.execute("DELETE FROM tokens WHERE role = 'device' AND device = ?", (device_id,))
-    return cur.rowcount > 0
+def revoke(store: Store, device_id: str) -> bool:
+    return store.revoke(device_id)
 
 
-def admin_token(db: Database) -> str:
-    """Issue a new admin token, replacing any earlier one."""
+def role_token(store: Store, role: str) -> str:
+    """Issue a new token of a device-less role (admin, reader), replacing any earlier one."""
     token = new_token()
-    with db.lock:
-        db.conn.execute("BEGIN IMMEDIATE")
-        db.conn.execute("DELETE FROM tokens WHERE role = 'admin'")
-        db.conn.execute("INSERT INTO tokens (token_hash, role, device, created) "
-                        "VALUES (?, 'admin', NULL, ?)", (hash_token(token), time.time()))
-        db.conn.execute("COMMIT")
+    store.replace_token(role, hash_token(token), time.time())
     return token
 
 
-def devices(db: Database) -> list[tuple[str, int]]:
-    return [(r["id"], r["first_seq"]) for r in db.all("SELECT id, first_seq FROM devices "
-                                                       "ORDER BY id")]
+def admin_token(store: Store) -> str:
+    return role_token(store, "admin")
 
 
-def authenticate(db: Database, authorization: str | None) -> Principal:
+def devices(store: Store) -> list[tuple[str, int]]:
+    return [(d.id, d.first_seq) for d in store.devices()]
+
+
+def authenticate(store: Store, authorization: str | None) -> Principal:
     """``Authorization: Bearer <token>`` -> who is asking, or a 401."""
     challenge = {"WWW-Authenticate": 'Bearer realm="wearcap"'}
     if not authorization:
@@ -104,7 +87,7 @@ def authenticate(db: Database, authorization: str | None) -> Principal:
     if scheme.lower() != "bearer" or not token or len(token) > 256:
         raise TusError(401, "Authorization must be 'Bearer <token>'", challenge)
     digest = hash_token(token)
-    row = db.one("SELECT token_hash, role, device FROM tokens WHERE token_hash = ?", (digest,))
-    if row is None or not hmac.compare_digest(row["token_hash"], digest):
+    row = store.token(digest)
+    if row is None or not hmac.compare_digest(row.token_hash, digest):
         raise TusError(401, "unknown or revoked token", challenge)
-    return Principal(row["role"], row["device"])
+    return Principal(row.role, row.device)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from agent.collector.store import Database
+from agent.collector.store import Store
 
 
 def missing_ranges(have: Iterable[int], first: int, last: int) -> list[tuple[int, int]]:
@@ -58,18 +58,15 @@ def summarize(device: str, first_seq: int, rows: Iterable[tuple[int, str, int]])
     }
 
 
-def device_report(db: Database, device: str) -> dict[str, Any] | None:
-    row = db.one("SELECT first_seq FROM devices WHERE id = ?", (device,))
-    if row is None:
+def device_report(store: Store, device: str) -> dict[str, Any] | None:
+    dev = store.device(device)
+    if dev is None:
         return None
-    rows = db.all("SELECT seq, state, length FROM uploads WHERE device = ?", (device,))
-    return summarize(device, int(row["first_seq"]),
-                     ((r["seq"], r["state"], r["length"]) for r in rows))
+    return summarize(device, dev.first_seq, store.segment_rows(device))
 
 
-def fleet_report(db: Database) -> list[dict[str, Any]]:
-    ids = [r["id"] for r in db.all("SELECT id FROM devices ORDER BY id")]
-    return [r for d in ids if (r := device_report(db, d)) is not None]
+def fleet_report(store: Store) -> list[dict[str, Any]]:
+    return [summarize(d.id, d.first_seq, store.segment_rows(d.id)) for d in store.devices()]
 
 
 def format_ranges(ranges: list[list[int]], limit: int = 8) -> str:

@@ -14,7 +14,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from agent.collector.store import CHUNK, Upload
+from agent.collector.objects import CHUNK
+from agent.collector.store import Upload
 from agent.errors import CollectorError
 
 MULTIPART = 8 * 1024 * 1024

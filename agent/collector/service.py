@@ -17,7 +17,8 @@ from io import FileIO
 from pathlib import Path
 
 from agent.collector.auth import Principal
-from agent.collector.store import DB_NAME, Backend, Database, LocalBackend, Staging, Upload
+from agent.collector.objects import Backend, LocalBackend, Staging
+from agent.collector.store import Store, Upload, open_store
 from agent.collector.tus import CHECKSUM_MISMATCH, Checksum, SegmentMeta, TusError, next_state
 from agent.errors import CollectorError, InputError
 
@@ -42,12 +43,13 @@ def open_data_dir(data: Path) -> Path:
 
 class Collector:
     def __init__(self, data: Path, *, backend: Backend | None = None,
+                 store: Store | None = None,
                  max_size: int = DEFAULT_MAX_SIZE,
                  expire_seconds: float = DEFAULT_EXPIRE_SECONDS,
                  clock: Callable[[], float] = time.time) -> None:
         open_data_dir(data)
         self.data = data
-        self.db = Database(data / DB_NAME)
+        self.store: Store = store or open_store(data)
         self.staging = Staging(data / "staging")
         self.backend: Backend = backend or LocalBackend(data / "objects")
         self.max_size = max_size
@@ -55,17 +57,32 @@ class Collector:
         self.clock = clock
         self.local = LocalBackend(data / "objects")
         self._recover_moved()
-        fixed = self.db.reconcile(self.staging)
+        fixed = self.reconcile()
         if fixed:
             log.info("reconciled %d unfinished uploads with their staged bytes", fixed)
 
     def close(self) -> None:
-        self.db.close()
+        self.store.close()
+
+    def reconcile(self) -> int:
+        """After a restart: make every staging file agree with its committed offset."""
+        fixed = 0
+        for up in self.store.unfinished():
+            size = self.staging.size(up.id)
+            if size == up.offset:
+                continue
+            fixed += 1
+            if size > up.offset:  # bytes of a PATCH that was never acknowledged
+                self.staging.truncate(up.id, up.offset)
+            else:  # the disk lost acknowledged bytes: ask the client for them again
+                state = "open" if size < up.length else up.state
+                self.store.set_offset(up.id, size, state, up.expires)
+        return fixed
 
     def _recover_moved(self) -> None:
         """A crash between moving a verified file into objects/ and recording it: move it
         back to staging so the next HEAD/PATCH hashes and records it again."""
-        for up in self.db.unfinished():
+        for up in self.store.unfinished():
             moved = self.local.root / up.object_name()
             if up.state == "complete" and not self.staging.path(up.id).exists() \
                     and moved.is_file():
@@ -74,7 +91,7 @@ class Collector:
 
     # --- lookup ----------------------------------------------------------------------------
     def lookup(self, who: Principal, upload_id: str) -> Upload:
-        up = self.db.get(upload_id) if len(upload_id) == 32 else None
+        up = self.store.upload(upload_id) if len(upload_id) == 32 else None
         if up is None or (not who.is_admin and up.device != who.device):
             raise TusError(404, "no such upload")
         if up.state == "expired":
@@ -86,14 +103,14 @@ class Collector:
 
     def _expire(self, up: Upload) -> None:
         next_state(up.state, "expire")
-        self.db.set_state(up.id, "expired")
+        self.store.set_state(up.id, "expired")
         self.staging.remove(up.id)
         log.info("expired upload %s (%s)", up.id, up.segment_id)
 
     def sweep_expired(self) -> int:
         now = self.clock()
         n = 0
-        for up in self.db.unfinished():
+        for up in self.store.unfinished():
             if up.state == "open" and up.expires is not None and now > up.expires:
                 self._expire(up)
                 n += 1
@@ -104,8 +121,8 @@ class Collector:
         """A new upload, or the existing one for the same (device, segment, sha256)."""
         if who.device is None:
             raise TusError(403, "only device tokens may upload")
-        with self.db.lock:
-            old = self.db.find_segment(who.device, meta.segment_id)
+        for _ in range(3):  # a concurrent create (another thread or node) may win the insert
+            old = self.store.find_segment(who.device, meta.segment_id)
             if old is not None and old.state == "open" and old.expires is not None \
                     and self.clock() > old.expires:
                 self._expire(old)
@@ -122,9 +139,11 @@ class Collector:
             up = Upload(secrets.token_hex(16), who.device, meta.segment_id, meta.seq,
                         meta.sha256, length, 0, "open", now, now + self.expire_seconds, "", "")
             self.staging.create(up.id)
-            self.db.insert(up, meta.to_json())
-        log.info("created upload %s for %s (%d bytes)", up.id, up.segment_id, length)
-        return up, True
+            if self.store.insert_upload(up, meta.to_json()):
+                log.info("created upload %s for %s (%d bytes)", up.id, up.segment_id, length)
+                return up, True
+            self.staging.remove(up.id)
+        raise TusError(503, f"segment {meta.segment_id} is being created concurrently; retry")
 
     # --- patch -----------------------------------------------------------------------------
     def open_patch(self, up: Upload, checksum: Checksum | None) -> PatchWriter:
@@ -136,7 +155,8 @@ class Collector:
         """Record ``new_offset`` (its bytes are already fsynced)."""
         state = next_state(up.state, "last_patch" if new_offset == up.length else "patch")
         expires = self.clock() + self.expire_seconds
-        self.db.set_offset(up.id, new_offset, state, expires)
+        if not self.store.set_offset(up.id, new_offset, state, expires, expect=up.offset):
+            raise TusError(409, "another request advanced this upload meanwhile")
         return replace(up, offset=new_offset, state=state, expires=expires)
 
     # --- verification ----------------------------------------------------------------------
@@ -147,7 +167,7 @@ class Collector:
         digest = self.staging.sha256(up.id)
         if digest != up.sha256:
             next_state(up.state, "hash_mismatch")
-            self.db.delete(up.id)
+            self.store.delete_upload(up.id)
             self.staging.remove(up.id)
             log.warning("upload %s (%s) discarded: sha256 %s, metadata says %s",
                         up.id, up.segment_id, digest, up.sha256)
@@ -161,7 +181,7 @@ class Collector:
         except CollectorError as exc:
             raise TusError(503, f"verified, but storing failed: {exc}; retry") from exc
         now = self.clock()
-        self.db.set_verified(up.id, self.backend.name, key, now)
+        self.store.set_verified(up.id, self.backend.name, key, now)
         self.staging.remove(up.id)
         log.info("verified upload %s (%s) sha256=%s in %s", up.id, up.segment_id, digest,
                  self.backend.name)
@@ -173,7 +193,7 @@ class Collector:
         next_state(up.state, "terminate")
         if up.state == "verified":
             self._backend_for(up).delete(up.object_key)
-        self.db.delete(up.id)
+        self.store.delete_upload(up.id)
         self.staging.remove(up.id)
         log.info("terminated upload %s (%s)", up.id, up.segment_id)
 

@@ -14,7 +14,7 @@ Enroll a device and get its token (printed once; only its hash is stored)::
 Enrolling works while the server runs (both use the same SQLite file in WAL mode), so a test
 can start ``python -m agent collector --data D --listen 127.0.0.1:PORT`` in a child process,
 run ``python -m agent collector enroll sim-0001 --data D`` (or call
-``agent.collector.auth.enroll(Database(D / "collector.sqlite3"), "sim-0001")`` in-process),
+``agent.collector.auth.enroll(open_store(D), "sim-0001")`` in-process),
 and upload to ``http://127.0.0.1:PORT/files/`` with ``Authorization: Bearer <token>``.
 Enrolling again replaces the token.
 
@@ -106,10 +106,10 @@ def parse_listen(value: str) -> tuple[str, int]:
 
 def _db(args: argparse.Namespace) -> Any:
     from agent.collector.service import open_data_dir
-    from agent.collector.store import DB_NAME, Database
+    from agent.collector.store import open_store
 
     data = open_data_dir(Path(args.data))
-    return Database(data / DB_NAME)
+    return open_store(data)
 
 
 def run(args: argparse.Namespace) -> int:

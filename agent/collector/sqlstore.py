@@ -1,0 +1,223 @@
+"""The :class:`~agent.collector.store.Store` in SQL, once for both engines, and its SQLite engine.
+
+:class:`SqlStore` writes every query in the dialect both SQLite and PostgreSQL accept (``?``
+placeholders, turned into ``%s`` for psycopg; ``"offset"`` quoted, since PostgreSQL reserves
+it; ``INSERT ... ON CONFLICT``). An engine only provides :meth:`SqlStore._tx`, a transaction
+that runs statements and returns rows as mappings. A query one engine cannot share is an
+override in that engine's class.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from pathlib import Path
+from typing import Any
+
+from agent.collector.migrations import MIGRATIONS
+from agent.collector.store import Device, Document, Token, Upload
+from agent.errors import CollectorError
+
+Rows = list[dict[str, Any]]
+Query = Callable[[str, Sequence[Any]], tuple[Rows, int]]
+"""Runs one statement in the open transaction: (rows as dicts, rowcount)."""
+
+_UPLOAD_COLUMNS = ('id, device, segment_id, seq, sha256, length, "offset", state, created, '
+                   'expires, backend, object_key, verified_at')
+
+
+class SqlStore:
+    engine = "sql"
+
+    def _tx(self) -> AbstractContextManager[Query]:
+        raise NotImplementedError
+
+    def _q(self, sql: str, params: Sequence[Any] = ()) -> tuple[Rows, int]:
+        with self._tx() as q:
+            return q(sql, params)
+
+    def _rows(self, sql: str, params: Sequence[Any] = ()) -> Rows:
+        return self._q(sql, params)[0]
+
+    def _one(self, sql: str, params: Sequence[Any] = ()) -> dict[str, Any] | None:
+        rows = self._rows(sql, params)
+        return rows[0] if rows else None
+
+    def describe(self) -> str:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    # --- migrations ------------------------------------------------------------------------
+    def _migrate(self, q: Query) -> None:
+        """Apply pending migrations inside the caller's transaction."""
+        q("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, "
+          "name TEXT NOT NULL, applied DOUBLE PRECISION NOT NULL)", ())
+        rows, _ = q("SELECT MAX(version) AS v FROM schema_migrations", ())
+        have = int(rows[0]["v"] or 0) if rows else 0
+        for m in MIGRATIONS:
+            if m.version <= have:
+                continue
+            for stmt in m.statements(self.engine):
+                q(stmt, ())
+            q("INSERT INTO schema_migrations (version, name, applied) VALUES (?, ?, ?)",
+              (m.version, m.name, time.time()))
+
+    def schema_version(self) -> int:
+        row = self._one("SELECT MAX(version) AS v FROM schema_migrations")
+        return int(row["v"] or 0) if row else 0
+
+    # --- devices and tokens ----------------------------------------------------------------
+    def enroll(self, device_id: str, first_seq: int, token_hash: str, now: float) -> None:
+        with self._tx() as q:
+            q("INSERT INTO devices (id, created, first_seq) VALUES (?, ?, ?) "
+              "ON CONFLICT (id) DO UPDATE SET first_seq = excluded.first_seq",
+              (device_id, now, first_seq))
+            q("DELETE FROM tokens WHERE role = 'device' AND device = ?", (device_id,))
+            q("INSERT INTO tokens (token_hash, role, device, created) "
+              "VALUES (?, 'device', ?, ?)", (token_hash, device_id, now))
+
+    def revoke(self, device_id: str) -> bool:
+        return self._q("DELETE FROM tokens WHERE role = 'device' AND device = ?",
+                       (device_id,))[1] > 0
+
+    def replace_token(self, role: str, token_hash: str, now: float) -> None:
+        with self._tx() as q:
+            q("DELETE FROM tokens WHERE role = ?", (role,))
+            q("INSERT INTO tokens (token_hash, role, device, created) VALUES (?, ?, NULL, ?)",
+              (token_hash, role, now))
+
+    def token(self, token_hash: str) -> Token | None:
+        row = self._one("SELECT token_hash, role, device FROM tokens WHERE token_hash = ?",
+                        (token_hash,))
+        return Token(row["token_hash"], row["role"], row["device"]) if row else None
+
+    def device(self, device_id: str) -> Device | None:
+        row = self._one("SELECT id, created, first_seq FROM devices WHERE id = ?", (device_id,))
+        return Device(row["id"], row["created"], int(row["first_seq"])) if row else None
+
+    def devices(self) -> list[Device]:
+        return [Device(r["id"], r["created"], int(r["first_seq"]))
+                for r in self._rows("SELECT id, created, first_seq FROM devices ORDER BY id")]
+
+    # --- uploads ---------------------------------------------------------------------------
+    def upload(self, upload_id: str) -> Upload | None:
+        row = self._one(f"SELECT {_UPLOAD_COLUMNS} FROM uploads WHERE id = ?", (upload_id,))
+        return Upload.from_row(row) if row else None
+
+    def find_segment(self, device: str, segment_id: str) -> Upload | None:
+        row = self._one(f"SELECT {_UPLOAD_COLUMNS} FROM uploads WHERE device = ? AND "
+                        f"segment_id = ? AND state != 'expired'", (device, segment_id))
+        return Upload.from_row(row) if row else None
+
+    def insert_upload(self, upload: Upload, meta: Mapping[str, Any]) -> bool:
+        u = upload
+        _, n = self._q(
+            'INSERT INTO uploads (id, device, segment_id, seq, sha256, length, "offset", state, '
+            "created, expires, backend, object_key, meta) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?) "
+            "ON CONFLICT DO NOTHING",
+            (u.id, u.device, u.segment_id, u.seq, u.sha256, u.length, u.offset, u.state,
+             u.created, u.expires, u.backend, u.object_key, json.dumps(dict(meta))))
+        return n == 1
+
+    def set_offset(self, upload_id: str, offset: int, state: str, expires: float | None,
+                   *, expect: int | None = None) -> bool:
+        if expect is None:
+            _, n = self._q('UPDATE uploads SET "offset" = ?, state = ?, expires = ? '
+                           "WHERE id = ?", (offset, state, expires, upload_id))
+        else:
+            _, n = self._q('UPDATE uploads SET "offset" = ?, state = ?, expires = ? '
+                           'WHERE id = ? AND "offset" = ?',
+                           (offset, state, expires, upload_id, expect))
+        return n == 1
+
+    def set_verified(self, upload_id: str, backend: str, key: str, now: float) -> None:
+        self._q("UPDATE uploads SET state = 'verified', expires = NULL, verified_at = ?, "
+                "backend = ?, object_key = ? WHERE id = ?", (now, backend, key, upload_id))
+
+    def set_state(self, upload_id: str, state: str) -> None:
+        self._q("UPDATE uploads SET state = ? WHERE id = ?", (state, upload_id))
+
+    def delete_upload(self, upload_id: str) -> None:
+        self._q("DELETE FROM uploads WHERE id = ?", (upload_id,))
+
+    def unfinished(self) -> list[Upload]:
+        return [Upload.from_row(r) for r in self._rows(
+            f"SELECT {_UPLOAD_COLUMNS} FROM uploads WHERE state IN ('open', 'complete')")]
+
+    def segment_rows(self, device: str) -> list[tuple[int, str, int]]:
+        return [(int(r["seq"]), r["state"], int(r["length"])) for r in self._rows(
+            "SELECT seq, state, length FROM uploads WHERE device = ?", (device,))]
+
+    # --- documents -------------------------------------------------------------------------
+    def put_document(self, kind: str, device: str, key: str, body: Mapping[str, Any],
+                     now: float) -> None:
+        self._q("INSERT INTO documents (kind, device, key, created, body) VALUES (?,?,?,?,?) "
+                "ON CONFLICT (kind, device, key) DO UPDATE SET created = excluded.created, "
+                "body = excluded.body", (kind, device, key, now, json.dumps(dict(body))))
+
+    def documents(self, kind: str, device: str | None = None) -> list[Document]:
+        if device is None:
+            rows = self._rows("SELECT * FROM documents WHERE kind = ? ORDER BY device, key",
+                              (kind,))
+        else:
+            rows = self._rows("SELECT * FROM documents WHERE kind = ? AND device = ? "
+                              "ORDER BY key", (kind, device))
+        return [Document(r["kind"], r["device"], r["key"], r["created"], json.loads(r["body"]))
+                for r in rows]
+
+
+class SQLiteStore(SqlStore):
+    """One SQLite connection shared by the server's threads behind a lock.
+
+    WAL with ``synchronous=FULL``: a verified ack may let the device delete its copy, so the
+    row must survive power loss. Other processes (``wearcap collector enroll``) may write the
+    same file while the server runs; ``BEGIN IMMEDIATE`` plus a busy timeout orders them.
+    """
+
+    engine = "sqlite"
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.lock = threading.RLock()
+        try:
+            self.conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+            self.conn.row_factory = sqlite3.Row
+            self.conn.execute("PRAGMA journal_mode=WAL")
+            self.conn.execute("PRAGMA synchronous=FULL")
+            self.conn.execute("PRAGMA busy_timeout=5000")
+            with self._tx() as q:
+                self._migrate(q)
+        except sqlite3.Error as exc:
+            raise CollectorError(f"{path}: cannot open the collector database: {exc}") from exc
+
+    @contextmanager
+    def _tx(self) -> Iterator[Query]:
+        def q(sql: str, params: Sequence[Any]) -> tuple[Rows, int]:
+            cur = self.conn.execute(sql, tuple(params))
+            rows = [dict(r) for r in cur.fetchall()] if cur.description else []
+            return rows, cur.rowcount
+
+        with self.lock:
+            if self.conn.in_transaction:  # nested: join the outer transaction
+                yield q
+                return
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield q
+            except BaseException:
+                self.conn.execute("ROLLBACK")
+                raise
+            self.conn.execute("COMMIT")
+
+    def describe(self) -> str:
+        return f"SQLite {self.path}"
+
+    def close(self) -> None:
+        with self.lock:
+            self.conn.close()

@@ -1,0 +1,105 @@
+"""What every collector store engine must do: one list of cases, run against each engine.
+
+A feature that adds a table or a message to the store adds its case here; it then runs on
+SQLite in ``tests/test_collector_store.py`` and on PostgreSQL in ``tests/test_collector_pg.py``.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable
+
+from agent.collector import auth
+from agent.collector.store import Store, Upload
+
+
+def _upload(device: str, seq: int, length: int = 100, sha: str = "a" * 64) -> Upload:
+    return Upload(secrets.token_hex(16), device, f"{device}-{seq:08d}", seq, sha, length, 0,
+                  "open", 1000.0, 2000.0, "", "")
+
+
+def case_devices_and_tokens(store: Store) -> None:
+    t1 = auth.enroll(store, "dev-1", first_seq=5)
+    assert auth.authenticate(store, f"Bearer {t1}").device == "dev-1"
+    t2 = auth.enroll(store, "dev-1", first_seq=7)  # re-enrolling replaces the token
+    assert store.token(auth.hash_token(t1)) is None
+    assert auth.authenticate(store, f"Bearer {t2}").role == "device"
+    d = store.device("dev-1")
+    assert d is not None and d.first_seq == 7
+    auth.enroll(store, "dev-0")
+    assert [x.id for x in store.devices()] == ["dev-0", "dev-1"]
+    admin = auth.admin_token(store)
+    reader = auth.role_token(store, "reader")
+    assert auth.authenticate(store, f"Bearer {admin}").is_admin
+    assert auth.authenticate(store, f"Bearer {reader}").role == "reader"
+    admin2 = auth.admin_token(store)
+    assert store.token(auth.hash_token(admin)) is None
+    assert store.token(auth.hash_token(admin2)) is not None
+    assert store.token(auth.hash_token(reader)) is not None  # roles are independent
+    assert store.revoke("dev-1") and not store.revoke("dev-1")
+    assert store.token(auth.hash_token(t2)) is None
+    assert store.device("nope") is None
+
+
+def case_uploads_and_offsets(store: Store) -> None:
+    auth.enroll(store, "d")
+    up = _upload("d", 3)
+    assert store.insert_upload(up, {"seq": 3})
+    assert store.upload(up.id) == up
+    # a second live upload of the same segment loses, and writes nothing
+    rival = _upload("d", 3)
+    assert not store.insert_upload(rival, {})
+    assert store.upload(rival.id) is None
+    assert store.find_segment("d", up.segment_id) == up
+    # compare-and-set on the offset: a stale writer cannot move it
+    assert store.set_offset(up.id, 40, "open", 3000.0, expect=0)
+    assert not store.set_offset(up.id, 50, "open", 3000.0, expect=0)
+    got = store.upload(up.id)
+    assert got is not None and got.offset == 40 and got.expires == 3000.0
+    assert store.set_offset(up.id, 100, "complete", 3000.0, expect=40)
+    assert [u.id for u in store.unfinished()] == [up.id]
+    store.set_verified(up.id, "local", "d/d-00000003.mcap", 4000.0)
+    got = store.upload(up.id)
+    assert got is not None and got.state == "verified" and got.expires is None
+    assert got.verified_at == 4000.0 and got.object_key == "d/d-00000003.mcap"
+    assert store.unfinished() == []
+    # an expired upload frees the segment for a new one
+    other = _upload("d", 4)
+    assert store.insert_upload(other, {})
+    store.set_state(other.id, "expired")
+    assert store.find_segment("d", other.segment_id) is None
+    again = _upload("d", 4)
+    assert store.insert_upload(again, {})
+    assert sorted(store.segment_rows("d")) == [(3, "verified", 100), (4, "expired", 100),
+                                               (4, "open", 100)]
+    store.delete_upload(again.id)
+    assert store.upload(again.id) is None
+
+
+def case_large_numbers(store: Store) -> None:
+    """Sequence numbers and sizes up to 2^63-1 are stored exactly."""
+    big = 2**63 - 1
+    auth.enroll(store, "big", first_seq=big)
+    d = store.device("big")
+    assert d is not None and d.first_seq == big
+    up = _upload("big", big, length=big)
+    assert store.insert_upload(up, {})
+    got = store.upload(up.id)
+    assert got is not None and got.seq == big and got.length == big
+
+
+def case_documents(store: Store) -> None:
+    store.put_document("selftest", "d1", "2026-01-01", {"ok": True, "n": 1}, 1.0)
+    store.put_document("selftest", "d1", "2026-01-01", {"ok": False, "n": 2}, 2.0)
+    store.put_document("selftest", "d2", "x", {"ok": True}, 3.0)
+    store.put_document("status", "d1", "latest", {"battery": 0.5}, 4.0)
+    docs = store.documents("selftest")
+    assert [(d.device, d.key, d.body["ok"]) for d in docs] == [("d1", "2026-01-01", False),
+                                                               ("d2", "x", True)]
+    assert [d.body for d in store.documents("status", "d1")] == [{"battery": 0.5}]
+    assert store.documents("status", "d2") == []
+
+
+def store_contract_cases() -> list[Callable[[Store], None]]:
+    return [case_devices_and_tokens, case_uploads_and_offsets, case_large_numbers,
+            case_documents]
