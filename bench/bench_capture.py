@@ -253,7 +253,7 @@ def soak(seconds: float, interval: float, config: str | None, as_json: bool,
     wall = rows[-1]["t_s"] - rows[0]["t_s"] if len(rows) > 1 else 0.0
     cpu_pct = 100 * (rows[-1]["cpu_s"] - rows[0]["cpu_s"]) / wall if wall else 0.0
     peak = max(r["VmHWM"] for r in rows)
-    out = {
+    out: dict[str, Any] = {
         "seconds": round(rows[-1]["t_s"], 1), "samples": len(rows), "exit_code": p.returncode,
         "sealed_segments": sealed, "baseline_t_s": round(base["t_s"], 1),
         "rss_baseline_mb": round(base["VmRSS"], 2), "rss_mid_mb": round(mid["VmRSS"], 2),

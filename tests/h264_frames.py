@@ -93,6 +93,9 @@ class EncoderCamera:
     """Camera protocol over H264Source: ``limit`` frames, produced as fast as they are polled."""
 
     encoder_name = "libx264"
+    width: int
+    height: int
+    fps: float
 
     def __init__(self, limit: int, *, drops: dict[int, int] | None = None,
                  on_exhausted: Any = None, paced: bool = False, **kw: Any) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 from dataclasses import replace
 from types import SimpleNamespace
+from typing import Any
 
 from agent.config import BleSection, WristBand
 from agent.sim.band_model import BandModel, BandParams
@@ -165,7 +166,7 @@ def test_a_lost_link_flushes_the_batch_and_the_gap_counts_the_samples_lost():
 WIT = replace(BAND, profile="witmotion", rate_hz=100)
 
 
-def make_band(band: WristBand, batch_s: float = 0.5, **kw: object) -> tuple[Source, Clock]:
+def make_band(band: WristBand, batch_s: float = 0.5, **kw: Any) -> tuple[Source, Clock]:
     clock = Clock()
     src = Source(band, replace(BleSection(), batch_seconds=batch_s), clock=clock, **kw)
     return src, clock

@@ -20,6 +20,7 @@ from agent.camera.ffmpeg import FfmpegCamera, expand_input, is_live, nal_units
 from agent.camera.open import open_camera
 from agent.config import CameraSection
 from agent.errors import SourceError
+from tests.conftest import NOT_APPLICABLE
 
 FPS = 30.0
 PERIOD_NS = 1e9 / FPS
@@ -167,7 +168,7 @@ def test_keyframes_carry_sps_pps_idr_and_there_are_no_b_frames():
 def test_the_stream_decodes_to_the_same_number_of_frames():
     frames = capture(FfmpegCamera(CFG), 30)
     stream = b"".join(f.data for f in frames)
-    with av.open(io.BytesIO(stream), format="h264") as c:
+    with av.open(io.BytesIO(stream), mode="r", format="h264") as c:
         decoded = list(c.decode(video=0))
     assert len(decoded) == len(frames)
     assert (decoded[0].width, decoded[0].height) == (320, 240)
@@ -269,7 +270,7 @@ def test_encoder_choice(caplog):
             ctx.width, ctx.height, ctx.pix_fmt = 320, 240, "yuv420p"
             ctx.time_base = Fraction(1, 30)
             ctx.open()
-            pytest.skip("this machine has a working hardware encoder")
+            pytest.skip(NOT_APPLICABLE + "this machine has a working hardware encoder")
         except (ValueError, OSError):
             pass
         with pytest.raises(SourceError, match="h264_v4l2m2m"):

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -24,6 +25,7 @@ from agent.camera.open import open_camera
 from agent.camera.pi import PiCamera, load_api
 from agent.config import CameraSection
 from agent.errors import SourceError
+from tests.conftest import NOT_APPLICABLE
 from tests.fakes import picamera2_fake as fake
 
 FAKE_FILE = Path(fake.__file__)
@@ -153,7 +155,7 @@ def test_frames_from_another_thread_wake_the_consumer():
     assert not cam.wait(0.01)
     t = threading.Thread(target=pc._fake_frames, args=(30,))
     t.start()
-    got = []
+    got: list[Any] = []
     while len(got) < 30:
         assert cam.wait(5.0)
         got += cam.poll()
@@ -196,7 +198,7 @@ def test_the_package_imports_without_picamera2_and_open_camera_is_lazy():
 def test_off_a_pi_loading_picamera2_is_a_source_error():
     try:
         import libcamera  # noqa: F401
-        pytest.skip("libcamera is importable here: this is a Pi")
+        pytest.skip(NOT_APPLICABLE + "libcamera is importable here: this is a Pi")
     except ImportError:
         pass
     with pytest.raises(SourceError, match="picamera2") as ei:
@@ -367,7 +369,9 @@ def test_canary_catches_a_drifted_fake():
     good = ast.parse("class Output:\n"
                      "    def outputframe(self, frame, keyframe=True, timestamp=None,"
                      " packet=None, audio=False): pass\n")
-    fn_bad = bad.body[0].body[0]
-    fn_good = good.body[0].body[0]
+    cls_bad, cls_good = bad.body[0], good.body[0]
+    assert isinstance(cls_bad, ast.ClassDef) and isinstance(cls_good, ast.ClassDef)
+    fn_bad, fn_good = cls_bad.body[0], cls_good.body[0]
+    assert isinstance(fn_bad, ast.FunctionDef) and isinstance(fn_good, ast.FunctionDef)
     assert compatible(fn_bad, fn_good)
     assert not compatible(fn_good, fn_good)

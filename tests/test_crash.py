@@ -7,7 +7,6 @@ version runs a few trials; ``--long`` runs many. Each trial prints the loss it m
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import random
 import signal
@@ -19,13 +18,10 @@ import time
 import uuid
 from pathlib import Path
 
-import pytest
-
 from agent.record.recover import recover_all
 from agent.record.spool import Spool
 from tests.conftest import REPO
 
-HAVE_CAMERA = importlib.util.find_spec("agent.camera.open") is not None
 CHUNK_S = 1.0
 SLACK_S = 1.0  # scheduling on a loaded 2-core machine; the design bound is CHUNK_S
 
@@ -120,7 +116,6 @@ def test_kill9_mid_segment_loses_at_most_about_a_second(tmp_path, long_run):
           f"(bound {CHUNK_S:.1f} s of chunking)")
 
 
-@pytest.mark.skipif(not HAVE_CAMERA, reason="camera backend (agent.camera.open) not merged yet")
 def test_kill9_of_wearcap_run_then_restart_recovers(tmp_path):
     from tests.conftest import run_cli
 

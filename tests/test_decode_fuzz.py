@@ -24,9 +24,10 @@ GOOD = {p: sample_packets(p) for p in PROFILES}
 def test_random_bytes_never_raise(profile, data):
     dec = make_decoder(profile, rate_hz=200)
     for i, b in enumerate(data):
-        out = dec.feed(b, i)
-        assert isinstance(out, list)
-    assert dec.malformed >= 0
+        for c in dec.feed(b, i):
+            # whatever random bytes decode to is a well-formed chunk of at least one sample
+            assert c.acc.ndim == 2 and c.acc.shape[1] == 3 and len(c.acc) >= 1
+    assert dec.malformed <= len(data)  # at most one count per notification
 
 
 @pytest.mark.parametrize("profile", PROFILES)

@@ -62,6 +62,7 @@ def test_witmotion_layout_and_round_trip():
     assert len(pkt) == 20 and pkt[:2] == b"\x55\x61"
     assert pkt[2:4] == (2048).to_bytes(2, "little")
     dec = make_decoder("witmotion", rate_hz=200)
+    assert isinstance(dec, witmotion.WitMotionDecoder)
     assert dec.feed(pkt, 5) == []  # held back to judge losses from later arrivals
     (c,) = dec.flush()
     assert c.device_t0_ns is None and c.seq is None and c.period_ns is None

@@ -13,7 +13,7 @@ from sync_servers import DEVICE, make_segments, tus_sink, write_config
 from agent import config
 from agent.sync.service import SyncService
 from agent.sync.state import State
-from agent.sync.watcher import Watcher, parse, scan
+from agent.sync.watcher import Found, Watcher, parse, scan
 
 
 def test_names_and_scan_order(tmp_path):
@@ -34,7 +34,7 @@ def test_names_and_scan_order(tmp_path):
 def test_watcher_sees_a_segment_sealed_by_rename(tmp_path):
     sealed, active = tmp_path / "sealed", tmp_path / "active"
     active.mkdir()
-    seen = []
+    seen: list[Found] = []
     w = Watcher(sealed, seen.append)
     w.start()
     try:

@@ -33,7 +33,7 @@ def test_service_notifies_systemd_and_stops_cleanly_on_sigterm(tmp_path):
                                  cwd=REPO, env={**os.environ, "NOTIFY_SOCKET": str(sock_path)},
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
-            got = set()
+            got: set[str] = set()
             while not {"READY=1", "WATCHDOG=1"} <= got:
                 got.add(sock.recv(256).decode())
             deadline = time.monotonic() + 30

@@ -62,7 +62,7 @@ class _Encoder:
         self.bitrate = bitrate
         self.repeat = repeat
         self.iperiod = iperiod
-        self.firsttimestamp = None
+        self.firsttimestamp: int | None = None
         self._outputs: list[Output] = []
         self._running = False
         self._key_frames_requested = 0
