@@ -133,7 +133,7 @@ class Take:
         out = []
         nseg = max(1, round(self.seconds / self.segment_s))
         spec = imu_channel(self.band, self.profile)
-        fit = FixedFit()
+        fit: Any = FixedFit()  # stands in for a fitted mapping (duck-typed as imu_message uses it)
         last_index = last_ns = None
         for s in range(nseg):
             lo = T0_NS + int(s * self.segment_s * 1e9)
