@@ -1,0 +1,1 @@
+"""Head microcontroller on a serial link: protocol, adapter, source (docs/mcu-protocol.md)."""
