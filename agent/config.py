@@ -107,9 +107,16 @@ class WristBand:
 
 @dataclass(frozen=True, slots=True)
 class McuSection:
+    """The head microcontroller on a serial link (docs/mcu-protocol.md)."""
+
     enabled: bool = _f(False)
     port: str = _f("")
+    """A device path, a udev symlink, or usb:VID:PID ("" on the simulated rig: its pty)."""
     baud: int = _f(921_600, min=9600)
+    ping_hz: float = _f(10.0, min=0.5, max=100.0)
+    """Two-way clock exchanges per second."""
+    batch_seconds: float = _f(1.0, min=0.05, max=2.0)
+    """Head IMU samples per stored message (also written at every chunk close)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +128,11 @@ class SimSection:
     interval_ms: list[float] = _f([7.5, 50.0])
     """Connection-interval range the simulated bands draw from."""
     seed: int = _f(1)
+    mcu_link: str = _f("uart", choices=("uart", "usb-cdc"))
+    """Latency model of the simulated MCU's serial link (agent.sim.mcu_link)."""
+    mcu_drift_ppm: float = _f(35.0, min=-500.0, max=500.0)
+    mcu_presses: list[str] = _f([])
+    """Scripted button presses of the simulated MCU: "AT_S:HELD_S" each (e.g. "10:0.2")."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from fractions import Fraction
 from typing import Any
 
@@ -89,6 +89,9 @@ class FfmpegCamera:
                    "bytes": 0, "headers_added": 0}
         self._timestamps = "paced" if not self.live else "device"
         self._av_errors: tuple[type[Exception], ...] = (ValueError, OSError)
+        self.exposure_hook: Callable[[int, int, int], None] | None = None
+        """Simulated rig only: called with (index, exposure start, exposure end) of each paced
+        frame, the simulated sensor's true exposure (the simulated MCU's strobe source)."""
 
     # ------------------------------------------------------------------ protocol
 
@@ -278,6 +281,8 @@ class FfmpegCamera:
                         self._n["dropped_late"] += lost
                 sensor_ts = t0 + round(slot * period)
                 index = slot
+                if self.exposure_hook is not None:
+                    self.exposure_hook(index, sensor_ts - exposure_us * 1000, sensor_ts)
             else:
                 sensor_ts = self._live_timestamp(frame, now)
                 if last_ts is not None:

@@ -32,6 +32,32 @@ def _wrist_sources(cfg: Config) -> list[Source]:
     return [WristSource(w, cfg.ble) for w in cfg.wrist]
 
 
+def _mcu_sources(cfg: Config, spool_root: Path, sim_mcu: Any = None) -> list[Source]:
+    """The head MCU's source, when configured (on the simulated rig: its pty)."""
+    if not cfg.mcu.enabled:
+        return []
+    from agent.mcu.source import McuSource
+
+    port = cfg.mcu.port or (sim_mcu.path if sim_mcu is not None else "")
+    if not port:
+        from agent.errors import ConfigError
+
+        raise ConfigError(cfg.sources[-1] if cfg.sources else "config", "mcu.port",
+                          "mcu.enabled needs a port", allowed="a path, a symlink or usb:VID:PID")
+    battery = cfg.sync.battery_file or str(spool_root / "battery.json")
+    return [McuSource(port, cfg.mcu.baud, ping_hz=cfg.mcu.ping_hz,
+                      batch_seconds=cfg.mcu.batch_seconds, battery_file=battery)]
+
+
+def _sim_mcu(cfg: Config) -> AbstractContextManager[Any]:
+    """The simulated head MCU on a pty, when the simulated rig has one (mcu.port empty)."""
+    if cfg.sim.enabled and cfg.mcu.enabled and not cfg.mcu.port:
+        from agent.sim.mcu import SimMcu, params_from_config
+
+        return SimMcu(params_from_config(cfg))
+    return contextlib.nullcontext()
+
+
 def _sim_rig(cfg: Config) -> AbstractContextManager[Any]:
     """What the simulated rig needs around a recording (private BlueZ, simulated devices).
     Simulated wrist bands run behind a private BlueZ; nothing is needed for the camera alone."""
@@ -66,14 +92,16 @@ def run(args: argparse.Namespace) -> int:
 
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        with _sim_rig(cfg):
-            sources = _wrist_sources(cfg)
+        with _sim_rig(cfg), _sim_mcu(cfg) as sim_mcu:
+            sources = _wrist_sources(cfg) + _mcu_sources(cfg, root, sim_mcu)
             camera = None
             if cfg.camera.backend != "none":
                 from agent.camera.open import open_camera
                 from agent.timeline import monotonic_ns
 
                 camera = open_camera(cfg.camera, monotonic_ns)
+                if sim_mcu is not None and hasattr(camera, "exposure_hook"):
+                    camera.exposure_hook = sim_mcu.on_exposure  # the sensor's true exposures
             service = CaptureService(settings, spool, camera, sources, stop=stop)
             result = service.run()
     finally:
