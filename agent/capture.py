@@ -24,9 +24,10 @@ from agent import heap, sdnotify
 from agent.camera.base import Camera, EncodedFrame
 from agent.record.recover import Recovery, recover_all
 from agent.record.roller import Decision, RollPolicy
+from agent.record.schemas import VIDEO_TOPIC
 from agent.record.segment import SegmentHeader, SegmentWriter
 from agent.record.spool import SealedSegment, Spool
-from agent.sources import Message, Source
+from agent.sources import GAP_TOPIC, Message, Source
 from agent.timeline import Clock, ClockAnchor, monotonic_ns, read_anchor
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,8 @@ class CaptureSettings:
     pending_max: int = 1024
     """Source messages held while no segment is open (before the first frame: about 30 s
     of two wrist bands). Beyond it messages are dropped and written as a gap per topic."""
+    pause_motion: bool = False
+    """While the wearer has paused: also hold back the motion (IMU) streams."""
 
 
 @dataclass
@@ -60,6 +63,12 @@ class CaptureResult:
     frames: int = 0
     gaps: int = 0
     first_frame_ns: int | None = None
+    paused_frames: int = 0
+    """Frames withheld because the wearer had paused (never written)."""
+    events: list[str] = field(default_factory=list)
+    """The wearer's actions applied, in order (pause, resume, annotation, discard-...)."""
+    stopped_for: str = ""
+    """Why the loop stopped on its own ("low-battery"), else empty."""
 
 
 def _stderr_status(line: str) -> None:
@@ -72,7 +81,7 @@ class CaptureService:
                  notify: Callable[[str], Any] = sdnotify.notify,
                  status: Callable[[str], None] = _stderr_status,
                  anchor: Callable[[], ClockAnchor] | None = None,
-                 stop: threading.Event | None = None) -> None:
+                 stop: threading.Event | None = None, wearer: Any = None) -> None:
         self.s = settings
         self.spool = spool
         self.camera = camera
@@ -92,6 +101,13 @@ class CaptureService:
         self._stopping = False
         self._last_index: int | None = None
         self._last_frame_ns: int | None = None
+        # The wearer's controls (agent.mcu.wearer.Wearer: poll(now) -> actions), or None.
+        self.wearer = wearer
+        self._paused_ns: int | None = None  # paused since (host ns)
+        self._resume_ns: int | None = None  # resumed at: frames before it, and until the
+        self._withheld = 0                  # next keyframe, are never written
+        self._withheld_motion: dict[str, list[int]] = {}
+        self._sealed_spans: list[tuple[str, int, int]] = []
 
     # ------------------------------------------------------------ segments
     def _open(self) -> None:
@@ -101,6 +117,10 @@ class CaptureService:
         header = SegmentHeader(self.s.device_id, seq, prev_seq, prev_sha, self.s.config_digest,
                                self.anchor())
         channels = [c for src in self.sources for c in src.channels()]
+        if self.wearer is not None:
+            from agent.mcu.records import events_channel
+
+            channels.append(events_channel())
         meta = {src.name: src.segment_metadata() for src in self.sources}
         self._fh = self.spool.open_part(seq)
         self._seg = SegmentWriter(self._fh, header, sources_metadata=meta, channels=channels,
@@ -123,6 +143,8 @@ class CaptureService:
         sha, size = seg.close()
         sealed = self.spool.seal(seg.header.seq, fh, sha, size)
         self.result.sealed.append(sealed)
+        if seg.first_ns is not None:
+            self._sealed_spans.append((sealed.id, seg.first_ns, seg.last_ns or seg.first_ns))
         if self.s.tune_heap:
             heap.trim()
         self.result.gaps += seg.gaps
@@ -146,8 +168,41 @@ class CaptureService:
         return "; " + ", ".join(out) if out else ""
 
     # ------------------------------------------------------------ input
+    def _withhold(self, f: EncodedFrame) -> bool:
+        """Paused, or resumed but before the resume press or the first keyframe after it:
+        the frame is dropped here, before the writer (no pre-roll). Continuity is carried
+        on, so the writer does not call the pause a loss; the pause's gap says it."""
+        if self._paused_ns is None and self._resume_ns is None:
+            return False
+        resumed = self._paused_ns is None and self._resume_ns is not None
+        if resumed and f.keyframe and f.host_ts_ns >= (self._resume_ns or 0):
+            self._resume_ns = None
+            self._end_pause_gap(f.host_ts_ns)
+            return False
+        self._withheld += 1
+        self.result.paused_frames += 1
+        self._last_index, self._last_frame_ns = f.index, f.host_ts_ns
+        if self._seg is not None:
+            self._seg.continue_from(f.index, f.host_ts_ns)
+        return True
+
+    def _end_pause_gap(self, end_ns: int) -> None:
+        start = self._pause_started
+        if self._seg is not None and start is not None:
+            self._seg.write_gap(VIDEO_TOPIC, start, end_ns, self._withheld, "paused")
+        self._withheld = 0
+        self._pause_started = None
+
+    _pause_started: int | None = None
+
     def _on_frame(self, f: EncodedFrame) -> None:
+        if self._withhold(f):
+            return
         d = self.policy.on_frame(f.host_ts_ns, f.keyframe)
+        discard = self._discard_pending if f.keyframe and self._seg is not None else None
+        if discard is not None:
+            d = Decision.ROLL
+            self._discard_pending = None
         if d is Decision.REQUEST_KEYFRAME and self.camera is not None:
             self.camera.request_keyframe()
         elif d is Decision.ROLL:
@@ -160,6 +215,8 @@ class CaptureService:
         assert self._seg is not None
         self._seg.write_frame(f)
         self._last_index, self._last_frame_ns = f.index, f.host_ts_ns
+        if discard is not None:
+            self._write_discard(discard, f.host_ts_ns)
         self.result.frames += 1
         if self.result.first_frame_ns is None:
             self.result.first_frame_ns = f.host_ts_ns
@@ -183,6 +240,11 @@ class CaptureService:
     def _drain(self) -> None:
         for src in self.sources:
             for m in src.drain():
+                if (self.s.pause_motion and self._paused_ns is not None
+                        and m.topic.endswith("/imu")):
+                    w = self._withheld_motion.setdefault(m.topic, [0, m.log_time_ns])
+                    w[0] += 1
+                    continue
                 if self._seg is None:
                     self._hold(m)
                 else:
@@ -223,6 +285,78 @@ class CaptureService:
             self._on_frame(f)
         return len(frames)
 
+    # ------------------------------------------------------------ the wearer
+    def _wearer(self, now: int) -> None:
+        for a in self.wearer.poll(now):
+            self.result.events.append(a.kind)
+            self._event(a.kind, a.host_ns, a.detail)
+            if a.kind == "pause" and self._paused_ns is None:
+                self._paused_ns = a.host_ns
+                if self._resume_ns is None:
+                    self._pause_started = a.host_ns
+                self._resume_ns = None
+                self.status("paused by the wearer")
+            elif a.kind == "resume" and self._paused_ns is not None:
+                self._paused_ns = None
+                self._resume_ns = a.host_ns
+                if self.camera is not None:
+                    self.camera.request_keyframe()  # resume on an IDR, at once
+                self._motion_gaps(a.host_ns)
+                self.status("resumed by the wearer")
+            elif a.kind == "discard-requested":
+                # Whole segments only: the one holding the press is sealed at the next IDR
+                # (at once when no frame is coming), then the request names every sealed
+                # segment that overlaps the window.
+                withholding = self._paused_ns is not None or self._resume_ns is not None
+                if self.camera is not None and self._seg is not None and not withholding:
+                    self._discard_pending = a
+                    self.camera.request_keyframe()
+                else:
+                    self._roll()
+                    self._write_discard(a, now)
+            elif a.kind == "low-battery":
+                self.status(f"battery low ({a.detail.get('percent')} %): sealing and "
+                            "stopping before brown-out")
+                self.result.stopped_for = "low-battery"
+
+    _discard_pending: Any = None
+
+    def _write_discard(self, a: Any, now: int) -> None:
+        path = self.wearer.request_discard(a, self._sealed_spans)
+        self._event("discard-written", now, {"request": path.name})
+
+    def _event(self, kind: str, host_ns: int, detail: dict[str, Any]) -> None:
+        from agent.mcu.records import event
+
+        m = event(kind, host_ns, **detail)
+        if self._seg is None:
+            self._hold(m)
+        else:
+            self._seg.write_message(m)
+
+    def _motion_gaps(self, end_ns: int) -> None:
+        for topic, (n, first) in self._withheld_motion.items():
+            m = Message(GAP_TOPIC, first, {"stream": topic, "start_ns": first,
+                                           "end_ns": end_ns, "lost": -1,
+                                           "cause": f"paused: {n} batches withheld"})
+            if self._seg is None:
+                self._hold(m)
+            else:
+                self._seg.write_message(m)
+        self._withheld_motion.clear()
+
+    def _roll_on_time(self, now: int) -> None:
+        """While paused no frame comes to roll at: roll on the clock, so segments stay
+        their length and motion and events keep being sealed."""
+        if self._seg is None:
+            return
+        if self.policy.on_tick(now) is Decision.ROLL:
+            self._roll()
+            self._open()
+            self.policy.opened(now)
+            if self._seg is not None:
+                self._seg.continue_from(self._last_index, self._last_frame_ns)
+
     # ------------------------------------------------------------ loop
     def run(self) -> CaptureResult:
         if self.s.tune_heap:
@@ -259,6 +393,12 @@ class CaptureService:
                 if now - last_drain >= self.s.drain_seconds * 1e9:
                     self._drain()
                     last_drain = now
+                    if self.wearer is not None:
+                        self._wearer(now)
+                        if self.result.stopped_for:
+                            break
+                if self._paused_ns is not None or self._resume_ns is not None:
+                    self._roll_on_time(now)
                 if self._seg is not None and now - self._last_ckpt >= self.s.chunk_seconds * 1e9:
                     # Sources close their batches first, so nothing waits in memory for longer
                     # than one chunk: a crash loses at most chunk_seconds of any stream.

@@ -117,6 +117,17 @@ class McuSection:
     """Two-way clock exchanges per second."""
     batch_seconds: float = _f(1.0, min=0.05, max=2.0)
     """Head IMU samples per stored message (also written at every chunk close)."""
+    long_press_s: float = _f(1.0, min=0.2, max=10.0)
+    """A press at least this long is an annotation (shorter: pause/resume)."""
+    discard_press_s: float = _f(5.0, min=2.0, max=30.0)
+    """A press at least this long arms a discard of the last discard_minutes."""
+    discard_cancel_s: float = _f(5.0, min=1.0, max=60.0)
+    """After the LED/haptic confirm a discard, a press within this long cancels it."""
+    discard_minutes: float = _f(5.0, min=0.1, max=120.0)
+    low_battery_percent: int = _f(5, min=0, max=50)
+    """At or below this, not charging: seal and stop (exit 3) before brown-out; 0 never."""
+    pause_motion: bool = _f(False)
+    """While paused, also hold back the wrist and head IMU streams (default: they go on)."""
 
 
 @dataclass(frozen=True, slots=True)

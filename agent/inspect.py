@@ -166,6 +166,10 @@ class StreamReport:
     """IMU: running sample numbers skipped between consecutive samples (known losses)."""
     missing_values: int = 0
     """IMU: axis values stored as -32768 (the band measured nothing)."""
+    strobes: dict[str, Any] | None = None
+    """MCU strobes (/head/strobe) against the frames: agent.mcu.strobes.StrobeReport."""
+    events: list[dict[str, Any]] = field(default_factory=list)
+    """/wearcap/events: the wearer's explicit events (kind, host_ns, detail)."""
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -255,7 +259,29 @@ def _imu_fields(st: StreamReport, s: Streams, topic: str) -> None:
         st.missing_values += int((imu.gyro == -32768).sum())
 
 
-_EXTENSIONS: list[Callable[[StreamReport, Streams, str], None]] = [_imu_fields]
+def _mcu_fields(st: StreamReport, s: Streams, topic: str) -> None:
+    """The head MCU's strobe check of the camera, and the wearer's events."""
+    import msgpack
+
+    if topic == "/wearcap/events":
+        st.events = [msgpack.unpackb(r.data) for r in s.segment.topic_records(topic)]
+        return
+    if topic != "/head/strobe":
+        return
+    from agent.export.streams import frames as frame_table
+    from agent.mcu.strobes import segment_report
+
+    fr = frame_table(s.segment)
+    if fr is None:
+        return
+    payloads = [msgpack.unpackb(r.data) for r in s.segment.topic_records(topic)]
+    explained = [(g.start_ns, g.end_ns) for g in s.gaps if g.names(VIDEO_TOPIC)]
+    rep = segment_report(payloads, fr.host_ns, fr.index, explained)
+    if rep is not None:
+        st.strobes = rep.to_dict()
+
+
+_EXTENSIONS: list[Callable[[StreamReport, Streams, str], None]] = [_imu_fields, _mcu_fields]
 """Per-stream additions, each called for every stream of every segment."""
 
 

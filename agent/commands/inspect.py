@@ -83,6 +83,11 @@ def _render(rep: SegmentReport, con: Any) -> None:
             con.print(f"  {topic}: {st.sample_index_jumps} sample number(s) skipped")
         if st.missing_values:
             con.print(f"  {topic}: {st.missing_values} axis value(s) with no measurement")
+        if st.strobes:
+            _strobe_line(con, st.strobes)
+        if st.events:
+            con.print("  events: " + ", ".join(f"{e.get('kind')} {_ts(e.get('host_ns'))} s"
+                                               for e in st.events[:20]))
     if rep.frame_index_jumps:
         con.print(f"[red]frame index jumps: {len(rep.frame_index_jumps)}[/] "
                   + ", ".join(f"{j['after']}->{j['next']}" for j in rep.frame_index_jumps[:8]))
@@ -93,6 +98,25 @@ def _render(rep: SegmentReport, con: Any) -> None:
     if len(rep.gaps) > 20:
         con.print(f"  ... and {len(rep.gaps) - 20} more gaps (--json lists all)")
     con.print()
+
+
+def _strobe_line(con: Any, r: dict[str, Any]) -> None:
+    """The camera's timestamps checked against the MCU's strobes."""
+    res = r.get("residual_ns") or {}
+    line = (f"  strobes: {r['matched']}/{r['frames']} frames matched, residual "
+            f"p50 {res.get('p50', 0) / 1e3:.0f} us p99 {res.get('p99', 0) / 1e3:.0f} us "
+            f"(median {res.get('median', 0) / 1e3:+.0f} us; strobe bound "
+            f"{(r.get('strobe_bound_ns') or 0) / 1e3:.0f} us); "
+            f"{r['frames_without_strobe']} frame(s) without strobe")
+    if r["strobes_lost"]:
+        line += f", {r['strobes_lost']} strobe(s) lost on the link"
+    con.print(line)
+    if r["unexplained_missing_frames"]:
+        con.print(f"  [red]strobes: {r['unexplained_missing_frames']} exposure(s) with no "
+                  "frame and no gap record: frames lost silently[/]")
+    if r["outliers"]:
+        con.print(f"  [red]strobes: {r['outliers']} frame stamp(s) off the median by over "
+                  f"1 ms[/] (frames {', '.join(map(str, r['outlier_frames'][:8]))})")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -32,6 +32,30 @@ def _wrist_sources(cfg: Config) -> list[Source]:
     return [WristSource(w, cfg.ble) for w in cfg.wrist]
 
 
+EXIT_LOW_BATTERY = 3
+"""Exit status after a low-battery stop: systemd/wearcap-capture.service does not restart on
+it (RestartPreventExitStatus), so the rig is not restarted into the same brown-out."""
+
+
+def _wearer(cfg: Config, sources: list[Source], spool_root: Path) -> Any:
+    """The wearer's controls, when there is an MCU (the button, the LED, the battery)."""
+    from agent.mcu.source import McuSource
+
+    mcu = next((s for s in sources if isinstance(s, McuSource)), None)
+    if mcu is None:
+        return None
+    from agent.mcu.controls import ControlSettings
+    from agent.mcu.wearer import Wearer, WearerSettings
+
+    m = cfg.mcu
+    w = Wearer(mcu, spool_root, WearerSettings(
+        controls=ControlSettings(long_press_s=m.long_press_s, discard_press_s=m.discard_press_s,
+                                 cancel_s=m.discard_cancel_s, discard_minutes=m.discard_minutes),
+        low_battery_percent=m.low_battery_percent))
+    mcu.on_button = w.on_button
+    return w
+
+
 def _mcu_sources(cfg: Config, spool_root: Path, sim_mcu: Any = None) -> list[Source]:
     """The head MCU's source, when configured (on the simulated rig: its pty)."""
     if not cfg.mcu.enabled:
@@ -83,7 +107,8 @@ def run(args: argparse.Namespace) -> int:
     settings = CaptureSettings(
         device_id=cfg.device.id, config_digest=cfg.digest(),
         segment_seconds=cfg.segment.seconds, chunk_seconds=cfg.segment.chunk_seconds,
-        chunk_bytes=cfg.segment.chunk_bytes, duration=args.duration)
+        chunk_bytes=cfg.segment.chunk_bytes, duration=args.duration,
+        pause_motion=cfg.mcu.pause_motion)
 
     stop = threading.Event()
 
@@ -102,7 +127,8 @@ def run(args: argparse.Namespace) -> int:
                 camera = open_camera(cfg.camera, monotonic_ns)
                 if sim_mcu is not None and hasattr(camera, "exposure_hook"):
                     camera.exposure_hook = sim_mcu.on_exposure  # the sensor's true exposures
-            service = CaptureService(settings, spool, camera, sources, stop=stop)
+            service = CaptureService(settings, spool, camera, sources, stop=stop,
+                                     wearer=_wearer(cfg, sources, root))
             result = service.run()
     finally:
         for s, h in old.items():
@@ -110,4 +136,11 @@ def run(args: argparse.Namespace) -> int:
     size = sum(s.size for s in result.sealed)
     print(f"recorded {result.frames} frames into {len(result.sealed)} sealed segment(s), "
           f"{size / 1e6:.1f} MB, {result.gaps} gap(s) -> {spool.sealed}", flush=True)
+    if result.paused_frames or result.events:
+        print(f"wearer: {', '.join(result.events) or 'no events'}; "
+              f"{result.paused_frames} frame(s) withheld while paused", flush=True)
+    if result.stopped_for == "low-battery":
+        print("stopped: battery low (the open segment was sealed); charge the rig",
+              flush=True)
+        return EXIT_LOW_BATTERY
     return 0

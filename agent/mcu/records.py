@@ -84,8 +84,12 @@ def channels() -> list[ChannelSpec]:
         ChannelSpec(BUTTON_TOPIC, "wearcap.McuButton", BUTTON_SCHEMA),
         ChannelSpec(BATTERY_TOPIC, "wearcap.McuBattery", BATTERY_SCHEMA),
         ChannelSpec(CLOCK_TOPIC, "wearcap.TwoWayExchanges", CLOCK_SCHEMA),
-        ChannelSpec(EVENTS_TOPIC, "wearcap.Event", EVENTS_SCHEMA),
     ]
+
+
+def events_channel() -> ChannelSpec:
+    """Registered by the capture service when the wearer's controls are on."""
+    return ChannelSpec(EVENTS_TOPIC, "wearcap.Event", EVENTS_SCHEMA)
 
 
 @dataclass(slots=True)
@@ -145,8 +149,8 @@ def columns(topic: str, rows: Sequence[dict[str, Any]]) -> Message:
     """A columnar batch from rows (dicts with the same keys); log time is the first row's."""
     keys = list(rows[0])
     payload = {k: [r[k] for r in rows] for k in keys}
-    t = next((rows[0][k] for k in ("host_mid_ns", "host_ns", "host_send_ns") if k in rows[0]),
-             0)
+    t = next((rows[0][k] for k in ("host_mid_ns", "host_ns", "host_send_ns")
+              if rows[0].get(k)), 0)
     return Message(topic, int(t), payload)
 
 

@@ -27,7 +27,6 @@ import collections
 import json
 import logging
 import math
-import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -37,6 +36,7 @@ import numpy as np
 
 from agent.clock.twoway import TwoWayFit
 from agent.clock.unwrap import Unwrapper
+from agent.durable import write_atomic
 from agent.mcu import protocol as p
 from agent.mcu import records
 from agent.ring import ByteRing
@@ -91,6 +91,7 @@ class McuSource:
         self._rows: dict[str, list[dict[str, Any]]] = {
             records.STROBE_TOPIC: [], records.BUTTON_TOPIC: [], records.BATTERY_TOPIC: [],
             records.CLOCK_TOPIC: []}
+        self._pending_strobes: list[dict[str, Any]] = []
         self._flush = False
         self._stopping = False
         self._lock = threading.Lock()
@@ -212,11 +213,12 @@ class McuSource:
             for m in self.decoder.feed(data):
                 self._message(m, arrival, out)
         self._replay(None, out)
-        if self._held and not self.fit.ready and len(self._held) * 10 > self.hold_samples:
+        if self._held and not self._usable and len(self._held) * 10 > self.hold_samples:
             self._map_held(out)
         if self._batch and (self._flush or self._batch_span() >= self.batch_ns):
             self._emit_imu(out)
         if self._flush or any(len(r) >= 256 for r in self._rows.values()):
+            self._map_rows()
             for topic, rows in self._rows.items():
                 if rows:
                     out.append(records.columns(topic, rows))
@@ -292,6 +294,15 @@ class McuSource:
         if isinstance(gyro_dps, int) and 0 < gyro_dps <= 8000:
             self.gyro_scale = gyro_dps * math.pi / 180 / 32768
 
+    MIN_EXCHANGES = 5
+    """Exchanges before samples are mapped (held until then): the first ping's round trip
+    can be long (a port just opened, a busy start), and a mapping that then jumps forward
+    by it would leave a hole in the stream."""
+
+    @property
+    def _usable(self) -> bool:
+        return self.fit.ready and self.fit.exchanges >= self.MIN_EXCHANGES
+
     def _dev(self, tick: int) -> int:
         return self.unwrap(tick)
 
@@ -308,7 +319,7 @@ class McuSource:
             self.stats["pongs"] += 1
         self._rows[records.CLOCK_TOPIC].append(
             {"host_send_ns": t0, "tick": m.tick, "device_ns": d, "host_recv_ns": arrival})
-        if self._held and self.fit.ready:
+        if self._held and self._usable:
             self._map_held(None)
 
     def _on_imu(self, m: p.ImuBatch, arrival: int, out: list[Message]) -> None:
@@ -327,7 +338,7 @@ class McuSource:
         if lost:
             self.stats["samples_lost"] += lost
             chunk.lost_before = lost
-        if not self.fit.ready:
+        if not self._usable or self._held:
             self._held.append(chunk)
             return
         prev_end = self._prev_end_host
@@ -366,7 +377,7 @@ class McuSource:
     def _map_held(self, out: list[Message] | None) -> None:
         held, self._held = self._held, []
         for c in held:
-            if self.fit.ready:
+            if self._usable:
                 self._time(c)
             else:
                 c.host_t0_ns, c.bound_ns = c.arrival_ns, -1
@@ -389,15 +400,31 @@ class McuSource:
         out.append(records.imu_message(self._batch, self.acc_scale, self.gyro_scale, clock))
         self._batch = []
 
+    def _map_rows(self) -> None:
+        """Strobes are mapped with the fit of when they are written (the latest); before
+        the fit is usable they keep bound -1 and host time 0, and are written later."""
+        rows = self._rows[records.STROBE_TOPIC]
+        if not self._usable:
+            if not self._stopping:
+                self._pending_strobes = self._pending_strobes + rows
+                self._rows[records.STROBE_TOPIC] = []
+            else:
+                for r in rows:
+                    r["host_mid_ns"] = 0
+            return
+        rows[:0] = self._pending_strobes
+        self._pending_strobes = []
+        for r in rows:
+            r["host_mid_ns"], r["bound_ns"] = self._map(r["device_mid_ns"])
+
     def _on_strobe(self, m: p.Strobe) -> None:
         self.stats["strobes"] += 1
         rise = self._dev(m.rise)
         fall = rise + ((m.fall - m.rise) % (1 << 32)) * p.TICK_NS
         mid = (rise + fall) // 2
-        host, bound = self._map(mid) if self.fit.ready else (0, -1)
         self._rows[records.STROBE_TOPIC].append(
             {"index": m.index, "rise_tick": m.rise, "fall_tick": m.fall, "device_mid_ns": mid,
-             "host_mid_ns": host, "bound_ns": bound})
+             "host_mid_ns": None, "bound_ns": -1})  # mapped when written (_map_rows)
 
     def _on_button(self, m: p.Button, arrival: int) -> None:
         self.stats["buttons"] += 1
@@ -419,11 +446,9 @@ class McuSource:
 
 def write_battery_file(path: Path, state: dict[str, Any]) -> None:
     """The charging state file the sync policy reads (agent.sync.policy.charging), atomic."""
-    tmp = path.with_name(path.name + ".tmp")
+    body = json.dumps({**state, "state": "charging" if state["charging"] else "discharging"})
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(json.dumps({**state, "state": "charging" if state["charging"]
-                                   else "discharging"}))
-        os.replace(tmp, path)
+        write_atomic(path, body.encode(), durable=False)  # a state, rewritten every 10 s
     except OSError as exc:
         log.warning("cannot write the battery state file %s: %s", path, exc)
