@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import re
 import tomllib
@@ -241,6 +242,9 @@ def _check_scalar(tp: Any, value: Any, path: str, key: str, meta: Any) -> Any:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(path, key, "wrong type", value=value, allowed=_describe(tp))
         value = float(value)
+        if not math.isfinite(value):
+            raise ConfigError(path, key, "not a finite number", value=value,
+                              allowed="a finite number")
     elif tp is str and not isinstance(value, str):
         raise ConfigError(path, key, "wrong type", value=value, allowed=_describe(tp))
     choices = meta.get("choices")

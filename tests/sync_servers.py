@@ -50,9 +50,9 @@ class Server:
 
 
 def _start(cmd: list[str], pattern: str, root: Path, cwd: Path | None = None,
-           timeout: float = 30.0) -> Server:
+           timeout: float = 30.0, preexec_fn: Any = None) -> Server:
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            cwd=cwd, start_new_session=True)
+                            cwd=cwd, start_new_session=True, preexec_fn=preexec_fn)
     lines: list[str] = []
     found: list[int] = []
     done = threading.Event()

@@ -15,6 +15,7 @@ import uvicorn
 
 from agent.collector import auth
 from agent.collector.app import build_app
+from agent.collector.guard import Guard, Limits, uvicorn_options
 from agent.collector.service import Collector
 
 OCTET = "application/offset+octet-stream"
@@ -31,8 +32,11 @@ class Clock:
 class ServerThread:
     """``Collector`` + starlette app served by uvicorn on a free loopback port."""
 
-    def __init__(self, data: Path, **collector_kwargs) -> None:
+    def __init__(self, data: Path, *, public_url: str | None = None,
+                 limits: Limits | None = None, **collector_kwargs) -> None:
         self.data = data
+        self.public_url = public_url
+        self.guard = Guard(limits or Limits())
         self.clock = collector_kwargs.pop("clock", None) or Clock()
         self.collector_kwargs = collector_kwargs
         self.collector: Collector | None = None
@@ -44,8 +48,9 @@ class ServerThread:
         self.collector = Collector(self.data, clock=self.clock, **self.collector_kwargs)
         sock = socket.create_server(("127.0.0.1", self.port))
         self.port = sock.getsockname()[1]
-        config = uvicorn.Config(build_app(self.collector), log_config=None, access_log=False,
-                                lifespan="on")
+        config = uvicorn.Config(
+            build_app(self.collector, public_url=self.public_url, guard=self.guard),
+            log_config=None, access_log=False, lifespan="on", **uvicorn_options(self.guard))
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]},
                                        daemon=True)

@@ -37,6 +37,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from agent.collector import auth, completeness, tus
 from agent.collector.auth import Principal
+from agent.collector.guard import Guard, mark_authenticated
 from agent.collector.service import Collector, PatchWriter
 from agent.collector.store import Upload
 from agent.errors import CollectorError, InputError
@@ -83,14 +84,20 @@ def _tus(headers: dict[str, str] | None = None) -> dict[str, str]:
 
 
 class CollectorApp:
-    def __init__(self, collector: Collector, sweep_seconds: float = 60.0) -> None:
+    def __init__(self, collector: Collector, sweep_seconds: float = 60.0,
+                 public_url: str | None = None) -> None:
         self.c = collector
         self.locks = UploadLocks()
         self.sweep_seconds = sweep_seconds
+        self.public_url = public_url.rstrip("/") if public_url else ""
+        """Where clients reach this service (the balancer's URL behind one). Locations are
+        built from it, never from the request's Host header; empty: relative Locations."""
 
     # --- helpers ---------------------------------------------------------------------------
     async def _who(self, request: Request) -> Principal:
-        return await run(auth.authenticate, self.c.store, request.headers.get("authorization"))
+        who = await run(auth.authenticate, self.c.store, request.headers.get("authorization"))
+        mark_authenticated(request.scope)
+        return who
 
     async def _tus_who(self, request: Request) -> Principal:
         tus.check_version(request.headers.get("tus-resumable"))
@@ -156,7 +163,7 @@ class CollectorApp:
                 != tus.OFFSET_CONTENT_TYPE:
             raise tus.TusError(415, f"a body on POST needs {tus.OFFSET_CONTENT_TYPE}")
         up, created = await run(self.c.create, who, length, meta)
-        location = str(request.url_for("upload", upload_id=up.id))
+        location = f"{self.public_url}/files/{up.id}"
         if created and has_body:
             async with self.locks.hold(up.id) as slot:
                 up = await self._write(request, slot, up)
@@ -227,11 +234,16 @@ class CollectorApp:
             raise tus.TusError(403, "admin token required")
         try:
             body: Any = json.loads(await request.body() or b"{}")
-            device = str(body["device_id"])
-            first_seq = int(body.get("first_seq", 0))
+            device = body["device_id"]
+            first_seq = body.get("first_seq", 0)
+            if not isinstance(device, str):
+                raise TypeError("device_id must be a string")
+            if not isinstance(first_seq, int) or isinstance(first_seq, bool):
+                raise TypeError("first_seq must be an integer")
             token = await run(auth.enroll, self.c.store, device, first_seq=first_seq)
         except (ValueError, KeyError, TypeError, AttributeError, InputError) as exc:
-            raise tus.TusError(400, f"body must be {{\"device_id\": ID}}: {exc}") from exc
+            raise tus.TusError(400, f"body must be {{\"device_id\": ID, \"first_seq\": N}}: "
+                                    f"{exc}") from exc
         return JSONResponse({"device_id": device, "token": token}, status_code=201)
 
     # --- assembly --------------------------------------------------------------------------
@@ -312,10 +324,43 @@ class AccessLog:
                      status[0], received[0], (time.monotonic() - start) * 1000)
 
 
-def build_app(collector: Collector, sweep_seconds: float = 60.0) -> ASGIApp:
-    api = CollectorApp(collector, sweep_seconds)
-    app = Starlette(routes=api.routes(), lifespan=api.lifespan,
-                    exception_handlers={tus.TusError: _tus_error,
-                                        CollectorError: _backend_error,
-                                        ClientDisconnect: _disconnect})
+class TokenLimit:
+    """At most ``per_token_requests`` requests in flight per bearer token (429 beyond)."""
+
+    def __init__(self, app: ASGIApp, guard: Guard) -> None:
+        self.app = app
+        self.guard = guard
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        auth_header = None
+        if scope["type"] == "http":
+            for k, v in scope["headers"]:
+                if k == b"authorization":
+                    auth_header = v.decode("latin-1")
+                    break
+        if auth_header is None:
+            await self.app(scope, receive, send)
+            return
+        key = self.guard.enter(auth_header)
+        if key is None:
+            resp = PlainTextResponse("too many requests in flight for this token\n",
+                                     status_code=429,
+                                     headers=_tus({"Retry-After": "1"}))
+            await resp(scope, receive, send)
+            return
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.guard.leave(key)
+
+
+def build_app(collector: Collector, sweep_seconds: float = 60.0, *,
+              public_url: str | None = None, guard: Guard | None = None) -> ASGIApp:
+    api = CollectorApp(collector, sweep_seconds, public_url)
+    app: ASGIApp = Starlette(routes=api.routes(), lifespan=api.lifespan,
+                             exception_handlers={tus.TusError: _tus_error,
+                                                 CollectorError: _backend_error,
+                                                 ClientDisconnect: _disconnect})
+    if guard is not None:
+        app = TokenLimit(app, guard)
     return AccessLog(app)

@@ -39,6 +39,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from agent.commands import positive_float
+
 HELP = "reference collection server (tus), device enrollment and completeness report"
 DEFAULT_LISTEN = "127.0.0.1:8750"
 
@@ -57,6 +59,11 @@ def _data_arg(p: argparse.ArgumentParser, top: bool) -> None:
     p.add_argument("--data", metavar="D", default=default_data() if top else argparse.SUPPRESS,
                    help="data directory (metadata, staging, local objects; default "
                         "$WEARCAP_COLLECTOR_DATA or ~/.local/share/wearcap/collector)")
+    p.add_argument("--store", metavar="URL",
+                   default=os.environ.get("WEARCAP_COLLECTOR_STORE", "") if top
+                   else argparse.SUPPRESS,
+                   help="metadata in PostgreSQL (postgresql://...) instead of SQLite in --data "
+                        "(default $WEARCAP_COLLECTOR_STORE)")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -65,8 +72,27 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"address to serve on (default {DEFAULT_LISTEN}; port 0 = any free)")
     p.add_argument("--max-size", type=int, default=None, metavar="BYTES",
                    help="Tus-Max-Size (default 4 GiB)")
-    p.add_argument("--expire-hours", type=float, default=168.0,
+    p.add_argument("--expire-hours", type=positive_float, default=168.0,
                    help="unfinished uploads expire after this long without progress")
+    p.add_argument("--public-url", metavar="URL", default="",
+                   help="base URL clients reach this service at (the load balancer's behind "
+                        "one); upload Locations are built from it, never from the Host header "
+                        "(default: relative Locations, /files/ID)")
+    g = p.add_argument_group("connection limits")
+    g.add_argument("--header-timeout", type=positive_float, default=10.0, metavar="S",
+                   help="close a connection whose request headers take longer (default 10)")
+    g.add_argument("--keep-alive", type=positive_float, default=15.0, metavar="S",
+                   help="close idle keep-alive connections after this long (default 15)")
+    g.add_argument("--max-connections", type=int, default=0, metavar="N",
+                   help="open connections at most (default: the open-file limit less 256)")
+    g.add_argument("--max-unauthenticated", type=int, default=0, metavar="N",
+                   help="connections without a valid token yet, at most (default: half of "
+                        "--max-connections); the oldest waiting one makes room")
+    g.add_argument("--per-token-requests", type=int, default=4, metavar="N",
+                   help="requests in flight per bearer token (429 beyond; default 4)")
+    g.add_argument("--trusted-proxy", action="append", default=[], metavar="ADDR[/BITS]",
+                   help="peers that send a PROXY protocol header (v1/v2), e.g. the load "
+                        "balancer; repeatable")
     p.add_argument("--s3-bucket", default=os.environ.get("WEARCAP_S3_BUCKET", ""),
                    help="store verified segments in this S3 bucket instead of --data/objects")
     p.add_argument("--s3-endpoint", default=os.environ.get("WEARCAP_S3_ENDPOINT", ""),
@@ -78,7 +104,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="action", metavar="ACTION")
     e = sub.add_parser("enroll", help="enroll a device; prints its token once")
     e.add_argument("device_id", metavar="DEVICE_ID")
-    e.add_argument("--first-seq", type=int, default=0,
+    e.add_argument("--first-seq", type=_seq, default=0,
                    help="the device's first segment sequence number (for completeness)")
     e.add_argument("--json", action="store_true")
     _data_arg(e, False)
@@ -92,6 +118,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     v = sub.add_parser("revoke", help="revoke a device's token")
     v.add_argument("device_id", metavar="DEVICE_ID")
     _data_arg(v, False)
+
+
+def _seq(text: str) -> int:
+    from agent.contract import SEQ_MAX, parse_uint
+
+    value = parse_uint(text.strip())
+    if value is None:
+        raise argparse.ArgumentTypeError(f"must be an integer from 0 to {SEQ_MAX}, got {text!r}")
+    return value
 
 
 def parse_listen(value: str) -> tuple[str, int]:
@@ -109,7 +144,7 @@ def _db(args: argparse.Namespace) -> Any:
     from agent.collector.store import open_store
 
     data = open_data_dir(Path(args.data))
-    return open_store(data)
+    return open_store(getattr(args, "store", "") or data)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -162,7 +197,7 @@ def _report(args: argparse.Namespace) -> int:
     from agent.collector.store import DB_NAME
     from agent.errors import InputError
 
-    if not (Path(args.data) / DB_NAME).is_file():
+    if not getattr(args, "store", "") and not (Path(args.data) / DB_NAME).is_file():
         raise InputError("no collector data here (start the collector or enroll a device "
                          "first)", path=args.data)
     db = _db(args)
@@ -205,6 +240,39 @@ def _backend(args: argparse.Namespace) -> Any:
     return backend
 
 
+def _limits(args: argparse.Namespace) -> Any:
+    from agent.collector.guard import Limits, parse_networks
+    from agent.errors import UsageError
+
+    for name in ("max_connections", "max_unauthenticated"):
+        if getattr(args, name) < 0:
+            raise UsageError(f"--{name.replace('_', '-')} must be >= 0")
+    if args.per_token_requests < 1:
+        raise UsageError("--per-token-requests must be at least 1")
+    try:
+        proxies = parse_networks(args.trusted_proxy)
+    except ValueError as exc:
+        raise UsageError(f"--trusted-proxy: {exc}") from None
+    return Limits(header_timeout=args.header_timeout, keep_alive=args.keep_alive,
+                  max_connections=args.max_connections,
+                  max_unauthenticated=args.max_unauthenticated,
+                  per_token_requests=args.per_token_requests, trusted_proxies=proxies)
+
+
+def _public_url(args: argparse.Namespace) -> str:
+    from urllib.parse import urlsplit
+
+    from agent.errors import UsageError
+
+    if not args.public_url:
+        return ""
+    u = urlsplit(args.public_url)
+    if u.scheme not in ("http", "https") or not u.netloc or u.query or u.fragment:
+        raise UsageError(f"--public-url must be http(s)://HOST[:PORT][/PATH], got "
+                         f"{args.public_url!r}")
+    return str(args.public_url).rstrip("/")
+
+
 def _serve(args: argparse.Namespace) -> int:
     import logging
     import socket
@@ -213,31 +281,41 @@ def _serve(args: argparse.Namespace) -> int:
 
     from agent import sdnotify
     from agent.collector.app import build_app
+    from agent.collector.guard import Guard, accept_batch, uvicorn_options
     from agent.collector.service import DEFAULT_MAX_SIZE, Collector
+    from agent.collector.store import open_store
     from agent.errors import CollectorError, UsageError
 
     host, port = parse_listen(args.listen)
     if args.max_size is not None and args.max_size <= 0:
         raise UsageError("--max-size must be a positive number of bytes")
-    if args.expire_hours <= 0:
-        raise UsageError("--expire-hours must be positive")
+    guard = Guard(_limits(args))
+    limits = guard.limits
     logging.getLogger("agent.collector").setLevel(logging.INFO)
-    collector = Collector(Path(args.data), backend=_backend(args),
+    data = Path(args.data)
+    store = open_store(args.store) if args.store else None
+    collector = Collector(data, backend=_backend(args), store=store,
                           max_size=args.max_size or DEFAULT_MAX_SIZE,
                           expire_seconds=args.expire_hours * 3600)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     try:
-        sock = socket.create_server((host, port), family=family, backlog=128)
+        sock = socket.create_server((host, port), family=family,
+                                    backlog=accept_batch(limits))
     except OSError as exc:
+        collector.close()
         raise CollectorError(f"cannot listen on {args.listen}: {exc.strerror or exc}") from exc
     bound = sock.getsockname()[1]
     shown = f"[{host}]" if family == socket.AF_INET6 else host
-    config = uvicorn.Config(build_app(collector), log_config=None, access_log=False,
-                            lifespan="on", timeout_keep_alive=30,
-                            timeout_graceful_shutdown=5)
+    public = _public_url(args)
+    config = uvicorn.Config(build_app(collector, public_url=public, guard=guard),
+                            log_config=None, access_log=False, lifespan="on",
+                            timeout_graceful_shutdown=5, **uvicorn_options(guard))
     server = uvicorn.Server(config)
     print(f"wearcap collector: listening on http://{shown}:{bound}/files/ "
-          f"(data {args.data}; storage {collector.backend.describe()})", flush=True)
+          f"(data {args.data}; metadata {collector.store.describe()}; storage "
+          f"{collector.backend.describe()}; Locations "
+          f"{public + '/files/...' if public else 'relative'}; at most "
+          f"{guard.limits.max_connections} connections)", flush=True)
     sdnotify.notify("READY=1")
     try:
         server.run(sockets=[sock])

@@ -21,13 +21,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+from agent.commands import finite_float
+
 HELP = "record, upload and verify on the simulated rig: the whole loop in one command"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--duration", type=float, default=30.0, metavar="S",
+    p.add_argument("--duration", type=finite_float, default=30.0, metavar="S",
                    help="seconds to record (default 30)")
-    p.add_argument("--segment-seconds", type=float, default=10.0, metavar="S",
+    p.add_argument("--segment-seconds", type=finite_float, default=10.0, metavar="S",
                    help="segment length for the demo (default 10)")
     p.add_argument("--dir", metavar="D", help="keep everything here (default: a temp dir)")
     p.add_argument("--json", action="store_true", help="print the final report as JSON")

@@ -10,13 +10,15 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from agent.commands import finite_float
+
 HELP = "scan for wrist bands, list them with RSSI and profile, pair the nearest (--write)"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", metavar="F", help="device config (default: the device's own, "
                    "or the simulated rig off a Pi)")
-    p.add_argument("--scan-seconds", type=float, default=4.0, metavar="S",
+    p.add_argument("--scan-seconds", type=finite_float, default=4.0, metavar="S",
                    help="how long to scan (default %(default)s)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--write", action="store_true",

@@ -10,6 +10,8 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from agent.commands import finite_float
+
 if TYPE_CHECKING:
     from agent.config import Config
     from agent.sources import Source
@@ -20,7 +22,7 @@ HELP = "record the camera and sensors into sealed segments (the capture service)
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", metavar="F", help="config file (default: the device config, "
                    "or the simulated rig on a machine that is not a Pi)")
-    p.add_argument("--duration", metavar="S", type=float,
+    p.add_argument("--duration", metavar="S", type=finite_float,
                    help="stop cleanly after S seconds (default: run until SIGINT/SIGTERM)")
     p.add_argument("--spool", metavar="D", help="spool directory (overrides spool.path)")
 
