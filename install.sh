@@ -6,7 +6,8 @@
 #                         elsewhere: the dev setup (same as --dev).
 #   ./install.sh --dev    a venv in .venv with the dev extras, plus what the simulated rig and
 #                         the tests need (dbus-daemon for the private BlueZ, ffmpeg's ffprobe,
-#                         Node.js for the third-party tus server).
+#                         Node.js for the third-party tus server, PostgreSQL for the
+#                         collector's shared-store tests).
 #   ./install.sh --pi     force the Pi setup.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -17,7 +18,7 @@ for arg in "$@"; do
   case "$arg" in
     --dev) mode=dev ;;
     --pi) mode=pi ;;
-    -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
     *) echo "install.sh: unknown option $arg (use --dev or --pi)" >&2; exit 2 ;;
   esac
 done
@@ -58,7 +59,8 @@ if [ "$mode" = pi ]; then
   sudo_ systemctl enable wearcap-capture.service wearcap-sync.service >/dev/null
   say "done. Next: wearcap provision, then wearcap selftest"
 else
-  apt_install python3-venv dbus ffmpeg
+  # postgresql: the collector's shared-store tests start a private server (tests/pg.py)
+  apt_install python3-venv dbus ffmpeg postgresql libpq5
   command -v npm >/dev/null || apt_install nodejs npm
   [ -d .venv ] || { say "venv in .venv"; $py -m venv .venv; }
   .venv/bin/pip install -q --upgrade pip
