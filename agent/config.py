@@ -104,6 +104,13 @@ class WristBand:
         "wearcap-open", choices=("wearcap-open", "polar-pmd", "movesense", "witmotion")
     )
     rate_hz: float = _f(200.0, min=1.0, max=2000.0)
+    latency_ms: float = _f(-1.0, min=-1.0, max=100.0)
+    """Transport latency from the band's connection event to the agent on this host, if
+    measured (e.g. by a tap seen by the head IMU and the band); -1: the sensor profile's
+    default (device_configs/sensors/<profile>.toml, [timing])."""
+    latency_uncertainty_ms: float = _f(-1.0, min=-1.0, max=100.0)
+    """Half-width of the range the true latency may be in; -1: the profile's default (or,
+    with latency_ms set, 0.3 ms)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -401,6 +408,12 @@ def _cross_check(cfg: Config, origins: dict[str, str]) -> None:
         if not w.address and not cfg.sim.enabled:
             raise ConfigError(origins.get(f"wrist[{i}].name", cfg.sources[-1]),
                               f"wrist[{i}].address", "a band needs an address (run wearcap pair)")
+        for key in ("latency_ms", "latency_uncertainty_ms"):
+            v = getattr(w, key)
+            if v < 0 and v != -1:
+                raise ConfigError(origins.get(f"wrist[{i}].{key}", cfg.sources[-1]),
+                                  f"wrist[{i}].{key}", "must be >= 0, or -1 for the "
+                                  "profile's default", value=v)
     if len(cfg.wrist) > 2:
         raise ConfigError(cfg.sources[-1], "wrist", "at most two wrist bands",
                           value=len(cfg.wrist))

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from agent.camera.base import EncodedFrame
+from agent.clock.band import ChunkTime
 from agent.record.segment import SegmentHeader, SegmentWriter
 from agent.record.spool import SealedSegment, Spool
 from agent.sources import Message
@@ -46,6 +47,15 @@ class FixedFit:
 
     def map(self, device_ns: int) -> int:
         return device_ns - DEVICE_OFFSET_NS
+
+    def state(self) -> dict[str, Any]:
+        return {"converged": True, "drift_ppm": 0.0, "latency_ns": self.latency_ns,
+                "latency_uncertainty_ns": 0, "latency": self.latency_kind}
+
+    def times(self, chunks: list[ImuChunk]) -> list[ChunkTime]:
+        """Each chunk's placement by the fixed mapping (what imu_message writes)."""
+        return [ChunkTime(chunk_host(c)[0], float(c.period_ns or 0.0), self.error_bound_ns,
+                          0, 0, 0, "fixed") for c in chunks]
 
     def snapshot(self) -> dict[str, Any]:
         return {"method": "fixed", "ref_device_ns": DEVICE_OFFSET_NS + T0_NS,
@@ -159,7 +169,8 @@ class Take:
                     prev = chunk_host(batch[0])[0] - int(batch[0].lost_before * 5e6)
                     w.write_gap(spec.topic, prev, chunk_host(batch[0])[0],
                                 batch[0].lost_before, "lost:sequence")
-                w.write_message(imu_message(self.band, batch, fit, self.profile))
+                w.write_message(imu_message(self.band, batch, fit, self.profile,
+                                            times=fit.times(batch)))
             for g in self.extra_gaps:
                 if g["segment"] == s:
                     w.write_gap(g["stream"], g["start_ns"], g["end_ns"], g["lost"], g["cause"])

@@ -9,16 +9,19 @@ import pytest
 from agent.clock.rate import RateFit
 from agent.sim.band_model import BandModel, BandParams
 from agent.wrist.decode import ImuChunk, make_decoder
+from agent.wrist.decode.witmotion import WitMotionDecoder
 
 T0 = 10**9
 
 
-def stream(seconds: float, **kw: object) -> tuple[BandModel, list[ImuChunk], list[int], object]:
+def stream(seconds: float, hold: int = 0,
+           **kw: object) -> tuple[BandModel, list[ImuChunk], list[int], object]:
     """Decode a simulated WitMotion band; returns the model, the chunks, the true sample number
-    of each chunk (one chunk per notification) and the decoder."""
+    of each chunk (one chunk per notification) and the decoder. ``hold``: the decoder's
+    arrival-based loss judge (off by default: arrivals alone cannot prove a loss)."""
     p = BandParams(profile="witmotion", rate_hz=100, **kw)  # type: ignore[arg-type]
     m = BandModel(p, T0)
-    dec = make_decoder("witmotion", rate_hz=100)
+    dec = WitMotionDecoder(100, hold_bursts=hold)
     chunks: list[ImuChunk] = []
     truth: list[int] = []
     for d in m.deliveries_until(T0 + int(seconds * 1e9)):
@@ -69,8 +72,9 @@ def test_phase_locked_band_is_never_claimed_converged():
     (40.0, 50.0, 5, 0.7, False),  # phase locked, sliding up: told once a wrap is seen
 ])
 def test_lost_notifications_become_lost_before(interval, drift, seed, share, placed):
-    m, chunks, truth, dec = stream(240, interval_ms=(interval, interval), drift_ppm=drift,
-                                   seed=seed, loss_prob=0.002)
+    """The optional arrival judge (``hold_bursts``), on an uncongested link."""
+    m, chunks, truth, dec = stream(240, hold=16, interval_ms=(interval, interval),
+                                   drift_ppm=drift, seed=seed, loss_prob=0.002)
     dropped = m.dropped_packets
     lost = sum(c.lost_before for c in chunks)
     assert dropped > 20

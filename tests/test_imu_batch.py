@@ -13,13 +13,13 @@ from agent.wrist.imu_batch import (
     decode_payload,
     encode_counts,
     fold,
-    host_times,
     imu_channel,
     imu_message,
     make_fit,
     observe,
     unfold,
 )
+from agent.wrist.timing import place
 
 
 def test_counts_codec_round_trips_extremes_at_every_order():
@@ -64,10 +64,11 @@ def test_message_round_trip_through_msgpack():
         chunks = []
         for d in m.deliveries_until(2_000_000_000):
             chunks.extend(dec.feed(d.packet, d.host_ns))
-        chunks.extend(dec.flush())  # WitMotion holds 2 s back to find lost notifications
+        chunks.extend(dec.flush())
         for c in chunks:
             observe(fit, c)
-        msg = imu_message("left", chunks, fit, profile)
+        times = [place(fit, c) for c in chunks]
+        msg = imu_message("left", chunks, fit, profile, times=times)
         assert msg.topic == imu_channel("left", profile).topic == "/wrist/left/imu"
         back = decode_payload(msgpack.unpackb(msgpack.packb(msg.payload)))
         n = sum(c.n for c in chunks)
@@ -78,9 +79,13 @@ def test_message_round_trip_through_msgpack():
             assert back["gyro"][k].tolist() == m.recorded[k][1].tolist()
         assert isinstance(msg.payload["acc_scale"], float)  # one scale for the whole batch
         assert back["chunks"]["acc_scale"] == [c.acc_scale for c in chunks]
-        want = [host_times(fit, c)[0] for c in chunks]
+        want = [t.t0_ns for t in times]
         starts = np.cumsum([0] + [c.n for c in chunks[:-1]])
         assert back["host_ns"][starts].tolist() == want
+        assert np.all(np.diff(back["host_ns"]) > 0)  # monotonic in sample order
+        clock = msg.payload["clock"]
+        assert clock["error_bound_ns"] == max(t.bound_ns for t in times)
+        assert set(clock["bound"]) == {"fit_ns", "latency_ns", "quantisation_ns", "slew_ns"}
         assert back["chunks"]["arrival_ns"] == [c.arrival_ns for c in chunks]
         if profile == "wearcap-open":
             assert back["device_ns"][starts].tolist() == [c.device_t0_ns for c in chunks]

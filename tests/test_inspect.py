@@ -33,12 +33,16 @@ def make_segment(spool: Spool, frames, seal: bool = True):
 
 
 def flip_in_chunk(path, n=64):
-    """A copy of ``path`` with ``n`` bytes flipped in the middle of its second chunk."""
+    """A copy of ``path`` with ``n`` bytes flipped in the middle of its second chunk that
+    holds video frames (which chunks hold what depends on every stream's message sizes)."""
     from mcap.reader import make_reader
 
     data = bytearray(path.read_bytes())
-    idx = make_reader(io.BytesIO(bytes(data))).get_summary().chunk_indexes
-    ci = idx[min(1, len(idx) - 1)]
+    summary = make_reader(io.BytesIO(bytes(data))).get_summary()
+    idx = summary.chunk_indexes
+    video = {c.id for c in summary.channels.values() if c.topic == "/camera/h264"}
+    with_frames = [c for c in idx if video & set(c.message_index_offsets)]
+    ci = (with_frames or idx)[min(1, len(with_frames or idx) - 1)]
     mid = ci.chunk_start_offset + ci.chunk_length // 2
     for i in range(mid, mid + n):
         data[i] ^= 0xFF

@@ -211,6 +211,21 @@ class OneWayFit:
         return len(self._bins)
 
     @property
+    def ref_device_ns(self) -> int:
+        """Device instant the line is anchored at (a hull vertex under the window centre)."""
+        return (self._x0 or 0) + self._ax
+
+    @property
+    def window_span_ns(self) -> int:
+        """Device time between the window's first and last closed bins."""
+        return self._span_ns
+
+    @property
+    def tight_ns(self) -> int:
+        """5th-lowest bin residual above the line: how tightly the envelope is supported."""
+        return self._tight_ns
+
+    @property
     def bottoms(self) -> int:
         """Sawtooth mode: tooth bottoms found in the window."""
         return len(self._bottoms)

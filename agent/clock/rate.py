@@ -202,10 +202,16 @@ class ArrivalNumberer(Generic[T]):
     when the rate fit moves, once per second).
     """
 
-    def __init__(self, nominal_rate_hz: float, *, hold_bursts: int = 16,
+    def __init__(self, nominal_rate_hz: float, *, hold_bursts: int = 0,
                  hold_ns: int = 2_000_000_000, burst_gap_ns: int = BURST_GAP_NS,
-                 **fit_args: Any) -> None:
+                 silence_ns: int = 2_000_000_000, **fit_args: Any) -> None:
         self.fit = RateFit(nominal_rate_hz, 0, burst_gap_ns=burst_gap_ns, **fit_args)
+        self.silence_ns = silence_ns
+        self.estimated: dict[int, int] = {}
+        """Without judging (``hold_bursts=0``): index of the first sample after a silence of
+        ``silence_ns`` or more (a reconnection) -> samples estimated to have been taken
+        meanwhile, from arrival times and the rate fit: an estimate (+-1), not a count."""
+        self._last_start: int | None = None
         self.hold = hold_bursts
         self.hold_ns = hold_ns if hold_bursts else 0
         self.burst_gap_ns = burst_gap_ns
@@ -329,7 +335,11 @@ class ArrivalNumberer(Generic[T]):
 
     def _release(self, judge: bool) -> list[tuple[T, int, int]]:
         lost = self._judge() if judge else 0
-        b = self._pending.popleft()
+        b = self._pending[0]
+        if not self.hold and not lost:
+            lost = self._silence(b)
+        self._last_start = b.start
+        self._pending.popleft()
         self._pending_n -= b.n
         self._ahead.drop_upto(b.seq)
         self.shift += lost
@@ -361,6 +371,23 @@ class ArrivalNumberer(Generic[T]):
             on = sum(1 for r in rec if not 0.15 < ((r - low) / per) % 1.0 < 0.85)
             self._locked = on >= 0.8 * len(rec)
         return out
+
+    def _silence(self, b: _Burst[T]) -> int:
+        """Samples the band took during a silence before burst ``b`` (a reconnection: the
+        band kept sampling), estimated from the rate fit: its newest sample is the one whose
+        envelope time is the last before the burst began."""
+        last = self._last_start
+        f = self.fit
+        if last is None or b.start - last < self.silence_ns or f.fit.bins < 2:
+            return 0
+        env0 = f.map_index(0)
+        newest = int((b.start - env0) // f.period_ns)
+        lost = newest - (self.next_index + b.n - 1)
+        if lost <= 0:
+            return 0
+        self.estimated[self.next_index + lost] = lost
+        self.lost += lost
+        return lost
 
     def _judge(self) -> int:
         """Samples lost just before the oldest pending burst (0 if none can be told)."""

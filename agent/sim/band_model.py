@@ -11,10 +11,34 @@ The band's clock runs ``drift_ppm`` fast against the host, plus a slow sinusoida
 packed ``samples_per_packet`` at a time by the profile's encoder (each profile's encoder
 lives beside its decoder in agent/wrist/decode/), a packet is ready when its last sample is
 taken, and it leaves at the next BLE connection event (interval drawn from
-``interval_ms``, in 1.25 ms steps). A failed transmission (``retransmit_prob``) holds it and
-every later packet to the next event. The host sees it ``latency_ns`` (the calibrated
-minimum) + an exponential jitter of mean ``jitter_ns`` + air time after the event.
-Deterministic for a given seed.
+``interval_ms``, in 1.25 ms steps). A failed transmission (``retransmit_prob`` per attempt)
+is retried in the same event unless ``close_after_failures`` attempts in a row failed (the
+link layer then closes the event: BLE closes it after two CRC errors in a row), which holds
+it and every later packet to the next event. The host sees it ``latency_ns`` + an
+exponential jitter of mean ``jitter_ns`` + air time after the event.
+
+What the agent must never be told, and what can surprise its fit:
+
+- ``latency_ns`` is this host's constant transport latency (controller, HCI, kernel, BlueZ,
+  D-Bus: 0.3-3 ms on real hosts), and ``jitter_ns`` the mean of what comes on top. The agent
+  only has a configured latency with an uncertainty (agent/clock/band.py).
+- Congested links: ``outage_prob`` is the chance per connection event that interference
+  starts, lasting ``outage_events`` events during which nothing gets through; the band's
+  queue builds a backlog that drains at ``max_per_event`` packets per event afterwards.
+  ``queue_limit`` (packets, 0: unbounded) makes a full queue drop what the band takes next
+  (real losses, listed in ``lost_samples``).
+- Start-up: ``startup_jump_ns`` shifts the timestamps a band stamps on its first frames (the
+  stamped clock starts that far off and settles linearly over ``startup_ns``, as a clock
+  being disciplined does: Polar's first frames jump). Ground truth is not affected.
+- Rate errors (``rate_error``) and clock drift (``drift_ppm``) as on real crystals / RC
+  oscillators.
+- Two-way exchange (the open profile's time request): ``ping(host_ns)`` writes a request;
+  it reaches the controller after ``write_latency_ns`` (+ jitter), goes on air at the next
+  connection event, where the band stamps the event's anchor on its own clock; its reply is
+  packed for the next event with that event's anchor, and arrives like any notification
+  (``Delivery.exchange``). Write and notify latencies differ (asymmetric), as on real hosts.
+
+Deterministic for a given seed (features that are off draw no random numbers).
 """
 
 from __future__ import annotations
@@ -57,6 +81,23 @@ class BandParams:
     loss_prob: float = 0.0
     """Probability that a packet is dropped on the band (buffer overflow), for loss tests."""
     seed: int = 1
+    close_after_failures: int = 1
+    """Failed attempts in a row that close a connection event (BLE: 2; 1 = the first)."""
+    outage_prob: float = 0.0
+    """Chance per connection event that an interference burst starts (congested links)."""
+    outage_events: tuple[int, int] = (2, 12)
+    """Length of an interference burst, in connection events (drawn uniformly)."""
+    queue_limit: int = 0
+    """Packets the band can queue (0: unbounded); a full queue drops new packets."""
+    startup_jump_ns: int = 0
+    """How far off the band's stamped clock starts (settles linearly over ``startup_ns``)."""
+    startup_ns: int = 3_000_000_000
+    ready_delay_ns: int = 0
+    """Band-side delay from taking a packet's last sample to handing it to the radio (a BLE
+    module fed over a UART, as in WitMotion's: ~1.7 ms); unobservable like the latency."""
+    write_latency_ns: int = 400_000
+    """Two-way exchange: constant latency of a write from the host to the controller."""
+    write_jitter_ns: float = 200_000.0
 
     def __post_init__(self) -> None:
         if self.profile not in PROFILES:
@@ -74,6 +115,9 @@ class Delivery:
     first_sample: int
     """Sample number of the packet's first sample (ground truth via BandModel.truth_ns)."""
     n: int
+    exchange: tuple[int, int, int] | None = None
+    """A two-way reply (no samples): (host send ns of the request, band clock at the event
+    the request arrived in, band clock at the anchor of the event the reply was packed for)."""
 
 
 DEFAULT_SPP = {"wearcap-open": 4, "polar-pmd": 16, "movesense": 8, "witmotion": 1}
@@ -106,6 +150,14 @@ class BandModel:
         self._last_arrival = 0
         self.connect(start_host_ns)
         self.dropped_packets = 0
+        self.lost_samples: list[tuple[int, int]] = []
+        """(first sample, count) of every packet the band dropped (ground truth of losses)."""
+        self._rng2 = np.random.default_rng(params.seed + 7919)  # new features' own stream
+        self._outage_left = 0
+        self._pings: deque[tuple[int, int]] = deque()  # (controller arrival, host send)
+        self._stamped: list[tuple[int, int]] = []  # (host send, device rx) awaiting a reply
+        self._replies = 0
+        self._reply_of: dict[int, tuple[int, int, int]] = {}
 
     # ---------------------------------------------------------------- ground truth
     def truth_ns(self, k: int | npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
@@ -124,6 +176,17 @@ class BandModel:
 
     def device_ns(self, k: int | npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
         return self.device_at(self.truth_ns(k))
+
+    def stamp_ns(self, k: int | npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+        """The device time the band *stamps* on sample(s) ``k``: its clock, plus the start-up
+        transient (``startup_jump_ns`` settling over ``startup_ns``)."""
+        d = self.device_ns(k)
+        if not self.p.startup_jump_ns:
+            return d
+        t = self.truth_ns(k).astype(np.float64) - self.start
+        w = np.clip(1.0 - t / max(1, self.p.startup_ns), 0.0, 1.0)
+        out: npt.NDArray[np.int64] = d + np.rint(self.p.startup_jump_ns * w).astype(np.int64)
+        return out
 
     @property
     def device_period_ns(self) -> float:
@@ -195,18 +258,24 @@ class BandModel:
         while True:
             k0 = self._next_sample
             ks = np.arange(k0, k0 + self.spp, dtype=np.int64)
-            ready = int(self.truth_ns(ks[-1]))
+            ready = int(self.truth_ns(ks[-1])) + self.p.ready_delay_ns
             if ready > until_host_ns:
                 return
             acc, gyro = self.signal(ks)
             self._next_sample += self.spp
             if self.p.loss_prob and self.rng.random() < self.p.loss_prob:
                 self.dropped_packets += 1
+                self.lost_samples.append((k0, self.spp))
                 continue
             per = self.spp if self.p.profile != "witmotion" else 1
-            for j, pkt in enumerate(self._encode(k0, self.device_ns(ks), acc, gyro)):
+            for j, pkt in enumerate(self._encode(k0, self.stamp_ns(ks), acc, gyro)):
                 first = k0 + (j if per == 1 else 0)
-                self._queue.append((ready, pkt, first, per if per == 1 else self.spp))
+                n = per if per == 1 else self.spp
+                if self._full():
+                    self.dropped_packets += 1
+                    self.lost_samples.append((first, n))
+                    continue
+                self._queue.append((ready, pkt, first, n))
 
     def _pack_at_event(self, ev: int) -> None:
         """Open-profile firmware: in the radio-notification callback ``ANCHOR_LEAD_NS`` before
@@ -224,11 +293,19 @@ class BandModel:
             self._next_sample += n
             if self.p.loss_prob and self.rng.random() < self.p.loss_prob:
                 self.dropped_packets += 1
+                self.lost_samples.append((k0, n))
                 continue
-            dev = self.device_ns(ks)
+            dev = self.stamp_ns(ks)
             pkt = open_profile.encode(k0, int(dev[0]) // 1000, round(self.device_period_ns),
                                       acc, gyro, tx_us=tx_us, anchor=True)
+            if self._full():
+                self.dropped_packets += 1
+                self.lost_samples.append((k0, n))
+                continue
             self._queue.append((ev, pkt, k0, n))
+
+    def _full(self) -> bool:
+        return bool(self.p.queue_limit) and len(self._queue) >= self.p.queue_limit
 
     # ---------------------------------------------------------------- BLE delivery
     def connect(self, host_ns: int) -> None:
@@ -252,22 +329,67 @@ class BandModel:
         self._queue.clear()
         return self._next_sample - before
 
+    def ping(self, host_send_ns: int) -> None:
+        """The host writes a time request at ``host_send_ns`` (two-way exchange)."""
+        lat = self.p.write_latency_ns
+        if self.p.write_jitter_ns:
+            lat += int(self._rng2.exponential(self.p.write_jitter_ns))
+        self._pings.append((host_send_ns + lat, host_send_ns))
+
+    def _radio_ok(self) -> bool:
+        """Whether this connection event gets through (congested links: interference)."""
+        if self._outage_left:
+            self._outage_left -= 1
+            return False
+        if self.p.outage_prob and self._rng2.random() < self.p.outage_prob:
+            lo, hi = self.p.outage_events
+            self._outage_left = int(self._rng2.integers(lo, hi + 1)) - 1
+            return False
+        return True
+
+    def _exchanges(self, ev: int, ok: bool) -> None:
+        """Requests on air at event ``ev``: the band stamps the event's anchor; its reply is
+        queued for the next event."""
+        if not ok:
+            return
+        while self._pings and self._pings[0][0] <= ev:
+            _arr, send = self._pings.popleft()
+            self._stamped.append((send, int(self.device_at(np.int64(ev)))))
+
     def deliveries_until(self, host_ns: int) -> list[Delivery]:
         """Deliveries of every connection event at or before ``host_ns``, in arrival order."""
         out: list[Delivery] = []
         while self._next_event <= host_ns:
             ev = self._next_event
             self._make_packets(ev)
-            for j in range(self.p.max_per_event):
+            ok = self._radio_ok()
+            if self._stamped:  # replies packed in the radio notification before this event
+                tx = int(self.device_at(np.int64(ev)))
+                for send, rx in self._stamped:
+                    self._replies += 1  # a reply: no samples, "first" is -(its number)
+                    self._reply_of[-self._replies] = (send, rx, tx)
+                    self._queue.append((ev, b"", -self._replies, 0))
+                self._stamped = []
+            self._exchanges(ev, ok)
+            fails = 0
+            j = 0
+            while ok and j < self.p.max_per_event:
                 if not self._queue or self._queue[0][0] > ev:
                     break
                 if self.rng.random() < self.p.retransmit_prob:
-                    break  # not acknowledged: this and later packets wait for the next event
+                    fails += 1
+                    if fails >= self.p.close_after_failures:
+                        break  # the event closes: this and later packets wait
+                    j += 1  # retried in this event: costs an air slot
+                    continue
+                fails = 0
                 _, pkt, first, n = self._queue.popleft()
                 arr = ev + self.p.latency_ns + j * AIR_NS + int(
                     self.rng.exponential(self.p.jitter_ns)) if self.p.jitter_ns else \
                     ev + self.p.latency_ns + j * AIR_NS
                 self._last_arrival = max(self._last_arrival, arr)
-                out.append(Delivery(self._last_arrival, pkt, first, n))
+                exch = self._reply_of.pop(first, None) if first < 0 else None
+                out.append(Delivery(self._last_arrival, pkt, first, n, exch))
+                j += 1
             self._next_event += self.interval_ns
         return out

@@ -1,10 +1,12 @@
 """The wrist IMU channel: columnar msgpack batches of raw int16 counts plus every timestamp.
 
     imu_channel(band_name, profile) -> ChannelSpec     # topic /wrist/<name>/imu
-    make_fit(profile, rate_hz, latency_ns=...) -> OneWayFit | RateFit
-    observe(fit, chunk)                                # feed the band's fit with one chunk
-    imu_message(band_name, chunks, fit) -> Message     # one batch (e.g. one drain())
+    imu_message(band_name, chunks, clock) -> Message   # one batch (e.g. one drain()); places
+                                                       # each chunk on the band's clock
     decode_payload(payload) -> dict of numpy arrays    # the reader's side (tests, export)
+
+The band's clock (the mapper: agent.wrist.timing.make_clock, observe, place, peek) lives in
+agent/wrist/timing.py; ``make_fit``, ``observe`` and ``host_times`` here are its old names.
 
 Samples are stored as ``d12-zz-i16le-planar`` (ENCODING): per axis, the 1st or 2nd
 difference of the counts (mod 2**16; whichever has the smaller sum of magnitudes in this batch,
@@ -22,20 +24,19 @@ batch. Times are stored per chunk (one BLE notification), not per sample: sample
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
 
-from agent.clock.oneway import DEFAULT_LATENCY_NS, OneWayFit
-from agent.clock.rate import BURST_GAP_NS, RateFit
+from agent.clock.band import BandClock, ChunkTime, Latency
 from agent.sources import ChannelSpec, Message
+from agent.wrist import timing
 from agent.wrist.decode import ImuChunk
 
 SCHEMA_NAME = "wearcap.ImuBatch"
 ENCODING = "d12-zz-i16le-planar"
 LEGACY_ENCODING = "delta-i16le-planar"
-NO_DEVICE_CLOCK = ("witmotion",)
 
 _INTS = {"type": "array", "items": {"type": "integer"}}
 _OPT_INTS = {"type": "array", "items": {"type": ["integer", "null"]}}
@@ -97,8 +98,13 @@ SCHEMA: dict[str, Any] = {
                            "description": "mapped sample spacing on the host, per chunk or "
                            "for all"},
         "clock": {"type": "object", "description": "state of the mapping when written: "
-                  "converged, error_bound_ns, drift_ppm, latency_ns, latency (calibrated or "
-                  "bounded); the full fit is in the segment metadata"},
+                  "converged; error_bound_ns, a bound on |host time - truth| that holds for "
+                  "every sample of the batch, and its parts (bound: fit_ns, latency_ns, "
+                  "quantisation_ns, slew_ns); slew_ns, the largest part of a fit change not "
+                  "yet slewed into the output, and slew_max_ppm, the rate it is slewed in at; "
+                  "drift_ppm; latency_ns and latency_uncertainty_ns assumed, and latency "
+                  "(where they come from: profile, config, calibrated); source (one-way, "
+                  "rate, two-way, arrival); the full fit is in the segment metadata"},
     },
     "required": ["band", "profile", "encoding", "n", "acc", "chunk_n", "host_t0_ns"],
 }
@@ -110,45 +116,24 @@ def imu_channel(band_name: str, profile: str) -> ChannelSpec:
                                                 "encoding": ENCODING})
 
 
-Fit = OneWayFit | RateFit
+Fit = BandClock
 
 
-ANCHORED = ("wearcap-open",)
-"""Profiles whose packets say when they went on air: their fit converges in seconds. The
-others wait a connection event after their last sample, by an amount that slides with the
-drift; the envelope needs a few minutes of that slide to find the true line."""
+def make_fit(profile: str, rate_hz: float, latency: Latency | None = None,
+             **clock_args: Any) -> BandClock:
+    """Old name of agent.wrist.timing.make_clock."""
+    return timing.make_clock(profile, rate_hz, latency, **clock_args)
 
 
-def make_fit(profile: str, rate_hz: float, latency_ns: int = DEFAULT_LATENCY_NS,
-             **fit_args: Any) -> Fit:
-    """The right mapping for a band: a device-clock fit, or a rate fit when it has no clock."""
-    if profile in NO_DEVICE_CLOCK:
-        return RateFit(rate_hz, latency_ns, **fit_args)  # converges on two sawtooth bottoms
-    fit_args.setdefault("converge_span_ns",
-                        20_000_000_000 if profile in ANCHORED else 240_000_000_000)
-    if profile not in ANCHORED:
-        fit_args.setdefault("burst_gap_ns", BURST_GAP_NS)  # see agent/clock/rate.py
-    return OneWayFit(latency_ns, **fit_args)
+def observe(fit: BandClock, chunk: ImuChunk) -> None:
+    """Old name of agent.wrist.timing.observe."""
+    timing.observe(fit, chunk)
 
 
-def observe(fit: Fit, chunk: ImuChunk) -> None:
-    """Feed one decoded chunk into its band's fit (call in arrival order)."""
-    if isinstance(fit, RateFit):
-        fit.add(chunk.arrival_ns, chunk.n, chunk.index)
-    elif chunk.device_t0_ns is not None:
-        when = chunk.tx_device_ns if chunk.tx_device_ns is not None else chunk.last_device_ns
-        assert when is not None
-        fit.add(when, chunk.first_arrival_ns if chunk.first_arrival_ns is not None
-                else chunk.arrival_ns)
-
-
-def host_times(fit: Fit, chunk: ImuChunk) -> tuple[int, float]:
-    """(host time of the chunk's first sample, host sample spacing)."""
-    if isinstance(fit, RateFit):
-        return fit.map_index(chunk.index), fit.period_ns
-    if chunk.device_t0_ns is None or not fit.ready:
-        return chunk.arrival_ns, 0.0
-    return fit.map(chunk.device_t0_ns), (chunk.period_ns or 0.0) * fit.slope
+def host_times(fit: BandClock, chunk: ImuChunk) -> tuple[int, float]:
+    """(host time of the chunk's first sample, host sample spacing), committing nothing."""
+    t = timing.peek(fit, chunk)
+    return t.t0_ns, t.period_ns
 
 
 def _diff(cols: npt.NDArray[np.int16]) -> npt.NDArray[np.int16]:
@@ -239,16 +224,38 @@ def undelta_column(values: Sequence[int | None]) -> list[int | None]:
     return out
 
 
-def imu_message(band_name: str, chunks: Sequence[ImuChunk], fit: Fit,
-                profile: str = "") -> Message:
-    """One batch message from consecutive chunks of one band (at least one chunk)."""
+class BatchClock(Protocol):
+    """What a batch needs of its clock when the placements are given (``times``)."""
+
+    def state(self) -> dict[str, Any]: ...
+
+
+def clock_record(clock: BatchClock, times: Sequence[ChunkTime]) -> dict[str, Any]:
+    """The batch's ``clock`` column: the mapper's state and the largest bound (and parts)
+    over the batch's chunks."""
+    worst = max(times, key=lambda t: t.bound_ns)
+    return {**clock.state(), "error_bound_ns": worst.bound_ns,
+            "bound": {"fit_ns": worst.fit_ns, "latency_ns": worst.latency_ns,
+                      "quantisation_ns": worst.quantisation_ns, "slew_ns": worst.slew_ns},
+            "slew_ns": max(t.slew_ns for t in times), "source": worst.source}
+
+
+def imu_message(band_name: str, chunks: Sequence[ImuChunk], fit: BandClock | BatchClock,
+                profile: str = "", times: Sequence[ChunkTime] | None = None) -> Message:
+    """One batch message from consecutive chunks of one band (at least one chunk). Each
+    chunk is placed on the band's clock here (``timing.place``: once per chunk, in order),
+    unless ``times`` gives its placements already."""
     if not chunks:
         raise ValueError("no chunks")
-    times = [host_times(fit, c) for c in chunks]
+    if times is None:
+        if not isinstance(fit, BandClock):
+            raise TypeError("without times, imu_message places chunks on a BandClock")
+        times = [timing.place(fit, c) for c in chunks]
+    placed = list(times)
+    times_ = [(t.t0_ns, t.period_ns) for t in placed]
     acc = np.concatenate([c.acc for c in chunks])
     has_gyro = all(c.gyro is not None for c in chunks)
     gyro = np.concatenate([c.gyro for c in chunks if c.gyro is not None]) if has_gyro else None
-    f = fit.fit if isinstance(fit, RateFit) else fit
     acc_bytes, acc_order = encode_counts(acc)
     gyro_bytes, gyro_order = encode_counts(gyro) if gyro is not None else (None, None)
     payload: dict[str, Any] = {
@@ -270,13 +277,11 @@ def imu_message(band_name: str, chunks: Sequence[ImuChunk], fit: Fit,
         "device_t0_ns": delta_column([c.device_t0_ns for c in chunks]),
         "device_period_ns": fold([c.period_ns for c in chunks]),
         "arrival_ns": delta_column([c.arrival_ns for c in chunks]),
-        "host_t0_ns": delta_column([t for t, _ in times]),
-        "host_period_ns": fold([p for _, p in times]),
-        "clock": {"converged": f.converged, "error_bound_ns": f.error_bound_ns,
-                  "drift_ppm": f.drift_ppm, "latency_ns": f.latency_ns,
-                  "latency": f.latency_kind},
+        "host_t0_ns": delta_column([t for t, _ in times_]),
+        "host_period_ns": fold([p for _, p in times_]),
+        "clock": clock_record(fit, placed),
     }
-    return Message(topic=f"/wrist/{band_name}/imu", log_time_ns=times[0][0], payload=payload)
+    return Message(topic=f"/wrist/{band_name}/imu", log_time_ns=times_[0][0], payload=payload)
 
 
 def decode_payload(p: dict[str, Any]) -> dict[str, Any]:

@@ -54,6 +54,11 @@ class SensorProfile:
     device_clock: str = "none"
     samples_per_packet: int = 1
     """What the band's firmware packs into one notification (used by the simulator)."""
+    latency_ns: int = 1_700_000
+    """Default transport latency (connection event -> the agent), ``[timing] latency_ms``;
+    a band's ``[[wrist]] latency_ms`` overrides it (agent.wrist.timing)."""
+    latency_uncertainty_ns: int = 1_500_000
+    """Half-width of the range the true latency may be in (``latency_uncertainty_ms``)."""
     path: str = ""
 
     def pick_rate(self, rate_hz: float) -> float:
@@ -116,6 +121,7 @@ _SECTIONS: dict[str, dict[str, type | tuple[type, ...]]] = {
     "rates": {"hz": list, "codes": dict},
     "commands": {"set_rate": list, "start": list, "stop": list},
     "scales": {"acc": (int, float), "gyro": (int, float)},
+    "timing": {"latency_ms": (int, float), "latency_uncertainty_ms": (int, float)},
 }
 _REQUIRED = {"name", "gatt.service", "gatt.notify", "gatt.control", "scales.acc", "scales.gyro"}
 
@@ -177,6 +183,9 @@ def load_profile_file(file: str | Path) -> SensorProfile:
     for key in ("scales.acc", "scales.gyro"):
         if not f[key] > 0:
             raise ConfigError(path, key, "must be positive", value=f[key])
+    for key in ("timing.latency_ms", "timing.latency_uncertainty_ms"):
+        if key in f and not 0 <= f[key] <= 100:
+            raise ConfigError(path, key, "out of range", value=f[key], allowed="0..100 ms")
     spp = f.get("samples_per_packet", 1)
     if not 1 <= spp <= 255:
         raise ConfigError(path, "samples_per_packet", "out of range", value=spp, allowed="1..255")
@@ -201,6 +210,8 @@ def load_profile_file(file: str | Path) -> SensorProfile:
         gyro_scale=float(f["scales.gyro"]),
         device_clock=clock,
         samples_per_packet=spp,
+        latency_ns=round(f.get("timing.latency_ms", 1.7) * 1e6),
+        latency_uncertainty_ns=round(f.get("timing.latency_uncertainty_ms", 1.5) * 1e6),
         path=path,
     )
     if not prof.name_prefixes and not prof.adv_service_uuids:

@@ -1,0 +1,524 @@
+"""One band's time mapper: clock observations in, monotonic host times with an honest bound out.
+
+    clock = BandClock("device", Latency(1_650_000, 1_350_000, "profile"), period_ns=1e9 / 52)
+    clock.observe_device(device_ns, arrival_ns)   # a sample stamped device_ns had arrived by then
+    clock.observe_index(arrival_ns, n, index)      # kind "rate": samples index.. came in one packet
+    clock.observe_exchange(send_ns, rx_dev_ns, recv_ns, tx_dev_ns)   # a two-way time reply
+    t = clock.place(key, n, period_ns)             # ChunkTime: host t0, spacing, bound and parts
+    clock.peek(key, n, period_ns)                  # the same, committing nothing (gap spans)
+    clock.state() -> the batch's "clock" dict ; clock.snapshot() -> the segment's fit
+
+``key`` is the device time (ns) of a chunk's first sample for kinds "device" and "two-way",
+its sample number for kind "rate" (bands with no device clock). Call ``place`` once per chunk,
+in sample order: it is what keeps host time monotonic.
+
+**The bound and its parts.** Every placement says how far the host time may be from the truth:
+
+- ``latency_ns``: the uncertainty of the transport latency. A one-way fit (the lower envelope
+  of arrival vs device time, agent/clock/oneway.py) sits the constant latency above the
+  truth and cannot observe it; the mapper subtracts the configured ``Latency.ns`` and counts
+  ``Latency.uncertainty_ns`` in the bound. It is never taken from a simulator. A two-way
+  exchange (agent/clock/twoway.py) observes it instead: that part is then 0.
+- ``fit_ns``: how far the envelope may be above the floor it estimates (the wait for a
+  connection event, jitter) and what its slope error adds at the newest sample. While the
+  fit has few bins it is ``wait_prior_ns / bins`` (the largest plausible wait, shrinking as
+  bins come); then twice the 5th-lowest bin residual. A band with no clock adds its floor,
+  one sample period, until its rate fit has converged (a phase-locked link never does:
+  arrival times cannot place its samples closer, agent/clock/rate.py).
+- ``quantisation_ns``: the resolution of the band's timestamps.
+- ``slew_ns``: how far the output is still from the fit (below).
+
+**Monotonic time.** The output never steps: each chunk's first sample is placed where the
+previous output predicts, corrected towards the fit by at most ``slew_ppm`` of the elapsed
+device time (``slew_fast_ppm`` until the fit has converged), so host time strictly increases
+in sample order across fit updates, restarts, reconnections and segment rolls. What is left
+to absorb is the recorded slew, and it is part of the bound.
+
+**Physically possible fits only.** A device clock runs within ``max_drift_ppm`` (hundreds of
+ppm) of the host, a sample clock of a band with no device clock within ``max_rate_error``.
+Start-up frames whose timestamps have not settled (Polar's first frames jump) break that:
+an observation ``jump_ns`` below the envelope, or a whole ``settle_ns`` of them above it,
+restarts the fit from the recent observations; a slope outside the physical range is
+clamped and counted, never used. Until the restarted fit has bins again, the bound is wide.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+from agent.clock.oneway import OneWayFit
+from agent.clock.rate import BURST_GAP_NS, RateFit
+from agent.clock.twoway import TwoWayFit
+
+KINDS = ("device", "rate", "two-way")
+
+SLEW_PPM = 500.0
+"""Largest rate at which a converged fit's change is slewed into the output."""
+SLEW_FAST_PPM = 5000.0
+"""The same before convergence (0.5 %: the sample spacing stays within 0.5 % of the fit)."""
+MAX_DRIFT_PPM = 500.0
+"""A band's clock vs the host's: crystals are tens of ppm; sleep clocks up to 500."""
+MAX_RATE_ERROR = 0.10
+"""A band with no device clock: its sample clock (often an RC oscillator) within 10 %."""
+TWO_WAY_ASYMMETRY = 0.5
+"""Two-way exchange: the write and the notification cross the same stack (D-Bus, BlueZ, the
+kernel, HCI, the controller) in opposite directions; their constant latencies are taken to
+differ by at most this share of their sum. The exchange is placed at its midpoint, and this
+is the latency part of its bound (the band of the tightest exchange is the whole range)."""
+SUSPECT_NS = 1_500_000_000
+"""A young fit's chunks are placed by arrival when every observation of this long is far
+(``jump_ns``) from it."""
+ARRIVAL_WINDOW_NS = 3_000_000_000
+"""Placed by arrival, a sample is timed by the earliest arrival of this long, counted back
+by sample numbers at the nominal rate (a backlog delays arrivals; it cannot hasten one)."""
+SETTLE_BINS = 6
+"""Closed bins (seconds) a fit needs, since its last restart, before it places samples."""
+WAIT_PRIOR_NS = 150_000_000
+"""Largest plausible wait of a notification for its connection event (intervals up to
+100 ms, plus jitter), the fit part of a bound before any bin has closed."""
+
+
+@dataclass(frozen=True, slots=True)
+class Latency:
+    """The transport latency the mapper assumes: ``ns`` +- ``uncertainty_ns``.
+
+    ``source``: where it comes from ("profile" default, "config" for a per-band setting,
+    "calibrated" for a measurement such as a tap seen by the head IMU and the band)."""
+
+    ns: int
+    uncertainty_ns: int
+    source: str = "profile"
+
+    def __post_init__(self) -> None:
+        if self.ns < 0 or self.uncertainty_ns < 0:
+            raise ValueError("latency and its uncertainty are >= 0")
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkTime:
+    """Where one chunk's samples are on the host timeline, and how sure that is."""
+
+    t0_ns: int
+    """Host time of the first sample."""
+    period_ns: float
+    """Host spacing of the samples."""
+    fit_ns: int
+    latency_ns: int
+    quantisation_ns: int
+    slew_ns: int
+    """|output - fit| at the first sample: the part of a fit change not yet slewed in."""
+    source: str
+    """"one-way", "rate", "two-way" or "arrival"."""
+
+    @property
+    def bound_ns(self) -> int:
+        """|host time - truth| <= this, for each sample of the chunk."""
+        return self.fit_ns + self.latency_ns + self.quantisation_ns + self.slew_ns
+
+
+class BandClock:
+    def __init__(self, kind: str, latency: Latency, *, period_ns: float,
+                 quantisation_ns: int = 0, wait_prior_ns: int = WAIT_PRIOR_NS,
+                 slew_ppm: float = SLEW_PPM, slew_fast_ppm: float = SLEW_FAST_PPM,
+                 max_drift_ppm: float = MAX_DRIFT_PPM, max_rate_error: float = MAX_RATE_ERROR,
+                 jump_ns: int = 150_000_000, settle_ns: int = 8_000_000_000,
+                 asymmetry: float = TWO_WAY_ASYMMETRY, **fit_args: Any) -> None:
+        if kind not in KINDS:
+            raise ValueError(f"kind is one of {', '.join(KINDS)}")
+        self.kind = kind
+        self.latency = latency
+        self.nominal_period_ns = float(period_ns)
+        self.quantisation_ns = int(quantisation_ns)
+        self.wait_prior_ns = int(wait_prior_ns)
+        self.slew_ppm = slew_ppm
+        self.slew_fast_ppm = slew_fast_ppm
+        self.max_slope_dev = (max_rate_error if kind == "rate" else max_drift_ppm * 1e-6)
+        self.jump_ns = int(jump_ns)
+        self.asymmetry = float(asymmetry)
+        self.settle_ns = int(settle_ns)
+        self._fit_args = fit_args
+        self._rate: RateFit | None = None
+        self._oneway: OneWayFit | None = None
+        self._twoway: TwoWayFit | None = None
+        self._new_fit()
+        self._recent: deque[tuple[int, int, int]] = deque()  # key, arrival, n
+        self._res: deque[tuple[int, float]] = deque()  # arrival, residual: last SUSPECT_NS
+        self._arr: deque[tuple[int, int]] = deque()  # sample index, arrival: recent
+        self.restarts = 0
+        """Fit restarts: start-up timestamps that jumped, a device clock that went back."""
+        self.clamped = 0
+        """Placements whose fitted slope was outside the physical range (clamped)."""
+        self.exchanges = 0
+        self._spread_at: tuple[int, int] = (-1, -1)
+        self._checked = -1
+        self._spread_cache = 0.0
+        self._last: tuple[float, int, float, int, str] | None = None
+        """The last sample placed: key, host ns, host spacing, fit epoch, source."""
+        self._last_slew_ns = 0
+        self.max_slew_seen_ns = 0
+        self._committed: dict[tuple[float, int], ChunkTime] = {}  # the last placements
+
+    # ---------------------------------------------------------------- fits
+    def _new_fit(self) -> None:
+        self._epoch = getattr(self, "_epoch", -1) + 1
+        if self.kind == "rate":
+            self._rate = RateFit(1e9 / self.nominal_period_ns, 0, **self._fit_args)
+            self._oneway = self._rate.fit
+        else:
+            args = dict(self._fit_args)
+            self._oneway = OneWayFit(0, **args)
+
+    @property
+    def fit(self) -> OneWayFit:
+        assert self._oneway is not None
+        return self._oneway
+
+    def _x(self, key: float) -> float:
+        """Key -> the one-way fit's x (device ns, or sample number x nominal period)."""
+        return key * self.nominal_period_ns if self.kind == "rate" else key
+
+    def _envelope(self, key: float) -> float:
+        """The fitted lower envelope at ``key``: the arrival of an unhindered notification."""
+        f = self.fit
+        return float(f.map(round(self._x(key))))
+
+    # ---------------------------------------------------------------- observations
+    def observe_device(self, device_ns: int, arrival_ns: int,
+                       index: int | None = None) -> None:
+        """A sample stamped ``device_ns`` on the band's clock had arrived by ``arrival_ns``
+        (the newest sample of a notification, or the instant the band says it sent it);
+        ``index``: that sample's running number (used while timestamps are not trusted)."""
+        if self.kind == "rate":
+            raise ValueError("a band with no device clock is observed by sample number")
+        if index is not None:
+            self._note_arrival(index, arrival_ns)
+        self._observe(device_ns, arrival_ns, 1)
+
+    def _note_arrival(self, index: int, arrival_ns: int) -> None:
+        arr = self._arr
+        arr.append((index, arrival_ns))
+        while arr and arr[0][1] < arrival_ns - ARRIVAL_WINDOW_NS:
+            arr.popleft()
+
+    def observe_index(self, arrival_ns: int, n: int, index: int) -> None:
+        """Kind "rate": samples ``index .. index + n - 1`` came in one notification."""
+        if self.kind != "rate":
+            raise ValueError("observe_index is for bands with no device clock")
+        self._note_arrival(index + n - 1, arrival_ns)
+        self._observe(index, arrival_ns, n)
+
+    def _add(self, key: int, arrival_ns: int, n: int) -> None:
+        if self._rate is not None:
+            self._rate.add(arrival_ns, n, key)
+        else:
+            self.fit.add(key, arrival_ns)
+
+    def _observe(self, key: int, arrival_ns: int, n: int) -> None:
+        f = self.fit
+        restarts = f.restarts
+        if f.ready:
+            # newest sample of the notification vs the envelope
+            top = key + n - 1 if self.kind == "rate" else key
+            r = arrival_ns - self._envelope(top)
+            res = self._res
+            res.append((arrival_ns, r))
+            while res and res[0][0] < arrival_ns - SUSPECT_NS:
+                res.popleft()
+            if r < -self.jump_ns:  # far below: what came before was stamped wrong
+                self._restart([])
+        self._add(key, arrival_ns, n)
+        if self.fit.restarts != restarts:
+            self.restarts += 1  # the device clock went back (OneWayFit restarted itself)
+            self._recent.clear()
+        rec = self._recent
+        rec.append((key, arrival_ns, n))
+        while rec and rec[0][1] < arrival_ns - self.settle_ns:
+            rec.popleft()
+        f = self.fit
+        if self._checked != f.refits and len(rec) >= 4 \
+                and arrival_ns - rec[0][1] >= self.settle_ns * 3 // 4:
+            self._checked = f.refits  # once per closed bin
+            low = min(a - self._envelope(k + m - 1 if self.kind == "rate" else k)
+                      for k, a, m in rec)
+            if low > self.jump_ns:  # a whole settle window above: the envelope is stale
+                self._restart(list(rec))
+                return
+        if self._bins() >= SETTLE_BINS and not self._plausible():
+            # timestamps that run at an impossible rate (start-up frames): start again from
+            # the newer half of what is recent
+            half = arrival_ns - self.settle_ns // 2
+            self._restart([o for o in rec if o[1] >= half])
+
+    def _plausible(self) -> bool:
+        """Whether the fitted slope is one a real clock can have, given the noise a slope
+        over the window's span can carry (waits of up to ``wait_prior_ns`` at each end)."""
+        f = self.fit
+        span = max(1, f.window_span_ns)
+        tol = self.max_slope_dev + 2 * self.wait_prior_ns / span
+        return abs(f.slope - 1.0) <= tol
+
+    def _suspect(self, key: float, n: int, period_ns: float | None, arrival_ns: int) -> bool:
+        """Whether this chunk's timestamps cannot be trusted: the fit runs at an impossible
+        rate, or, while it is young, the chunk is further from it than any wait explains."""
+        f = self.fit
+        if f.bins >= 2 and not self._plausible():
+            return True
+        if self._bins() >= SETTLE_BINS:
+            return False  # settled: a late chunk is a backlog, not a bad timestamp
+        # every recent observation far from the fit (one late packet is a retransmission,
+        # a backlog drains within a second or so; timestamps that lag or lead stay off)
+        res = self._res
+        return bool(res) and (min(r for _a, r in res) > self.jump_ns
+                              or max(r for _a, r in res) < -self.jump_ns)
+
+    @property
+    def settled(self) -> bool:
+        """The fit has enough bins since its last restart, at a physically possible rate:
+        until then chunks are placed by their arrival."""
+        return self._bins() >= SETTLE_BINS and self._plausible()
+
+    def _restart(self, replay: list[tuple[int, int, int]]) -> None:
+        self.restarts += 1
+        self._checked = -1
+        self._new_fit()
+        self._recent.clear()
+        for k, a, m in replay:
+            self._add(k, a, m)
+            self._recent.append((k, a, m))
+
+    def observe_exchange(self, host_send_ns: int, device_rx_ns: int, host_recv_ns: int,
+                         device_tx_ns: int) -> None:
+        """A two-way reply: the request written at ``host_send_ns`` went on air in the
+        connection event the band stamped ``device_rx_ns``; the reply, packed for the event
+        stamped ``device_tx_ns``, arrived at ``host_recv_ns``. The truth at ``device_rx_ns``
+        lies between the send and the arrival less the band time between the two events
+        (at the slowest physical rate), whatever the latencies of either direction."""
+        if self.kind != "two-way":
+            raise ValueError("exchanges are for kind 'two-way'")
+        if self._twoway is None:
+            self._twoway = TwoWayFit(max_drift_ppm=self.max_slope_dev * 1e6)
+        between = max(0, device_tx_ns - device_rx_ns) * (1.0 - self.max_slope_dev)
+        if self._twoway.add(host_send_ns, device_rx_ns, host_recv_ns - round(between)):
+            self.exchanges += 1
+
+    # ---------------------------------------------------------------- results
+    @property
+    def ready(self) -> bool:
+        return self.fit.ready
+
+    @property
+    def converged(self) -> bool:
+        tw = self._twoway
+        return bool(self.fit.converged or (tw is not None and tw.converged))
+
+    def _bins(self) -> int:
+        f = self.fit
+        return f.bins + (1 if f.ready else 0)
+
+    def _spread(self) -> float:
+        """How widely recent observations sit above the envelope (the wait distribution's
+        width: 90th percentile / 0.9), recomputed when the fit moves."""
+        f = self.fit
+        if self._spread_at != (f.refits, self._epoch):
+            rate = self.kind == "rate"
+            res = sorted(a - self._envelope(k + m - 1 if rate else k)
+                         for k, a, m in self._recent)
+            self._spread_cache = (res[int(0.9 * (len(res) - 1))] / 0.9 if res
+                                  else float(self.wait_prior_ns))
+            self._spread_at = (f.refits, self._epoch)
+        return min(self._spread_cache, float(self.wait_prior_ns))
+
+    def _fit_part(self) -> int:
+        """How far the envelope may be above its floor at ``key`` (module doc): the excess
+        ``E``, at least twice the 5th-lowest bin residual and at least what the lowest of N
+        waits spread over [0, W) stays above with 1 % chance (W ln(100) / N); plus what a
+        slope error adds away from the line's anchor (the supports at either end of the
+        window may each be up to ``E`` high: 3 E / span per unit of distance)."""
+        f = self.fit
+        nb = self._bins()
+        if nb < SETTLE_BINS:
+            part = self.wait_prior_ns / max(1, nb)
+        else:
+            n_obs = max(1, min(f.observations, self._window_obs()))
+            part = max(2.0 * f.tight_ns, self._spread() * 4.6 / n_obs)
+        if self.kind == "rate" and not f.converged:
+            part += self.nominal_period_ns  # the floor: wait unknown within a period
+        return round(part)
+
+    def _slope_part(self, key: float, excess: float) -> float:
+        """What a slope error adds at ``key``: the supports at either end of the window may
+        each be up to the excess high, 3 excess / span per unit of distance from the anchor."""
+        f = self.fit
+        if self._bins() < SETTLE_BINS or f.window_span_ns <= 0:
+            return 0.0
+        return 3.0 * excess * abs(self._x(key) - f.ref_device_ns) / f.window_span_ns
+
+    def _window_obs(self) -> int:
+        """Observations the fit's window holds (bins x observations per bin lately)."""
+        rec = self._recent
+        if len(rec) < 2:
+            return len(rec)
+        dt = rec[-1][1] - rec[0][1]
+        per_bin = len(rec) * self.fit.bin_ns / max(dt, self.fit.bin_ns)
+        return max(1, round(per_bin * max(1, self.fit.bins)))
+
+    def _target(self, key: float, period_ns: float | None) -> tuple[float, float, int, int, str]:
+        """(host t0, spacing, fit part, latency part, source) by the best fit now."""
+        f = self.fit
+        slope = f.slope
+        dev = self.max_slope_dev
+        if not 1 - dev <= slope <= 1 + dev:
+            self.clamped += 1
+            slope = min(max(slope, 1 - dev), 1 + dev)
+        if self.kind == "rate":
+            spacing = slope * self.nominal_period_ns
+        else:
+            spacing = (period_ns or self.nominal_period_ns) * slope
+        lat = self.latency
+        # the envelope is above the truth by the latency and by an excess in [0, fit]: the
+        # truth is in [env - latency_hi - fit, env - latency_lo]; placed at its middle
+        excess = self._fit_part()
+        env = self._envelope(key)
+        t0 = env - lat.ns - excess / 2
+        sl = self._slope_part(key, excess)
+        fit_part, lat_part, source = round(excess / 2 + sl), lat.uncertainty_ns, (
+            "rate" if self.kind == "rate" else "one-way")
+        tw = self._twoway
+        if tw is not None and tw.ready and self.kind == "two-way":
+            # the two-way band holds whatever the latencies are; where it and the one-way
+            # interval overlap, the truth is in both
+            tm, tb = float(tw.map(round(key))), int(tw.bound_ns(round(key)))
+            half = (tw.best_rtt_ns or 0) / 2
+            asym = self.asymmetry * half  # the two directions' latencies differ by <= this
+            rest = max(0.0, tb - half)  # the fit's own part (slope, spread of the bands)
+            q = self.quantisation_ns
+            lo = max(tm - asym - rest, env - lat.ns - lat.uncertainty_ns - excess - sl - q)
+            hi = min(tm + asym + rest, env - lat.ns + lat.uncertainty_ns + sl + q)
+            if lo > hi:  # they disagree: the one-way assumption is wrong, trust the exchange
+                lo, hi = tm - asym - rest, tm + asym + rest
+            est = min(max(tm, lo), hi)
+            b = max(est - lo, hi - est)
+            if b < fit_part + lat_part or tw.converged:
+                t0 = est
+                lat_part = round(min(asym, b))
+                fit_part, source = round(b) - lat_part, "two-way"
+                spacing = (period_ns or self.nominal_period_ns) * tw.slope
+        return t0, spacing, fit_part, lat_part, source
+
+    def _by_arrival(self, n: int, arrival_ns: int,
+                    index: int | None) -> tuple[float, float, int, int, str]:
+        """No trusted fit: a sample was taken before its notification arrived, at most the
+        largest plausible wait before; with sample numbers, the earliest recent arrival
+        counted back at the nominal rate bounds it tighter (a band's rate is within
+        ``max_rate_error`` of nominal, which the bound allows for)."""
+        spacing = self.nominal_period_ns
+        last = float(arrival_ns)
+        lever = 0.0
+        if index is not None:
+            top = index + n - 1
+            for k, a in self._arr:
+                if abs(top - k) * spacing <= ARRIVAL_WINDOW_NS:
+                    cand = a + (top - k) * spacing
+                    if cand < last:
+                        last, lever = cand, abs(top - k) * spacing
+        t0 = last - self.latency.ns - (n - 1) * spacing
+        fit_part = self.wait_prior_ns + round(((n - 1) * spacing + lever) * MAX_RATE_ERROR)
+        return t0, spacing, fit_part, self.latency.uncertainty_ns, "arrival"
+
+    def _placed(self, key: float, n: int, period_ns: float | None, arrival_ns: int | None,
+                commit: bool, index: int | None = None) -> ChunkTime:
+        if not self.fit.ready:
+            raise ValueError("no observations yet")
+        if arrival_ns is not None and self._suspect(key, n, period_ns, arrival_ns):
+            t0, spacing, fit_part, lat_part, source = self._by_arrival(n, arrival_ns, index)
+        else:
+            t0, spacing, fit_part, lat_part, source = self._target(key, period_ns)
+        out = t0
+        last = self._last
+        rate = (self.slew_ppm if self.converged else self.slew_fast_ppm) * 1e-6
+        if last is not None:
+            lkey, lh, _lsp, epoch, lsource = last
+            dx = self._x(key) - self._x(lkey)
+            if epoch == self._epoch and lsource == source and source != "arrival" and dx > 0:
+                step = spacing / (self.nominal_period_ns if self.kind == "rate"
+                                  else (period_ns or self.nominal_period_ns))
+                pred = lh + dx * step  # where the previous output puts this sample
+                room = rate * dx
+                out = pred + min(max(t0 - pred, -room), room)
+            else:
+                # a new fit, or placed by arrival: nothing to predict from; never step back,
+                # and slew what the new placement is behind by from here on
+                out = max(t0, lh + spacing * (1.0 - rate))
+        slew = int(abs(out - t0) + 0.5)
+        # within the chunk, the spacing is slewed too (by at most the rate) towards the fit
+        span = (n - 1) * spacing
+        sigma = min(max((t0 - out) / span, -rate), rate) if span > 0 else 0.0
+        out_spacing = spacing * (1.0 + sigma)
+        ct = ChunkTime(round(out), out_spacing, fit_part, lat_part, self.quantisation_ns,
+                       slew, source)
+        if commit:
+            self._committed[(key, n)] = ct
+            if len(self._committed) > 64:
+                del self._committed[next(iter(self._committed))]
+            self._last = (key + (n - 1) * (1 if self.kind == "rate" else
+                                           (period_ns or self.nominal_period_ns)),
+                          round(out + (n - 1) * out_spacing), spacing, self._epoch, source)
+            self._last_slew_ns = slew
+            self.max_slew_seen_ns = max(self.max_slew_seen_ns, slew)
+        return ct
+
+    def place(self, key: float, n: int = 1, period_ns: float | None = None,
+              arrival_ns: int | None = None, index: int | None = None) -> ChunkTime:
+        """Host times of a chunk of ``n`` samples from ``key`` (its first sample's device ns,
+        or sample number for kind "rate"), ``period_ns`` apart on the device clock, that
+        arrived at ``arrival_ns`` (used while the fit has not settled). Call once per chunk,
+        in sample order. ``index``: the first sample's running number."""
+        return self._placed(key, n, period_ns, arrival_ns, True,
+                            index if index is not None else
+                            (round(key) if self.kind == "rate" else None))
+
+    def peek(self, key: float, n: int = 1, period_ns: float | None = None,
+             arrival_ns: int | None = None, index: int | None = None) -> ChunkTime:
+        """``place`` without committing (e.g. to span a gap); a chunk placed already gets
+        the placement it was given."""
+        done = self._committed.get((key, n))
+        if done is not None:
+            return done
+        return self._placed(key, n, period_ns, arrival_ns, False,
+                            index if index is not None else
+                            (round(key) if self.kind == "rate" else None))
+
+    @property
+    def slew_rate_ppm(self) -> float:
+        return self.slew_ppm if self.converged else self.slew_fast_ppm
+
+    def state(self) -> dict[str, Any]:
+        """What a batch records about the mapping (see agent/wrist/imu_batch.py)."""
+        f = self.fit
+        return {"converged": self.converged, "drift_ppm": f.drift_ppm,
+                "latency_ns": self.latency.ns,
+                "latency_uncertainty_ns": self.latency.uncertainty_ns,
+                "latency": self.latency.source, "kind": self.kind,
+                "slew_max_ppm": self.slew_rate_ppm, "restarts": self.restarts}
+
+    def snapshot(self) -> dict[str, Any]:
+        """The fit (and the two-way fit, if any), JSON-ready, for the segment metadata."""
+        snap = self._rate.snapshot() if self._rate is not None else self.fit.snapshot()
+        snap.update(latency_ns=self.latency.ns,
+                    latency_uncertainty_ns=self.latency.uncertainty_ns,
+                    latency=self.latency.source,
+                    mapping=snap["mapping"].replace("- latency_ns", "- latency_ns (assumed)"),
+                    error_bound_ns=self._fit_part() + self.latency.uncertainty_ns
+                    + self.quantisation_ns,
+                    slew={"max_ppm": self.slew_rate_ppm, "last_ns": self._last_slew_ns,
+                          "max_ns": self.max_slew_seen_ns},
+                    max_slope_deviation=self.max_slope_dev, clamped=self.clamped,
+                    mapper_restarts=self.restarts)
+        if self._twoway is not None:
+            snap["two_way"] = self._twoway.snapshot()
+        return snap
+
+
+__all__ = ["BURST_GAP_NS", "BandClock", "ChunkTime", "Latency"]

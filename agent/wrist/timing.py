@@ -1,0 +1,182 @@
+"""Wrist-band time: each profile's timing facts, and decoded chunks into the band's mapper.
+
+    clock = make_clock(profile, rate_hz, band_latency(band))   # agent.clock.band.BandClock
+    observe(clock, chunk)        # every decoded chunk, in arrival order
+    t = place(clock, chunk)      # its ChunkTime (host t0, spacing, bound parts), once per chunk,
+                                 # in sample order, when it is written
+    t = peek(clock, chunk)       # the same, committing nothing (e.g. a gap's span)
+
+One clock per band stream, kept across reconnections and segment rolls: that is what keeps
+host time monotonic in sample order (agent/clock/band.py).
+
+What a chunk tells the clock: a band with a device clock is observed at the instant it says
+it sent the packet (open profile: ``tx_device_ns``) or else at the packet's last sample (it
+cannot leave before that was taken), against the first arrival of the notification(s) it
+came in; a band with none (WitMotion) by sample number against arrival. Latency comes from
+the band's config (``[[wrist]] latency_ms``) or its profile's ``[timing]`` default, never
+from a simulator.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from agent.clock.band import BandClock, ChunkTime, Latency
+from agent.clock.rate import BURST_GAP_NS
+from agent.wrist.decode import ImuChunk
+
+
+@dataclass(frozen=True, slots=True)
+class ProfileTiming:
+    kind: str
+    """agent.clock.band kinds: "device" (one-way), "rate" (no device clock), "two-way"."""
+    quantisation_ns: int
+    """Resolution of the band's timestamps."""
+    wait_prior_ns: int
+    """Largest plausible wait of a packet between its observed instant and the connection
+    event it leaves in (vendor bands: an interval; the open profile's anchor: ~0)."""
+    fit_args: dict[str, Any] = field(default_factory=dict)
+
+
+TIMING: dict[str, ProfileTiming] = {
+    # anchored packets: the tx instant is the connection event; the fit converges in seconds
+    "wearcap-open": ProfileTiming("two-way", 1_000, 20_000_000,
+                                  {"converge_span_ns": 20_000_000_000}),
+    # ns timestamps of each frame's last sample (the band's own clock ticks: 1/32768 s)
+    "polar-pmd": ProfileTiming("device", 31_000, 150_000_000,
+                               {"converge_span_ns": 240_000_000_000,
+                                "burst_gap_ns": BURST_GAP_NS}),
+    # uint32 ms of the packet's first sample: a sample is up to 1 ms after its stamp
+    "movesense": ProfileTiming("device", 1_000_000, 150_000_000,
+                               {"converge_span_ns": 240_000_000_000,
+                                "burst_gap_ns": BURST_GAP_NS}),
+    # no clock: sample numbers, rate fitted from arrivals (agent/clock/rate.py)
+    "witmotion": ProfileTiming("rate", 0, 150_000_000),
+}
+
+
+def band_latency(band: Any) -> Latency:
+    """The latency a ``[[wrist]]`` band's mapper assumes: its own setting if it has one,
+    else its sensor profile's default (agent.config.WristBand, agent.wrist.profiles)."""
+    from agent.wrist.profiles import load_profile
+
+    prof = load_profile(band.profile)
+    ms = float(getattr(band, "latency_ms", -1.0))
+    unc = float(getattr(band, "latency_uncertainty_ms", -1.0))
+    if ms >= 0:
+        return Latency(round(ms * 1e6), round((unc if unc >= 0 else 0.3) * 1e6), "config")
+    return Latency(prof.latency_ns, round(unc * 1e6) if unc >= 0 else
+                   prof.latency_uncertainty_ns, "profile")
+
+
+def profile_latency(profile: str) -> Latency:
+    from agent.wrist.profiles import load_profile
+
+    prof = load_profile(profile)
+    return Latency(prof.latency_ns, prof.latency_uncertainty_ns, "profile")
+
+
+def make_clock(profile: str, rate_hz: float, latency: Latency | None = None,
+               **clock_args: Any) -> BandClock:
+    """The mapper for one band stream of ``profile`` at nominal ``rate_hz``."""
+    t = TIMING[profile]
+    args: dict[str, Any] = {"quantisation_ns": t.quantisation_ns,
+                            "wait_prior_ns": t.wait_prior_ns, **t.fit_args, **clock_args}
+    return BandClock(t.kind, latency or profile_latency(profile), period_ns=1e9 / rate_hz,
+                     **args)
+
+
+def observe(clock: BandClock, chunk: ImuChunk) -> None:
+    """Feed one decoded chunk into its band's clock (call in arrival order)."""
+    if clock.kind == "rate":
+        clock.observe_index(chunk.arrival_ns, chunk.n, chunk.index)
+        return
+    if chunk.device_t0_ns is None:
+        return
+    when = chunk.tx_device_ns if chunk.tx_device_ns is not None else chunk.last_device_ns
+    assert when is not None
+    clock.observe_device(when, chunk.first_arrival_ns if chunk.first_arrival_ns is not None
+                         else chunk.arrival_ns, chunk.index + chunk.n - 1)
+
+
+def _arrival_time(clock: BandClock, chunk: ImuChunk) -> ChunkTime:
+    """No fit yet (or no device time): the arrival, less the latency and a period per sample
+    back, with the largest plausible wait as the bound."""
+    period = chunk.period_ns or clock.nominal_period_ns
+    lat = clock.latency
+    t0 = chunk.arrival_ns - lat.ns - round((chunk.n - 1) * period)
+    return ChunkTime(t0, period, clock.wait_prior_ns, lat.uncertainty_ns,
+                     clock.quantisation_ns, 0, "arrival")
+
+
+def _key(clock: BandClock, chunk: ImuChunk) -> float | None:
+    return float(chunk.index) if clock.kind == "rate" else (
+        None if chunk.device_t0_ns is None else float(chunk.device_t0_ns))
+
+
+def place(clock: BandClock, chunk: ImuChunk) -> ChunkTime:
+    """Host times of ``chunk``'s samples and their bound; once per chunk, in sample order."""
+    key = _key(clock, chunk)
+    if key is None or not clock.ready:
+        return _arrival_time(clock, chunk)
+    return clock.place(key, chunk.n, chunk.period_ns, _arrival(chunk), chunk.index)
+
+
+def peek(clock: BandClock, chunk: ImuChunk) -> ChunkTime:
+    """``place`` without committing anything."""
+    key = _key(clock, chunk)
+    if key is None or not clock.ready:
+        return _arrival_time(clock, chunk)
+    return clock.peek(key, chunk.n, chunk.period_ns, _arrival(chunk), chunk.index)
+
+
+class PingAimer:
+    """When to send the open profile's time requests so that some reach the band with no
+    wait: a write waits for the next connection event, and that wait is on the exchange's
+    low side. Events are where the band's anchors map to; the request is sent a lead
+    before one, the lead spread over [0, lead_max_ns] so that whatever the (unknown) write
+    latency is, some arrive just in time (those that miss wait an interval: looser
+    exchanges, which the two-way fit ranks below the tight ones).
+
+        aim = PingAimer(); aim.feed(clock, chunk) for each chunk
+        t = aim.next(now_ns, u)    # u uniform in [0, 1): the send time (None: no grid yet)
+    """
+
+    def __init__(self, lead_max_ns: int = 4_000_000) -> None:
+        self.lead_max_ns = lead_max_ns
+        self.interval_ns: float | None = None
+        self._event_host: float | None = None
+        self._last_anchor: int | None = None
+
+    def feed(self, clock: BandClock, chunk: ImuChunk) -> None:
+        a = chunk.tx_device_ns
+        if a is None or not clock.ready:
+            return
+        last = self._last_anchor
+        if last is not None and a > last:
+            d = a - last
+            iv = self.interval_ns
+            # anchors of consecutive events differ by the interval, skipped ones by multiples
+            if iv is None or d < 0.9 * iv:
+                self.interval_ns = float(d)
+            elif abs(d / iv - round(d / iv)) < 0.05:
+                self.interval_ns = iv + 0.05 * (d / round(d / iv) - iv)
+        self._last_anchor = a
+        self._event_host = clock.peek(float(a)).t0_ns + 0.0
+
+    def next(self, now_ns: int, u: float) -> int | None:
+        ev, iv = self._event_host, self.interval_ns
+        if ev is None or iv is None or iv <= 0:
+            return None
+        lead = u * self.lead_max_ns
+        k = max(1, int((now_ns + lead - ev) // iv) + 1)
+        return round(ev + k * iv - lead)
+
+
+def _arrival(chunk: ImuChunk) -> int:
+    return chunk.first_arrival_ns if chunk.first_arrival_ns is not None else chunk.arrival_ns
+
+
+__all__ = ["TIMING", "BandClock", "ChunkTime", "Latency", "band_latency", "make_clock",
+           "observe", "peek", "place", "profile_latency"]
