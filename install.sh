@@ -72,5 +72,9 @@ else
     say "third-party tus server for the interop tests"
     (cd tests/interop && npm install --silent --no-audit --no-fund >/dev/null)
   fi
+  if [ -f tests/mcapjs/package.json ] && command -v npm >/dev/null; then
+    say "Foxglove's MCAP reader and protobufjs, to read exports back in the tests"
+    (cd tests/mcapjs && npm install --silent --no-audit --no-fund >/dev/null)
+  fi
   say "done. Record on the simulated rig: .venv/bin/wearcap run --duration 30"
 fi

@@ -28,20 +28,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import msgpack
 import numpy as np
 
 from agent.errors import UsageError
+from agent.export.streams import EVENT_TOPICS, events
 from agent.inspect import GAP_FACTOR, Streams
 from agent.record.schemas import FRAMES_TOPIC, VIDEO_TOPIC
 from agent.sources import GAP_TOPIC
 
 GAPS_ROW = "reported gaps"
-EVENT_TOPICS = ("/wearcap/events",)
-"""Topics whose messages are wearer events ({kind|type, text?}): pause, resume, discard,
-annotation."""
-EVENT_CAUSES = ("pause", "discard", "annotation")
-"""Gap causes that are wearer events too (a pause is a gap in every stream)."""
 MAX_LABELS = 24
 
 
@@ -97,20 +92,8 @@ def _rows(files: Sequence[Streams]) -> list[str]:
 
 
 def _events(s: Streams) -> list[tuple[int, str]]:
-    out: list[tuple[int, str]] = []
-    for r in s.segment.records:
-        if r.topic in EVENT_TOPICS:
-            try:
-                e = msgpack.unpackb(r.data)
-                kind = str(e.get("kind") or e.get("type") or "event")
-                text = e.get("text") or e.get("label") or ""
-            except (ValueError, AttributeError, msgpack.UnpackException):
-                kind, text = "event", ""
-            out.append((r.log_time, f"{kind} {text}".strip()))
-    for g in s.gaps:
-        if g.cause.startswith(EVENT_CAUSES):
-            out.append((g.start_ns, g.cause))
-    return out
+    return [(e.t_ns, f"{e.kind} {e.text}".strip() if e.source != GAP_TOPIC else
+             f"{e.kind}: {e.text}" if e.text else e.kind) for e in events(s.segment)]
 
 
 def _hull_residuals(fit: dict[str, Any]) -> tuple[list[int], list[float]] | None:

@@ -5,7 +5,8 @@
     gaps(seg) -> [Gap]                   # the gap channel plus one per damaged chunk
     clock_fits(seg) -> {source: dict}    # each source's clock fit as written at the roll
 
-IMU batches of either sample encoding decode (``agent.wrist.imu_batch``). Per sample an IMU
+IMU batches of every encoding ever written decode (``agent.wrist.imu_batch``, and the first
+release's absolute per-chunk columns, see ``_columns_as_deltas``). Per sample an IMU
 stream keeps its raw counts, its scale, the host and device times and the error bound of the
 clock mapping when the batch was written. A batch that does not decode is not dropped
 silently: it becomes a gap (cause ``undecodable-batch``).
@@ -24,8 +25,8 @@ import numpy.typing as npt
 from agent.record.schemas import FRAME_FIELDS, FRAMES_TOPIC, VIDEO_TOPIC, frame_rows
 from agent.record.segment import SOURCE_META_PREFIX
 from agent.sources import GAP_TOPIC
+from agent.wrist.imu_batch import DELTA_COLUMNS, LEGACY_ENCODING, decode_payload, delta_column
 from agent.wrist.imu_batch import SCHEMA_NAME as IMU_SCHEMA
-from agent.wrist.imu_batch import decode_payload
 
 from .reader import Segment
 
@@ -129,7 +130,7 @@ def imu_streams(seg: Segment, bad: list[Gap] | None = None) -> dict[str, Imu]:
         for r in seg.topic_records(topic):
             try:
                 p = msgpack.unpackb(r.data)
-                d = decode_payload(p)
+                d = decode_payload(_columns_as_deltas(p))
             except (ValueError, KeyError, TypeError, msgpack.UnpackException) as exc:
                 if bad is not None:
                     bad.append(Gap(topic, r.log_time, r.log_time, -1,
@@ -161,6 +162,20 @@ def imu_streams(seg: Segment, bad: list[Gap] | None = None) -> dict[str, Imu]:
     return out
 
 
+def _columns_as_deltas(p: dict[str, Any]) -> dict[str, Any]:
+    """Batches written before the per-chunk columns were delta coded (the first release of
+    the IMU channel, also ``delta-i16le-planar``) hold absolute values; they are told apart by
+    ``host_t0_ns``: absolute values never fall below the first (host time only grows), while
+    the differences of a delta-coded column are a batch's few milliseconds, far below a host
+    time. Such a batch is delta-coded here so that ``decode_payload`` reads it."""
+    if p.get("encoding") != LEGACY_ENCODING or "acc_order" in p:
+        return p
+    host = p.get("host_t0_ns") or []
+    if len(host) < 2 or not all(v is not None and v >= host[0] > 0 for v in host[1:]):
+        return p
+    return {**p, **{k: delta_column(p[k]) for k in DELTA_COLUMNS if isinstance(p.get(k), list)}}
+
+
 def gaps(seg: Segment) -> list[Gap]:
     """Every loss the file knows of: the gap channel, then one gap per damaged chunk."""
     out: list[Gap] = []
@@ -190,4 +205,46 @@ def clock_fits(seg: Segment) -> dict[str, dict[str, Any]]:
                 continue
             if isinstance(fit, dict):
                 out[name[len(SOURCE_META_PREFIX):]] = fit
+    return out
+
+
+EVENT_TOPICS = ("/wearcap/events",)
+"""Topics of wearer events, one message each: {kind (or type/event): pause | resume | discard
+| annotation | ..., text (or label)?}."""
+EVENT_CAUSES = ("pause", "discard", "annotation")
+"""Gap causes that are wearer events too (a pause is a gap of every stream)."""
+SPLITTING = ("pause", "discard", "annotation")
+"""Event kinds at which a take (Foxglove, MP4) or an episode (LeRobot) ends."""
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    t_ns: int
+    """Host timeline."""
+    kind: str
+    text: str
+    source: str
+    """The topic it came from."""
+
+    @property
+    def splits(self) -> bool:
+        return self.kind.startswith(SPLITTING)
+
+
+def events(seg: Segment) -> list[Event]:
+    out: list[Event] = []
+    for r in seg.records:
+        if r.topic in EVENT_TOPICS:
+            try:
+                e = msgpack.unpackb(r.data)
+                kind = str(e.get("kind") or e.get("type") or e.get("event") or "event")
+                text = str(e.get("text") or e.get("label") or "")
+            except (ValueError, AttributeError, msgpack.UnpackException):
+                kind, text = "event", "(undecodable)"
+            out.append(Event(r.log_time, kind, text, r.topic))
+    for g in gaps(seg):
+        if g.cause.startswith(EVENT_CAUSES):
+            kind, _, text = g.cause.partition(":")
+            out.append(Event(g.start_ns, kind.strip(), text.strip(), GAP_TOPIC))
+    out.sort(key=lambda e: e.t_ns)
     return out
