@@ -119,6 +119,7 @@ class Take:
     """Per segment: was the wall clock NTP-synchronised (default: all True)."""
     extra_gaps: list[dict[str, Any]] = field(default_factory=list)
     """Further gap records, {segment, stream, start_ns, end_ns, lost, cause}."""
+    chunk_bytes: int = 64 << 10
     frames: list[EncodedFrame] = field(default_factory=list)
     chunks: list[ImuChunk] = field(default_factory=list)
 
@@ -156,7 +157,7 @@ class Take:
             meta = {self.band: {"profile": self.profile, "rate_hz": "200",
                                 "clock_fit": json.dumps(fit.snapshot())}}
             w = SegmentWriter(fh, header, sources_metadata=meta, channels=[spec],
-                              chunk_bytes=64 << 10)
+                              chunk_bytes=self.chunk_bytes)
             w.continue_from(last_index, last_ns)
             frames = [f for f in self.frames if lo <= f.host_ts_ns < hi]
             chunks = [c for c in self.chunks if lo <= chunk_host(c)[0] < hi]

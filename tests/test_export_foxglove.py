@@ -199,7 +199,7 @@ def test_todays_recorder_segments_still_export(tmp_path):
 
 def test_bad_inputs_are_named_and_damage_is_a_gap(tmp_path):
     spool = Spool(tmp_path / "spool", "dev")
-    segs = Take(seconds=4, segment_s=4).write(spool)
+    segs = Take(seconds=4, segment_s=4, chunk_bytes=8 << 10).write(spool)
     junk = tmp_path / "junk.mcap"
     junk.write_bytes(b"not mcap at all")
     r = run_cli("export", str(junk), "--to", "foxglove", str(tmp_path / "o"))

@@ -83,7 +83,7 @@ def test_imu_counts_samples_and_their_rate_not_batches(tmp_path):
 
 
 def test_a_flipped_chunk_is_damage_not_complete(tmp_path):
-    segs = Take(seconds=4, segment_s=4).write(Spool(tmp_path, "dev"))
+    segs = Take(seconds=4, segment_s=4, chunk_bytes=8 << 10).write(Spool(tmp_path, "dev"))
     bad = flip_in_chunk(segs[0].path)
     rep = inspect_file(bad)
     assert rep["intact"] is False and rep["damaged_chunks"] == 1
