@@ -6,8 +6,9 @@
 #                         elsewhere: the dev setup (same as --dev).
 #   ./install.sh --dev    a venv in .venv with the dev extras, plus what the simulated rig and
 #                         the tests need (dbus-daemon for the private BlueZ, ffmpeg's ffprobe,
-#                         Node.js for the third-party tus server, PostgreSQL for the
-#                         collector's shared-store tests).
+#                         Node.js for the third-party tus server and Foxglove's MCAP reader,
+#                         PostgreSQL for the collector's shared-store tests), and LeRobot's
+#                         loader in .venv-lerobot (WEARCAP_SKIP_LEROBOT=1: not).
 #   ./install.sh --pi     force the Pi setup.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -75,6 +76,18 @@ else
   if [ -f tests/mcapjs/package.json ] && command -v npm >/dev/null; then
     say "Foxglove's MCAP reader and protobufjs, to read exports back in the tests"
     (cd tests/mcapjs && npm install --silent --no-audit --no-fund >/dev/null)
+  fi
+  # LeRobot's own dataset loader, in an environment of its own (it imports torch and
+  # torchvision without declaring them, and pins av<16): the tests open every LeRobot export
+  # with it. torch/torchvision are the CUDA builds PyPI serves for x86_64 (~6 GB with
+  # lerobot-dataset); torchcodec is the video decoder LeRobot uses.
+  if [ "${WEARCAP_SKIP_LEROBOT:-}" != 1 ]; then
+    [ -x .venv-lerobot/bin/python ] || { say "LeRobot environment in .venv-lerobot (large: torch)"; $py -m venv .venv-lerobot; }
+    if ! .venv-lerobot/bin/python -c "import ledataset, torch, torchvision, torchcodec" 2>/dev/null; then
+      say "lerobot-dataset 0.4.4 with torch, torchvision and torchcodec into .venv-lerobot"
+      .venv-lerobot/bin/pip install -q --upgrade pip
+      .venv-lerobot/bin/pip install -q "torch==2.14.1" "torchvision==0.29.1" "torchcodec==0.16.0" "lerobot-dataset==0.4.4"
+    fi
   fi
   say "done. Record on the simulated rig: .venv/bin/wearcap run --duration 30"
 fi

@@ -9,7 +9,6 @@ expected host and device time of every sample is known exactly.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,7 +23,7 @@ from agent.sources import Message
 from agent.timeline import ClockAnchor
 from agent.wrist.decode import ImuChunk
 from agent.wrist.imu_batch import imu_channel, imu_message
-from tests.h264_frames import T0_NS, encode_frames
+from tests.h264_frames import T0_NS, H264Source
 
 ACC_SCALE = 9.80665 / 4096
 GYRO_SCALE = 0.001064
@@ -125,13 +124,27 @@ class Take:
 
     def build(self) -> Take:
         n = int(self.seconds * self.fps)
-        fr = encode_frames(n, fps=self.fps)
-        if self.drop_frames:
-            a, k = self.drop_frames
-            fr = [*fr[:a], dataclasses.replace(fr[a + k], dropped_before=k), *fr[a + k + 1:]]
+        # Frames lost by the camera never reach the encoder: the stream stays decodable.
+        src = H264Source(fps=self.fps)
+        fr: list[EncodedFrame] = []
+        bound = 1
+        while not fr or fr[-1].index < n - 1:
+            if fr and fr[-1].host_ts_ns + src.period_ns >= self.bound_ns(bound):
+                src.request_keyframe()  # the recorder starts every segment on an IDR
+                bound += 1
+            if self.drop_frames and len(fr) == self.drop_frames[0]:
+                k = self.drop_frames[1]
+                fr.append(src.next(dropped_before=k, skip=k))
+            else:
+                fr.append(src.next())
+        src.close()
         self.frames = fr
         self.chunks = imu_chunks(T0_NS, self.seconds, lose=self.lose_imu)
         return self
+
+    def bound_ns(self, s: int) -> int:
+        """Host time at which segment ``s`` starts."""
+        return T0_NS + int(s * self.segment_s * 1e9)
 
     def anchor(self, seg: int, mono: int) -> ClockAnchor:
         ntp = self.ntp[seg] if seg < len(self.ntp) else True
@@ -147,8 +160,8 @@ class Take:
         fit: Any = FixedFit()  # stands in for a fitted mapping (duck-typed as imu_message uses it)
         last_index = last_ns = None
         for s in range(nseg):
-            lo = T0_NS + int(s * self.segment_s * 1e9)
-            hi = T0_NS + int((s + 1) * self.segment_s * 1e9) if s < nseg - 1 else 1 << 62
+            lo = self.bound_ns(s)
+            hi = self.bound_ns(s + 1) if s < nseg - 1 else 1 << 62
             seq = spool.next_seq()
             prev_seq, prev_sha = spool.chain()
             fh = spool.open_part(seq)

@@ -37,6 +37,7 @@ from agent.wrist.imu_batch import SCHEMA_NAME as IMU_SCHEMA
 
 from . import protos
 from .reader import Segment
+from .rows import RowSchema, row_schema
 from .streams import EVENT_TOPICS, clock_fits, frames, gaps, imu_streams
 from .takes import Placement, Take
 
@@ -60,6 +61,7 @@ class _Channels:
         self.schemas: dict[str, int] = {}
         self.ids: dict[str, int] = {}
         self.seq: dict[str, int] = {}
+        self.json: set[str] = set()
 
     def channel(self, topic: str, schema_name: str, encoding: str, schema_encoding: str,
                 schema_data: bytes, metadata: dict[str, str] | None = None) -> int:
@@ -181,7 +183,7 @@ def segment_messages(seg: Segment, place: Placement, ch: _Channels) -> Iterator[
                           latency_ns=int(fit.get("latency_ns") or 0),
                           ref_device_ns=int(fit.get("ref_device_ns") or 0),
                           ref_host_ns=int(fit.get("ref_host_ns") or 0),
-                          observations=int(fit.get("observations") or 0),
+                          observations=int(fit.get("observations") or fit.get("exchanges") or 0),
                           snapshot_json=json.dumps(fit, sort_keys=True))
         _ts(m.timestamp, wall(t0))
         yield wall(t0), topic, m.SerializeToString()
@@ -212,19 +214,48 @@ def segment_messages(seg: Segment, place: Placement, ch: _Channels) -> Iterator[
         if topic in _HANDLED or d.schema_name == IMU_SCHEMA or topic in imus:
             continue
         if d.message_encoding == "msgpack":
-            ch.channel(topic, d.schema_name, "json", "jsonschema" if d.schema_data else "",
-                       d.schema_data, dict(d.metadata))
+            key = (topic, d.schema_data)
+            if key not in _row_schemas:
+                _row_schemas[key] = row_schema(d)
+            rs = _row_schemas[key]
+            if rs is not None:
+                ch.channel(topic, rs.name, "protobuf", "protobuf", rs.data, dict(d.metadata))
+                for r in seg.topic_records(topic):
+                    try:
+                        rows = rs.rows(msgpack.unpackb(r.data), r.log_time)
+                    except (ValueError, TypeError, msgpack.UnpackException):
+                        yield from _as_json(ch, topic, d, r, wall)
+                        continue
+                    for host, m in rows:
+                        _ts(m.timestamp, wall(host))
+                        yield wall(host), topic, m.SerializeToString()
+                continue
             for r in seg.topic_records(topic):
-                try:
-                    obj = _jsonable(msgpack.unpackb(r.data))
-                except (ValueError, msgpack.UnpackException):
-                    obj = {"undecodable_msgpack": base64.b64encode(r.data).decode()}
-                yield wall(r.log_time), topic, json.dumps(obj).encode()
+                yield from _as_json(ch, topic, d, r, wall)
         elif d.message_encoding in ("protobuf", "json"):
             ch.channel(topic, d.schema_name, d.message_encoding, d.schema_encoding,
                        d.schema_data, dict(d.metadata))
             for r in seg.topic_records(topic):
                 yield wall(r.log_time), topic, r.data
+
+
+_row_schemas: dict[tuple[str, bytes], RowSchema | None] = {}
+"""Built once per channel schema (a descriptor pool each)."""
+
+
+def _as_json(ch: _Channels, topic: str, d: Any, r: Any,
+             wall: Callable[[int], int]) -> Iterator[Out]:
+    """A message that is not columnar, as JSON with its recorded JSON schema (on
+    ``<topic>/json`` when ``topic`` already carries protobuf rows)."""
+    t = topic if topic not in ch.ids or topic in ch.json else topic + "/json"
+    ch.json.add(t)
+    ch.channel(t, d.schema_name, "json", "jsonschema" if d.schema_data else "",
+               d.schema_data, dict(d.metadata))
+    try:
+        obj = _jsonable(msgpack.unpackb(r.data))
+    except (ValueError, msgpack.UnpackException):
+        obj = {"undecodable_msgpack": base64.b64encode(r.data).decode()}
+    yield wall(r.log_time), t, json.dumps(obj).encode()
 
 
 def write_take(take: Take, fh: IO[bytes], tick: Callable[[int], None] | None = None) -> int:

@@ -145,6 +145,10 @@ def imu_streams(seg: Segment, bad: list[Gap] | None = None) -> dict[str, Imu]:
             gs = [0.0 if v is None else v for v in d["chunks"]["gyro_scale"]]
             d["gyro_scale"] = np.repeat(np.asarray(gs, float), cn)
             d["bound_ns"] = np.full(n, -1 if bound is None else int(bound), dtype=np.int64)
+            resid = p.get("tick_resid_us")
+            if isinstance(resid, bytes) and len(resid) == n:  # head MCU: true sample ticks
+                r_us = np.frombuffer(resid, dtype=np.int8).astype(np.int64)
+                d["device_ns"] = np.where(d["device_ns"] >= 0, d["device_ns"] + r_us * 1000, -1)
             parts.append(d)
         if not parts:
             continue
@@ -215,6 +219,8 @@ EVENT_CAUSES = ("pause", "discard", "annotation")
 """Gap causes that are wearer events too (a pause is a gap of every stream)."""
 SPLITTING = ("pause", "discard", "annotation")
 """Event kinds at which a take (Foxglove, MP4) or an episode (LeRobot) ends."""
+NOT_SPLITTING = ("discard-armed", "discard-cancelled")
+"""A discard being armed or called off changes no data: no cut there."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,20 +234,26 @@ class Event:
 
     @property
     def splits(self) -> bool:
-        return self.kind.startswith(SPLITTING)
+        return self.kind.startswith(SPLITTING) and not self.kind.startswith(NOT_SPLITTING)
 
 
 def events(seg: Segment) -> list[Event]:
     out: list[Event] = []
     for r in seg.records:
         if r.topic in EVENT_TOPICS:
+            t = r.log_time
             try:
                 e = msgpack.unpackb(r.data)
                 kind = str(e.get("kind") or e.get("type") or e.get("event") or "event")
+                detail = e.get("detail")
                 text = str(e.get("text") or e.get("label") or "")
+                if not text and detail:
+                    text = json.dumps(detail, sort_keys=True, default=str)
+                if isinstance(e.get("host_ns"), int):
+                    t = e["host_ns"]
             except (ValueError, AttributeError, msgpack.UnpackException):
                 kind, text = "event", "(undecodable)"
-            out.append(Event(r.log_time, kind, text, r.topic))
+            out.append(Event(t, kind, text, r.topic))
     for g in gaps(seg):
         if g.cause.startswith(EVENT_CAUSES):
             kind, _, text = g.cause.partition(":")
