@@ -243,3 +243,30 @@ def test_protobuf_schemas_are_self_contained_descriptor_sets():
         assert files[-1] == "wearcap/export.proto" and "google/protobuf/timestamp.proto" in files
     m = protos.classes()["ImuSample"](host_ns=5)
     assert protos.classes()["ImuSample"].FromString(m.SerializeToString()).host_ns == 5
+
+
+def test_head_mcu_streams_export_one_protobuf_message_per_sample_and_row(tmp_path):
+    """Segments recorded with the head MCU on the simulated rig (wearcap 0.1.0, 2026-12-01):
+    the 1 kHz head IMU per sample, strobes, battery and clock exchanges per row."""
+    import msgpack
+
+    src = sorted((FIXTURES / "recorder-0.1.0-2026-12-01-mcu").glob("*.mcap"))
+    res = export(tmp_path, *src)
+    msgs = read_js(Path(res["takes"][0]["files"][0]), tmp_path)
+    assert {m["encoding"] for m in msgs} == {"protobuf"}
+    segs = [read_segment(p) for p in src]
+    head = [m["message"] for m in msgs if m["topic"] == "/head/imu"]
+    rec = [imu_streams(s)["/head/imu"] for s in segs]
+    assert [int(m["host_ns"]) for m in head] == [int(t) for r in rec for t in r.host_ns]
+    assert [[m["acc_raw"][k] for k in "xyz"] for m in head] == [
+        a for r in rec for a in r.acc.tolist()]
+    for topic, col in (("/head/strobe", "host_mid_ns"), ("/head/battery", "millivolts"),
+                       ("/head/clock", "host_send_ns")):
+        rows = [v for s in segs for r in s.topic_records(topic)
+                for v in msgpack.unpackb(r.data)[col]]
+        got = [int(m["message"][col]) for m in msgs if m["topic"] == topic]
+        assert got == rows and rows, topic
+    strobe = next(m for m in msgs if m["topic"] == "/head/strobe")
+    host = int(strobe["message"]["host_mid_ns"])
+    place = res["takes"][0]["placements"][segs[0].id]
+    assert int(strobe["logTime"]) == place["realtime_ns"] + host - place["monotonic_ns"]

@@ -77,6 +77,14 @@ class _Channels:
         return cid
 
 
+def _int(v: Any, default: int) -> int:
+    return int(v) if isinstance(v, int | float) and not isinstance(v, bool) else default
+
+
+def _float(v: Any) -> float:
+    return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else 0.0
+
+
 def _proto(name: str) -> tuple[str, str, str, bytes]:
     return (f"{protos.PACKAGE}.{name}", "protobuf", "protobuf", protos.descriptor_set(name))
 
@@ -173,17 +181,16 @@ def segment_messages(seg: Segment, place: Placement, ch: _Channels) -> Iterator[
     for name, fit in clock_fits(seg).items():
         topic = CLOCK_TOPIC + name
         ch.channel(topic, *_proto("ClockFit"))
-        bound = fit.get("error_bound_ns")
+        bound = _int(fit.get("error_bound_ns"), -1)
+        obs = fit.get("observations", fit.get("exchanges"))
         m = C["ClockFit"](source=name, segment_id=seg.id, method=str(fit.get("method", "")),
                           mapping=str(fit.get("mapping", "")),
-                          converged=bool(fit.get("converged")),
-                          error_bound_ns=int(bound) if bound is not None else -1,
-                          slope=float(fit.get("slope") or 0.0),
-                          drift_ppm=float(fit.get("drift_ppm") or 0.0),
-                          latency_ns=int(fit.get("latency_ns") or 0),
-                          ref_device_ns=int(fit.get("ref_device_ns") or 0),
-                          ref_host_ns=int(fit.get("ref_host_ns") or 0),
-                          observations=int(fit.get("observations") or fit.get("exchanges") or 0),
+                          converged=bool(fit.get("converged")), error_bound_ns=bound,
+                          slope=_float(fit.get("slope")), drift_ppm=_float(fit.get("drift_ppm")),
+                          latency_ns=_int(fit.get("latency_ns"), 0),
+                          ref_device_ns=_int(fit.get("ref_device_ns"), 0),
+                          ref_host_ns=_int(fit.get("ref_host_ns"), 0),
+                          observations=len(obs) if isinstance(obs, list) else _int(obs, 0),
                           snapshot_json=json.dumps(fit, sort_keys=True))
         _ts(m.timestamp, wall(t0))
         yield wall(t0), topic, m.SerializeToString()
