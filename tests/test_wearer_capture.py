@@ -15,7 +15,8 @@ from mcap.reader import make_reader
 
 from agent.capture import CaptureService, CaptureSettings
 from agent.mcu.controls import Action
-from agent.mcu.wearer import DISCARD_DIR, Wearer
+from agent.mcu.wearer import Wearer
+from agent.record.discard import DISCARD_DIR
 from agent.record.schemas import frame_rows
 from agent.record.spool import Spool
 from agent.sources import GAP_TOPIC

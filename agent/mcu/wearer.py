@@ -29,11 +29,10 @@ from typing import Any
 from agent.durable import write_atomic
 from agent.mcu.controls import Action, Controls, ControlSettings
 from agent.mcu.led import RigState, led
+from agent.record.discard import DISCARD_DIR
 
 log = logging.getLogger("wearcap.wearer")
 
-DISCARD_DIR = "discard"
-"""Spool subdirectory of pending discard requests (capture writes, sync carries out)."""
 
 
 @dataclass(frozen=True)
