@@ -187,44 +187,25 @@ def lost_before(msgs: list) -> int:
     return sum(int(x) for p in imu(msgs) for x in p["lost_before"])
 
 
-def test_witmotion_dropped_notifications_become_gaps_that_count_them():
-    """No counter on the band: losses are found from arrival times (7.5 ms interval, where the
-    decoder finds >= 90 % and invents none, agent/clock/rate.py) and each is one gap."""
+def test_witmotion_arrivals_alone_never_make_up_a_loss():
+    """No counter on the band, and arrival times cannot tell a backlog from a loss: a
+    congested link (20 % retransmissions, interference bursts) loses nothing, and nothing is
+    claimed lost; every sample is written as it arrives, numbered in order."""
     src, clock = make_band(WIT)
     src.start()
     src.segment_metadata()
-    model = connect_model(src, clock, interval_ms=(7.5, 7.5), seed=3, loss_prob=0.002)
+    model = connect_model(src, clock, interval_ms=(50, 100), seed=3, retransmit_prob=0.2,
+                          close_after_failures=2, outage_prob=0.01)
     msgs: list = []
-    stream(src, clock, model, 180, msgs)
-    src.stop()
-    msgs += src.drain()
-    dropped = model.dropped_packets  # one sample per notification
-    lost = [g for g in gaps(msgs) if g["cause"].startswith("lost:")]
-    counted = sum(g["lost"] for g in lost)
-    assert dropped > 20
-    assert 0.9 * dropped <= counted <= dropped
-    assert {g["cause"] for g in lost} == {"lost:arrival-envelope"}
-    assert all(g["lost"] > 0 and g["start_ns"] <= g["end_ns"] for g in lost)
-    assert counted == lost_before(msgs) == src.stats["samples_lost"]  # each counted once
-    idx = indices(msgs)  # every sample that arrived is written, numbered past the losses
-    assert len(idx) == src.stats["samples"] == src.stats["packets"]
-    assert idx[-1] - idx[0] + 1 == len(idx) + counted
-
-
-def test_stop_writes_the_chunks_the_witmotion_decoder_holds_back():
-    src, clock = make_band(WIT)
-    src.start()
-    src.segment_metadata()
-    model = connect_model(src, clock, interval_ms=(15, 15), seed=2)
-    msgs: list = []
-    stream(src, clock, model, 5.0, msgs)
+    stream(src, clock, model, 60, msgs)
     held = src.stats["packets"] - src.stats["samples"]
-    assert held >= 100  # ~2 s at 100 Hz wait in the decoder
     src.stop()
     msgs += src.drain()
-    assert src.stats["samples"] == src.stats["packets"]
+    assert held == 0  # nothing waits in the decoder for a chunk close to miss
+    assert [g for g in gaps(msgs) if not g["cause"].startswith("not-connected")] == []
     idx = indices(msgs)
-    assert len(idx) == src.stats["packets"] and idx == list(range(len(idx)))
+    assert len(idx) == src.stats["samples"] == src.stats["packets"]
+    assert idx == list(range(len(idx)))
 
 
 def test_an_open_profile_sequence_gap_is_one_gap_with_its_count():
@@ -313,16 +294,14 @@ def test_witmotion_reconnection_gap_carries_the_silence_count_once():
     assert [b - a - 1 for a, b in itertools.pairwise(idx) if b != a + 1] == [gap["lost"]]
 
 
-def test_witmotion_count_found_after_a_roll_is_written_once_on_its_own():
+def test_witmotion_silence_count_comes_before_a_roll():
+    """Nothing is held back: the first notification after the reconnection carries the
+    silence's count (an estimate from the rate fit), so a roll 0.5 s later finds nothing
+    left to count and the gap is written once."""
     msgs, away, src = witmotion_reconnect(roll_before_count=True)
-    found = [g for g in gaps(msgs) if not g["cause"].startswith("not-connected")]
-    assert [g["cause"] for g in found] == [
-        "disconnect:link-lost",
-        "lost:arrival-envelope (counted after the disconnect:link-lost gap was written)"]
-    assert found[0]["lost"] == -1 and abs(found[1]["lost"] - away) <= 1
-    assert (found[0]["start_ns"], found[0]["end_ns"]) == (found[1]["start_ns"],
-                                                          found[1]["end_ns"])
-    assert lost_before(msgs) == found[1]["lost"] == src.stats["samples_lost"]
+    (gap,) = [g for g in gaps(msgs) if not g["cause"].startswith("not-connected")]
+    assert gap["cause"] == "disconnect:link-lost" and abs(gap["lost"] - away) <= 1
+    assert lost_before(msgs) == gap["lost"] == src.stats["samples_lost"]
 
 
 def test_flush_writes_the_pending_batch_once_and_the_roll_after_it_adds_nothing():

@@ -30,7 +30,7 @@ def test_witmotion_band_every_delivered_sample_is_written_at_stop():
         msgs: list[Message] = []
         src.start()
         deadline = time.monotonic() + 60
-        while src.stats["packets"] < 400:  # ~4 s of notifications: the decoder holds ~2 s
+        while src.stats["packets"] < 400:  # ~4 s of notifications
             assert time.monotonic() < deadline, f"gave up waiting; status {src.status()}"
             msgs += src.drain()
             time.sleep(0.05)
@@ -39,14 +39,13 @@ def test_witmotion_band_every_delivered_sample_is_written_at_stop():
         src.stop()
         msgs += src.drain()
         delivered = rig.stats(band.name)["samples"]
-    assert held > 0
+    assert held == 0  # nothing waits in the decoder
     assert src.stats["samples"] == src.stats["packets"] == delivered
     idx = [int(i) for m in msgs if m.topic.endswith("/imu")
            for i in decode_payload(m.payload)["index"]]
     assert len(idx) == delivered and idx[0] == 0
-    # a loss judged from (noisy, real) arrival times is a gap that counts the numbers skipped
+    # (noisy, real) arrival times never make up a loss
     gaps = [m.payload for m in msgs if m.topic == GAP_TOPIC]
-    assert gaps[0]["cause"] == "not-connected:connecting"
-    assert all(g["cause"] == "lost:arrival-envelope" for g in gaps[1:])
+    assert [g["cause"] for g in gaps] == ["not-connected:connecting"]
     assert idx[-1] + 1 - len(idx) == sum(g["lost"] for g in gaps[1:])
     assert all(b > a for a, b in itertools.pairwise(idx))

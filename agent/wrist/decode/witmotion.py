@@ -9,11 +9,15 @@ There is no device time and no counter: chunks carry ``device_t0_ns=None`` and t
 fitted from arrivals (agent.clock.rate.RateFit) by sample number (``ImuChunk.index``).
 The angles are the band's own fusion output, derivable from acc/gyro; they are not stored.
 
-Lost notifications are found from the arrival envelope (agent.clock.rate.ArrivalNumberer):
-the decoder holds each notification back ~2 s (a retransmission backlog must have drained
-before a step is judged), then releases the chunks numbered past any loss, with
-``lost_before`` set on the first chunk after it. Call ``flush()`` when the stream stops
-(before ``reset()``) to get the held chunks. ``hold_bursts=0``: no hold, no loss detection.
+Nothing is held back (``hold_bursts=0``, the default): every notification is decoded as it
+arrives and numbered after the previous one. Arrival times alone cannot prove a loss: on a
+congested link a retransmission backlog raises arrivals exactly as a lost notification
+would, and judging from them read backlogs as losses (agent/clock/rate.py). A connected BLE
+link acknowledges every notification, so the numbering runs on; after a silence of 2 s or
+more (a reconnection: the band kept sampling) the numbering resumes where the rate fit puts
+the band, and ``numberer.estimated`` says that this ``lost_before`` is an estimate (+-1), not
+a count. ``hold_bursts > 0`` turns the old arrival judge back on (holds ~2 s; usable only on
+uncongested links); call ``flush()`` when the stream stops (before ``reset()``).
 """
 
 from __future__ import annotations
@@ -41,7 +45,7 @@ Held = tuple[int, list[tuple[I16, I16]]]
 class WitMotionDecoder:
     profile = "witmotion"
 
-    def __init__(self, rate_hz: float = 100.0, *, hold_bursts: int = 16) -> None:
+    def __init__(self, rate_hz: float = 100.0, *, hold_bursts: int = 0) -> None:
         self.rate_hz = rate_hz
         self.hold_bursts = hold_bursts
         self.malformed = 0
