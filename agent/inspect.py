@@ -7,7 +7,8 @@
 **The per-stream report** is ``StreamReport``, one per stream of a segment, built by
 ``_stream_report`` from the stream's sample times; ``SegmentReport.streams`` maps topic ->
 ``StreamReport``. Counts are of what the stream carries, not of MCAP messages: frames for the
-video and the frame timing, *samples* for an IMU stream (its batches are ``messages``).
+video and the frame timing, *samples* for an IMU stream, *rows* for any other columnar batch
+channel (e.g. the head MCU's strobes; the batches are ``messages``).
 To report something new about a stream (a band's claimed bound, its refused streams and
 slews, an MCU's strobe residuals), add a field with a default to ``StreamReport``, fill it in
 a function of ``_EXTENSIONS`` (called with the report, the ``Streams`` and the topic), and
@@ -31,8 +32,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import msgpack
+
 from agent.errors import InputError
 from agent.export.reader import Segment, read_segment
+from agent.export.rows import columns
 from agent.export.streams import Gap, Imu, clock_fits, frames, gaps, imu_streams
 from agent.record.schemas import FRAMES_TOPIC, VIDEO_TOPIC
 from agent.sources import GAP_TOPIC
@@ -86,6 +90,8 @@ class Streams:
     indexes: list[int]
     """Frame indexes in host-time order."""
     imu: dict[str, Imu] = field(default_factory=dict)
+    columnar: set[str] = field(default_factory=set)
+    """Other batch channels, counted by row."""
 
     @property
     def metadata(self) -> dict[str, dict[str, str]]:
@@ -115,12 +121,20 @@ def read_streams(path: Path) -> Streams:
     for topic, s in imu.items():
         times[topic] = s.host_ns.tolist()
     batched = {FRAMES_TOPIC, *imu}
+    cols = {t: c for t, d in seg.channels.items()
+            if t not in batched and t != GAP_TOPIC and (c := columns(d)) is not None}
     for r in seg.records:
-        if r.topic not in batched:
+        if r.topic in cols:  # a columnar batch: one time per row
+            try:
+                rows = cols[r.topic].row_times(msgpack.unpackb(r.data), r.log_time)
+            except (ValueError, msgpack.UnpackException):
+                rows = [r.log_time]
+            times.setdefault(r.topic, []).extend(rows)
+        elif r.topic not in batched:
             times.setdefault(r.topic, []).append(r.log_time)
     for ts in times.values():
         ts.sort()
-    return Streams(path, seg, times, counts, found, indexes, imu)
+    return Streams(path, seg, times, counts, found, indexes, imu, set(cols))
 
 
 @dataclass
@@ -219,7 +233,8 @@ _UNITS = {VIDEO_TOPIC: "frames", FRAMES_TOPIC: "frames", GAP_TOPIC: "gap records
 def _stream_report(s: Streams, topic: str, ts: list[int]) -> StreamReport:
     n = len(ts)
     span = (ts[-1] - ts[0]) / 1e9 if n > 1 else 0.0
-    unit = "samples" if topic in s.imu else _UNITS.get(topic, "messages")
+    unit = "samples" if topic in s.imu else "rows" if topic in s.columnar else _UNITS.get(
+        topic, "messages")
     mine = [g for g in s.gaps if g.names(topic)]
     st = StreamReport(
         topic=topic, unit=unit, count=n, messages=s.counts.get(topic, n),

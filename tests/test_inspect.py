@@ -262,3 +262,14 @@ def test_report_fields_are_one_structure_per_stream(tmp_path):
     assert all(isinstance(v, StreamReport) for v in rep.streams.values())
     assert set(rep.to_dict()["streams"]["/wrist/left/imu"]) == {
         f.name for f in dataclasses.fields(StreamReport)}
+
+
+def test_head_mcu_batches_are_counted_by_row():
+    from tests.test_export_foxglove import FIXTURES
+
+    p = FIXTURES / "recorder-0.1.0-2026-12-01-mcu" / "sim-0001-00000000.mcap"
+    st = inspect_file(p)["streams"]
+    assert st["/head/imu"]["unit"] == "samples" and 999 < st["/head/imu"]["rate_hz"] < 1001
+    assert st["/head/strobe"]["unit"] == "rows" and st["/head/strobe"]["count"] == 88
+    assert st["/head/strobe"]["messages"] == 3 and 29.9 < st["/head/strobe"]["rate_hz"] < 30.1
+    assert st["/head/battery"]["unit"] == "rows"

@@ -20,17 +20,63 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, timestamp_pb2
-
 from agent.record.schemas import ChannelDef
-
-from .protos import PACKAGE
 
 HOST_COLUMNS = ("host_ns", "host_mid_ns", "host_ts_ns", "host_send_ns", "host_t0_ns",
                 "start_ns")
-_T = descriptor_pb2.FieldDescriptorProto
-_TYPES = {"integer": _T.TYPE_INT64, "number": _T.TYPE_DOUBLE, "boolean": _T.TYPE_BOOL,
-          "string": _T.TYPE_STRING}
+PACKAGE = "wearcap.export"
+_TYPES = {"integer": 3, "number": 1, "boolean": 8, "string": 9}
+"""JSON type -> FieldDescriptorProto type (INT64, DOUBLE, BOOL, STRING)."""
+
+
+@dataclass(frozen=True)
+class Columns:
+    """What a columnar channel's JSON schema says: its columns, scalars and their types."""
+
+    title: str
+    columns: list[str]
+    scalars: list[str]
+    fields: list[tuple[str, int]]
+
+    @property
+    def host_column(self) -> str | None:
+        return next((c for c in HOST_COLUMNS if c in self.columns), None)
+
+    def row_times(self, payload: Any, log_time: int) -> list[int]:
+        """Host time of every row of one message (the batch's log_time where none)."""
+        if not isinstance(payload, dict):
+            return [log_time]
+        n = max((len(payload[c]) for c in self.columns if isinstance(payload.get(c), list)),
+                default=0)
+        col = payload.get(self.host_column) if self.host_column else None
+        return [int(col[i]) if isinstance(col, list) and i < len(col)
+                and isinstance(col[i], int) else log_time for i in range(n)]
+
+
+def columns(ch: ChannelDef) -> Columns | None:
+    """The columns of a msgpack batch channel (None: not columnar). Needs no protobuf."""
+    if ch.message_encoding != "msgpack" or ch.schema_encoding != "jsonschema":
+        return None
+    try:
+        schema = json.loads(ch.schema_data)
+    except ValueError:
+        return None
+    if not isinstance(schema, dict):
+        return None
+    props = schema.get("properties") or {}
+    cols: list[str] = []
+    scalars: list[str] = []
+    fields: list[tuple[str, int]] = []
+    for k, p in props.items():
+        kind = _kind(p) if isinstance(p, dict) else None
+        if kind is None or _field_name(k) != k or k in ("timestamp", "nulls"):
+            continue
+        (cols if kind[0] else scalars).append(k)
+        fields.append((k, kind[1]))
+    if not cols:
+        return None
+    title = re.sub(r"\W", "", str(schema.get("title") or ch.schema_name).split(".")[-1]) or "Row"
+    return Columns(title, cols, scalars, fields)
 
 
 def _kind(prop: dict[str, Any]) -> tuple[bool, int] | None:
@@ -89,35 +135,23 @@ def _field_name(name: str) -> str:
 
 
 def row_schema(ch: ChannelDef) -> RowSchema | None:
-    if ch.message_encoding != "msgpack" or ch.schema_encoding != "jsonschema":
+    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, timestamp_pb2
+
+    c = columns(ch)
+    if c is None:
         return None
-    try:
-        schema = json.loads(ch.schema_data)
-    except ValueError:
-        return None
-    props = schema.get("properties") or {}
-    cols: list[str] = []
-    scalars: list[str] = []
-    fields: list[tuple[str, int]] = []
-    for k, p in props.items():
-        kind = _kind(p) if isinstance(p, dict) else None
-        if kind is None or _field_name(k) != k or k in ("timestamp", "nulls"):
-            continue
-        (cols if kind[0] else scalars).append(k)
-        fields.append((k, kind[1]))
-    if not cols:
-        return None
-    title = re.sub(r"\W", "", str(schema.get("title") or ch.schema_name).split(".")[-1]) or "Row"
+    T = descriptor_pb2.FieldDescriptorProto
+    title = c.title
     fd = descriptor_pb2.FileDescriptorProto(name=f"wearcap/export_{title}.proto",
                                             package=PACKAGE, syntax="proto3",
                                             dependency=["google/protobuf/timestamp.proto"])
     msg = fd.message_type.add(name=title)
-    msg.field.add(name="timestamp", number=1, type=_T.TYPE_MESSAGE,
-                      label=_T.LABEL_OPTIONAL, type_name=".google.protobuf.Timestamp")
-    for i, (k, t) in enumerate(fields, start=2):
-        msg.field.add(name=k, number=i, type=t, label=_T.LABEL_OPTIONAL, json_name=k)
-    msg.field.add(name="nulls", number=len(fields) + 2, type=_T.TYPE_STRING,
-                  label=_T.LABEL_OPTIONAL)
+    msg.field.add(name="timestamp", number=1, type=T.TYPE_MESSAGE,
+                  label=T.LABEL_OPTIONAL, type_name=".google.protobuf.Timestamp")
+    for i, (k, t) in enumerate(c.fields, start=2):
+        msg.field.add(name=k, number=i, type=t, label=T.LABEL_OPTIONAL, json_name=k)
+    msg.field.add(name="nulls", number=len(c.fields) + 2, type=T.TYPE_STRING,
+                  label=T.LABEL_OPTIONAL)
     pool = descriptor_pool.DescriptorPool()
     ts = descriptor_pb2.FileDescriptorProto()
     timestamp_pb2.DESCRIPTOR.CopyToProto(ts)
@@ -125,4 +159,4 @@ def row_schema(ch: ChannelDef) -> RowSchema | None:
     pool.Add(fd)
     cls = message_factory.GetMessageClass(pool.FindMessageTypeByName(f"{PACKAGE}.{title}"))
     fds = descriptor_pb2.FileDescriptorSet(file=[ts, fd])
-    return RowSchema(f"{PACKAGE}.{title}", cols, scalars, cls, fds.SerializeToString())
+    return RowSchema(f"{PACKAGE}.{title}", c.columns, c.scalars, cls, fds.SerializeToString())
