@@ -17,6 +17,7 @@ import numpy as np
 
 from agent.camera.base import EncodedFrame
 from agent.clock.band import ChunkTime
+from agent.mcu.records import event, events_channel
 from agent.record.segment import SegmentHeader, SegmentWriter
 from agent.record.spool import SealedSegment, Spool
 from agent.sources import Message
@@ -119,6 +120,9 @@ class Take:
     extra_gaps: list[dict[str, Any]] = field(default_factory=list)
     """Further gap records, {segment, stream, start_ns, end_ns, lost, cause}."""
     chunk_bytes: int = 64 << 10
+    events: list[dict[str, Any]] = field(default_factory=list)
+    """Wearer events on /wearcap/events as the head MCU writes them: {segment, kind, host_ns,
+    detail}."""
     frames: list[EncodedFrame] = field(default_factory=list)
     chunks: list[ImuChunk] = field(default_factory=list)
 
@@ -169,7 +173,9 @@ class Take:
                                    self.anchor(s, lo))
             meta = {self.band: {"profile": self.profile, "rate_hz": "200",
                                 "clock_fit": json.dumps(fit.snapshot())}}
-            w = SegmentWriter(fh, header, sources_metadata=meta, channels=[spec],
+            ev_spec = events_channel()
+            w = SegmentWriter(fh, header, sources_metadata=meta,
+                              channels=[spec, *([ev_spec] if self.events else [])],
                               chunk_bytes=self.chunk_bytes)
             w.continue_from(last_index, last_ns)
             frames = [f for f in self.frames if lo <= f.host_ts_ns < hi]
@@ -185,6 +191,9 @@ class Take:
                                 batch[0].lost_before, "lost:sequence")
                 w.write_message(imu_message(self.band, batch, fit, self.profile,
                                             times=fit.times(batch)))
+            for e in self.events:
+                if e["segment"] == s:
+                    w.write_message(event(e["kind"], e["host_ns"], **e.get("detail", {})))
             for g in self.extra_gaps:
                 if g["segment"] == s:
                     w.write_gap(g["stream"], g["start_ns"], g["end_ns"], g["lost"], g["cause"])

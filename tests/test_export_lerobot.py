@@ -138,3 +138,23 @@ def test_cli_prints_each_episode_residual(tmp_path):
     r = run_cli("export", str(tmp_path / "spool"), "--to", "lerobot", str(tmp_path / "ds"))
     assert r.returncode == 0, r.stderr
     assert "episode 0: 60 frames, alignment residual max" in r.stdout
+
+
+def test_an_annotation_event_cuts_episodes_and_shows_in_foxglove(tmp_path):
+    from tests.test_export_foxglove import read_js
+
+    t_ann = T0_NS + 1_000_000_000
+    take = Take(seconds=2, segment_s=2, events=[
+        {"segment": 0, "kind": "annotation", "host_ns": t_ann, "detail": {"label": "screw"}},
+        {"segment": 0, "kind": "discard-armed", "host_ns": t_ann + 300_000_000}])
+    take.write(Spool(tmp_path / "spool", "dev"))
+    res = export(tmp_path, str(tmp_path / "spool"), "--to", "lerobot", str(tmp_path / "ds"))
+    before = sum(1 for f in take.frames if f.host_ts_ns < t_ann)
+    assert [e["length"] for e in res[0]["episodes"]] == [before, 60 - before]  # armed: no cut
+    res = export(tmp_path, str(tmp_path / "spool"), "--to", "foxglove", str(tmp_path / "fx"))
+    msgs = read_js(Path(res[0]["files"][0]), tmp_path)
+    logs = [m for m in msgs if m["topic"] == "/wearcap/events"]
+    assert [m["schema"] for m in logs] == ["foxglove.Log"] * 2
+    assert logs[0]["message"]["message"] == 'annotation: {"label": "screw"}'
+    assert int(logs[0]["message"]["timestamp"]["seconds"]) * 10**9 + \
+        logs[0]["message"]["timestamp"]["nanos"] == int(logs[0]["logTime"])
