@@ -89,6 +89,20 @@ def test_paused_multi_segment_recording_gives_two_episodes_lerobot_reads(tmp_pat
     assert best[76] >= 75  # the second episode begins where the pause cut the first
 
 
+def annexb_nals(au: bytes) -> list[bytes]:
+    parts = au.replace(b"\x00\x00\x00\x01", b"\x00\x00\x01").split(b"\x00\x00\x01")
+    return [p.rstrip(b"\x00") for p in parts if p]
+
+
+def avcc_nals(pkt: bytes) -> list[bytes]:
+    out, i = [], 0
+    while i + 4 <= len(pkt):
+        n = int.from_bytes(pkt[i:i + 4], "big")
+        out.append(pkt[i + 4:i + 4 + n].rstrip(b"\x00"))
+        i += 4 + n
+    return out
+
+
 def thumbs(units: list[bytes]) -> np.ndarray:
     import av
 
@@ -117,20 +131,21 @@ def test_a_drop_splits_the_episode_and_no_frame_is_duplicated(tmp_path):
 
 
 def test_copy_video_keeps_the_recorded_h264(tmp_path):
-    take = Take(seconds=4, segment_s=2)
+    take = Take(seconds=2, segment_s=1)
     take.write(Spool(tmp_path / "spool", "dev"))
     out = tmp_path / "ds"
     res = export(tmp_path, str(tmp_path / "spool"), "--to", "lerobot", str(out),
                  "--copy-video")
     eps = res[0]["episodes"]
-    assert [e["video"] for e in eps] == ["copied"] and eps[0]["length"] == 120
+    assert [e["video"] for e in eps] == ["copied"] and eps[0]["length"] == 60
     import av
 
     with av.open(str(out / "videos/observation.images.camera/chunk-000/file-000.mp4")) as c:
         pk = [bytes(p) for p in c.demux(video=0) if p.size]
-    assert len(pk) == 120
+    # the recorded NAL units, as they were (MP4 holds them length-prefixed, not Annex B)
+    assert [avcc_nals(p) for p in pk] == [annexb_nals(f.data) for f in take.frames]
     got = load_with_lerobot(out)
-    assert got["num_frames"] == 120 and got["lengths"] == [120]
+    assert got["num_frames"] == 60 and got["lengths"] == [60]
 
 
 def test_cli_prints_each_episode_residual(tmp_path):
