@@ -270,3 +270,15 @@ def test_head_mcu_streams_export_one_protobuf_message_per_sample_and_row(tmp_pat
     host = int(strobe["message"]["host_mid_ns"])
     place = res["takes"][0]["placements"][segs[0].id]
     assert int(strobe["logTime"]) == place["realtime_ns"] + host - place["monotonic_ns"]
+
+
+def test_a_discarded_segment_ends_the_take_and_says_so(tmp_path):
+    spool = Spool(tmp_path / "spool", "dev")
+    segs = Take(seconds=6, segment_s=2).write(spool)
+    (tmp_path / "spool" / "tombstones").mkdir()
+    (tmp_path / "spool" / "tombstones" / f"{segs[1].id}.json").write_text("{}")
+    segs[1].path.chmod(0o644)
+    segs[1].path.unlink()
+    res = export(tmp_path, tmp_path / "spool")
+    assert [t["segments"] for t in res["takes"]] == [[segs[0].id], [segs[2].id]]
+    assert res["takes"][0]["ends"] == f"discarded by the wearer: {segs[1].id}"

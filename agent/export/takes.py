@@ -127,6 +127,19 @@ def placements(segments: list[Segment]) -> list[Placement]:
     return out
 
 
+def _tombstones(a: Segment, b: Segment) -> list[str]:
+    """Ids of the segments between ``a`` and ``b`` that the spool holds as tombstones (a
+    discard carried out on the device: ``<spool>/tombstones/<id>.json``)."""
+    if a.sequence is None or b.sequence is None or a.path.parent.name != "sealed":
+        return []
+    dev = a.header.get("device_id", "")
+    d = a.path.parent.parent / "tombstones"
+    from agent.record.segment import segment_id
+
+    ids = [segment_id(dev, q) for q in range(a.sequence + 1, min(b.sequence, a.sequence + 10001))]
+    return [i for i in ids if (d / f"{i}.json").exists()]
+
+
 def takes(segments: list[Segment]) -> list[Take]:
     by_dev: dict[str, list[Segment]] = {}
     for s in segments:
@@ -146,7 +159,9 @@ def takes(segments: list[Segment]) -> list[Take]:
                     why = f"the device rebooted before segment {s.id}"
                 elif prev.sequence is None or s.sequence != prev.sequence + 1 or (
                         link is not None and link != str(prev.sequence)):
-                    why = f"sequence break: {prev.id} then {s.id}"
+                    gone = _tombstones(prev, s)
+                    why = (f"discarded by the wearer: {', '.join(gone)}" if gone else
+                           f"sequence break: {prev.id} then {s.id}")
                 if why:
                     runs.append((cur, why))
                     cur = []
