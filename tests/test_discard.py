@@ -70,3 +70,27 @@ def test_kill_between_tombstone_and_deletion_is_finished_next_run(tmp_path):
     assert not list(spool.sealed.glob("*.mcap"))
     assert sorted(tombstones(spool.root)) == ["dev-00000000", "dev-00000001", "dev-00000002"]
     assert not pending(spool.root)
+
+
+def test_the_sync_service_carries_out_a_request_and_never_uploads_the_segment(tmp_path):
+    from sync_servers import DEVICE, make_segments, write_config
+
+    from agent import config
+    from agent.sync.service import SyncService
+
+    spool_dir = tmp_path / "spool"
+    make_segments(spool_dir, DEVICE, 3, 5_000)
+    ids = sorted(p.stem for p in (spool_dir / "sealed").glob("*.mcap"))
+    cfg = config.load(write_config(tmp_path / "agent.toml", url="http://127.0.0.1:9/files/",
+                                   spool=spool_dir, token_file=tmp_path / "token"))
+    svc = SyncService(cfg, spool=spool_dir, token="t", once=True)
+    assert svc.rescan() == 3  # known to sync, waiting for upload
+    Wearer(None, spool_dir).request_discard(
+        Action("discard-requested", 500, {"from_ns": 0, "to_ns": 10}),
+        [(ids[1], 0, 10), (ids[2], 20, 30)])
+    svc.rescan()  # discovery carries out pending discards first
+    assert sorted(p.stem for p in (spool_dir / "sealed").glob("*.mcap")) == [ids[0], ids[2]]
+    seg = svc.state.get(ids[1])
+    assert seg is not None and seg.state == "missing"  # never to be uploaded
+    assert "discarded by the wearer" in (seg.last_error or "")
+    assert ids[1] in tombstones(spool_dir) and not pending(spool_dir)

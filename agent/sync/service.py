@@ -145,7 +145,23 @@ class SyncService:
         self._found.put(f)
         self._wake.set()
 
+    def _discards(self) -> None:
+        """The wearer's discard requests (agent.record.discard): whole segments become
+        tombstones; one not yet verified is never uploaded (it is marked missing, with the
+        reason). Deleting what the collector already holds is the collector's part."""
+        from agent.record.discard import carry_out, pending
+
+        if not pending(self.spool):
+            return
+        for t in carry_out(self.spool, now_ns=time.monotonic_ns()):
+            seg = self.state.get(t["id"])
+            if seg is not None and seg.state in ("sealed", "uploading", "uploaded",
+                                                 "rejected"):
+                self.state.transition(t["id"], "missing",
+                                      last_error="discarded by the wearer (tombstone kept)")
+
     def rescan(self) -> int:
+        self._discards()
         n = sum(self._add(f) for f in scan(self.sealed))
         for seg in self.state.in_states("missing"):
             if Path(seg.path).is_file():
