@@ -22,6 +22,8 @@ from typing import IO, Any
 
 from agent import heap, sdnotify
 from agent.camera.base import Camera, EncodedFrame
+from agent.livestatus import Publisher
+from agent.progress import LiveFigures, progressing
 from agent.record.recover import Recovery, recover_all
 from agent.record.roller import Decision, RollPolicy
 from agent.record.schemas import VIDEO_TOPIC
@@ -81,7 +83,8 @@ class CaptureService:
                  notify: Callable[[str], Any] = sdnotify.notify,
                  status: Callable[[str], None] = _stderr_status,
                  anchor: Callable[[], ClockAnchor] | None = None,
-                 stop: threading.Event | None = None, wearer: Any = None) -> None:
+                 stop: threading.Event | None = None, wearer: Any = None,
+                 publisher: Publisher | None = None) -> None:
         self.s = settings
         self.spool = spool
         self.camera = camera
@@ -108,6 +111,8 @@ class CaptureService:
         self._withheld = 0                  # next keyframe, are never written
         self._withheld_motion: dict[str, list[int]] = {}
         self._sealed_spans: list[tuple[str, int, int]] = []
+        self.publisher = publisher
+        self._live = LiveFigures()
 
     # ------------------------------------------------------------ segments
     def _open(self) -> None:
@@ -357,6 +362,20 @@ class CaptureService:
             if self._seg is not None:
                 self._seg.continue_from(self._last_index, self._last_frame_ns)
 
+    # ------------------------------------------------------------ live status
+    def _publish(self, now: int) -> None:
+        """The live status (agent.livestatus) and systemd's STATUS= line, once a second."""
+        if self.publisher is None or not self.publisher.due():
+            return
+        from agent.progress import live_status
+
+        doc = live_status(self, now)
+        self.publisher.publish(doc)
+        line = doc.get("summary", "")
+        if line and line != self._live.last_line:
+            self._live.last_line = line
+            self.notify(f"STATUS={line}")
+
     # ------------------------------------------------------------ loop
     def run(self) -> CaptureResult:
         if self.s.tune_heap:
@@ -406,8 +425,13 @@ class CaptureService:
                     self._seg.checkpoint()
                     self._last_ckpt = now
                 if now - last_dog >= self.s.watchdog_seconds * 1e9:
-                    self.notify("WATCHDOG=1")
+                    # Progress, not liveness: pinged from the writer loop only, and only while
+                    # the open segment checkpoints (agent.progress).
+                    if self._ready and progressing(self._seg is not None, now - self._last_ckpt,
+                                                   self.s.chunk_seconds, self.s.watchdog_seconds):
+                        self.notify("WATCHDOG=1")
                     last_dog = now
+                    self._publish(now)
                 if now - last_disk >= self.s.disk_check_seconds * 1e9:
                     self.spool.check_space(self.s.margin_bytes // 4)
                     last_disk = now
@@ -429,6 +453,8 @@ class CaptureService:
         stopped the loop wins; otherwise the first error here is raised after sealing."""
         self.notify("STOPPING=1")
         self._stopping = True  # sources are stopped on purpose now: not "absent"
+        if self.publisher is not None:
+            self.publisher.clear()
         err: BaseException | None = None
         for thing in reversed(started):
             try:

@@ -399,6 +399,32 @@ def load(path: str | Path) -> Config:
     return typing.cast(Config, cfg)
 
 
+def _is_profile(path: str) -> bool:
+    """A file in a profile directory is a layer, not a device's own config."""
+    parent = Path(path).resolve().parent
+    return any(d.is_dir() and parent == d.resolve() for d in PROFILE_DIRS)
+
+
+def _check_identity(cfg: Config, origins: dict[str, str]) -> None:
+    """Off the simulated rig a device config must say what it is, who it is and where it
+    uploads: the defaults (the test pattern, ``sim-0001``, the loopback URL) are the
+    simulated rig's, and a real rig recording under them would mix its data with others'."""
+    top = cfg.sources[-1]
+    if cfg.sim.enabled or _is_profile(top):
+        return
+    if len(cfg.sources) < 2:
+        known = sorted({p.stem for d in PROFILE_DIRS if d.is_dir() for p in d.glob("*.toml")})
+        raise ConfigError(top, "profile", "missing: without a device profile this config "
+                          "records the test pattern; add a first line such as "
+                          'profile = "pi5-imx708"', allowed=", ".join(known))
+    if "device.id" not in origins:
+        raise ConfigError(top, "device.id", "missing: every rig needs its own id (add "
+                          '[device] id = "rig-0001", or run wearcap provision)')
+    if "sync.url" not in origins:
+        raise ConfigError(top, "sync.url", "missing: where this rig uploads (add [sync] "
+                          'url = "https://collector.example/files/", or run wearcap provision)')
+
+
 def _cross_check(cfg: Config, origins: dict[str, str]) -> None:
     names = [w.name for w in cfg.wrist]
     for i, w in enumerate(cfg.wrist):
@@ -420,6 +446,7 @@ def _cross_check(cfg: Config, origins: dict[str, str]) -> None:
     if len(cfg.sim.interval_ms) != 2 or cfg.sim.interval_ms[0] > cfg.sim.interval_ms[1]:
         raise ConfigError(origins.get("sim.interval_ms", cfg.sources[-1]), "sim.interval_ms",
                           "must be [low, high]", value=cfg.sim.interval_ms)
+    _check_identity(cfg, origins)
 
 
 def is_raspberry_pi() -> bool:

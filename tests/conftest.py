@@ -41,6 +41,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                      help="run the long versions of the harnesses (soaks, hundreds of faults)")
 
 
+@pytest.fixture(autouse=True)
+def _private_run_dir(tmp_path_factory: pytest.TempPathFactory,
+                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test's services write their live status (agent.livestatus) to a directory of
+    its own, never to another test's or the machine's /run/wearcap."""
+    monkeypatch.setenv("WEARCAP_RUN_DIR", str(tmp_path_factory.mktemp("run")))
+
+
 @pytest.fixture
 def long_run(request: pytest.FixtureRequest) -> bool:
     return bool(request.config.getoption("--long"))

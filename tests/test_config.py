@@ -20,7 +20,8 @@ def test_every_shipped_profile_loads(path: Path) -> None:
 
 def test_device_local_file_layers_over_profile(tmp_path: Path) -> None:
     local = tmp_path / "agent.toml"
-    local.write_text('profile = "pi5-imx708"\n[device]\nid = "rig-7"\n[segment]\nseconds = 30\n')
+    local.write_text('profile = "pi5-imx708"\n[device]\nid = "rig-7"\n[segment]\nseconds = 30\n'
+                     '[sync]\nurl = "https://c.example/files/"\n')
     cfg = config.load(local)
     assert cfg.profile == "pi5-imx708"
     assert cfg.device.id == "rig-7"
@@ -72,3 +73,37 @@ def test_config_check_cli_exit_codes(tmp_path: Path) -> None:
     assert str(bad) in res.stdout + res.stderr
     assert "segment.seconds" in res.stdout + res.stderr
     assert "Traceback" not in res.stdout + res.stderr
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "fix"),
+    [
+        ('profile = "pi5-imx708"\n', "device.id", "wearcap provision"),
+        ('profile = "pi5-imx708"\n[device]\nid = "rig-9"\n', "sync.url", "[sync]"),
+        ('[device]\nid = "rig-9"\n[sync]\nurl = "https://c.example/files/"\n', "profile",
+         'profile = "pi5-imx708"'),
+    ],
+)
+def test_a_rig_config_must_name_its_profile_id_and_collector(
+        tmp_path: Path, text: str, key: str, fix: str) -> None:
+    """Off the simulated rig the simulated rig's defaults (sim-0001, the loopback collector,
+    the test pattern) are an error with the fix, in `config check` as everywhere."""
+    local = tmp_path / "agent.toml"
+    local.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        config.load(local)
+    assert info.value.key == key
+    assert fix in str(info.value)
+    res = run_cli("config", "check", str(local))
+    assert res.returncode == 2
+    assert key in res.stdout and "Traceback" not in res.stdout + res.stderr
+
+
+def test_a_complete_rig_config_and_the_simulated_rig_load(tmp_path: Path) -> None:
+    local = tmp_path / "agent.toml"
+    local.write_text('profile = "pi5-imx708"\n[device]\nid = "rig-9"\n'
+                     '[sync]\nurl = "https://c.example/files/"\n')
+    assert config.load(local).device.id == "rig-9"
+    sim = tmp_path / "sim-local.toml"
+    sim.write_text('profile = "sim"\n')
+    assert config.load(sim).device.id == "sim-0001"

@@ -51,7 +51,7 @@ def test_sync_status_and_faults_are_reported(tmp_path: Path) -> None:
         {"uploading": True, "reason": "collector reachable", "backlog_segments": 3,
          "backlog_bytes": 1000, "last_error": "HTTP 503", "updated": time.time()}))
     st = collect(spool, reserve_bytes=1 << 62)
-    assert st["syncing"] is True
+    assert st["syncing"] is False  # never "syncing: yes" beside a sync fault
     assert st["quarantined"] == 1
     joined = " ".join(st["faults"])
     assert "reserve" in joined and "quarantine" in joined and "HTTP 503" in joined
@@ -64,3 +64,92 @@ def test_status_cli_json(tmp_path: Path) -> None:
     data = json.loads(res.stdout)
     assert data["spool"] == str(spool)
     assert data["recording"] is False
+
+
+def _live_doc(spool: Path, **over: object) -> dict[str, object]:
+    doc: dict[str, object] = {
+        "service": "capture", "pid": os.getpid(), "updated": time.time(),
+        "device_id": "rig-1", "spool": str(spool), "state": "recording",
+        "segment": {"id": "rig-1-00000004", "seq": 4, "frames": 90, "gaps": 0,
+                    "bytes": 123456},
+        "camera": {"fps": 30.0, "frames": 900, "dropped": 0},
+        "streams": [
+            {"name": "left", "state": "streaming", "streaming": True, "rate_hz": 200.1,
+             "gaps": 0, "clock_converged": True, "clock_bound_us": 310.0},
+            {"name": "right", "state": "connecting", "streaming": False, "absent_s": 12.0,
+             "absent_cause": "not found in scan", "rate_hz": 0.0, "gaps": 1}],
+        "writer": {"since_checkpoint_s": 0.3, "progressing": True},
+        "disk": {"free_bytes": 10**10, "hours_left": 5.5},
+        "battery": {"percent": 71, "charging": False},
+    }
+    doc.update(over)
+    return doc
+
+
+def test_status_reads_the_running_capture_services_spool_and_says_so(tmp_path: Path) -> None:
+    """`run --spool ./spool` records: status must read that spool, not the config's."""
+    spool = _spool(tmp_path / "here")
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "capture.json").write_text(json.dumps(_live_doc(spool)))
+    (spool / "active" / "rig-1-00000004.mcap.part").write_bytes(b"x")
+    fd = os.open(spool / "capture.lock", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    env = {"WEARCAP_RUN_DIR": str(run_dir)}
+    try:
+        res = run_cli("status", "--json", env=env)
+        assert res.returncode == 0, res.stderr
+        st = json.loads(res.stdout)
+        assert st["spool"] == str(spool) and "capture service" in st["spool_from"]
+        assert st["recording"] is True and st["open_segment"]["id"] == "rig-1-00000004"
+        assert [s["name"] for s in st["streams"]] == ["left", "right"]
+        assert any("band right absent" in f and "not found in scan" in f
+                   for f in st["faults"])
+        text = run_cli("status", env=env).stdout
+        assert f"{spool} (the running capture service's)" in text
+        assert "rig-1-00000004 open" in text and "band left" in text and "310 us" in text
+        assert "5.5 h of recording left" in text and "71 %" in text
+        other = _spool(tmp_path / "other")
+        res = run_cli("status", "--json", "--spool", str(other), env=env)
+        st = json.loads(res.stdout)
+        assert st["spool"] == str(other) and st["spool_from"] == "--spool"
+        assert any(f"records into {spool}" in n for n in st["notes"])
+    finally:
+        os.close(fd)
+
+
+def test_a_stale_live_status_is_not_trusted(tmp_path: Path) -> None:
+    spool = _spool(tmp_path)
+    live = {**_live_doc(spool, updated=time.time() - 600), "fresh": False}
+    st = collect(spool, 0, live=live)
+    assert st["recording"] is False and st["open_segment"] is None and st["streams"] == []
+
+
+def test_status_names_a_leftover_part_and_a_stalled_writer(tmp_path: Path) -> None:
+    spool = _spool(tmp_path)
+    (spool / "active" / "rig-1-00000009.mcap.part").write_bytes(b"half")
+    st = collect(spool, 0)
+    assert st["leftover_parts"] == ["rig-1-00000009.mcap.part"]
+    assert any("leftover .part" in n and "recovers them" in n for n in st["notes"])
+    fd = os.open(spool / "capture.lock", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    try:
+        live = {**_live_doc(spool, writer={"since_checkpoint_s": 40.0, "progressing": False}),
+                "fresh": True}
+        st = collect(spool, 0, live=live)
+        assert st["leftover_parts"] == []
+        assert any("writer is stalled" in f for f in st["faults"])
+    finally:
+        os.close(fd)
+
+
+def test_status_with_a_sync_fault_says_retrying_not_yes(tmp_path: Path) -> None:
+    spool = _spool(tmp_path)
+    (spool / "sync-status.json").write_text(json.dumps(
+        {"uploading": True, "reason": "collector reachable", "backlog_segments": 2,
+         "backlog_bytes": 10, "last_error": "HTTP 409: a device cannot overwrite",
+         "updated": time.time()}))
+    res = run_cli("status", "--spool", str(spool))
+    assert res.returncode == 0, res.stderr
+    assert "syncing:   retrying" in res.stdout and "syncing:   yes" not in res.stdout
+    assert "fault: sync: HTTP 409" in res.stdout

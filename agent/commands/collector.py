@@ -147,7 +147,24 @@ def _db(args: argparse.Namespace) -> Any:
     return open_store(getattr(args, "store", "") or data)
 
 
+EXTRA_MODULES = ("starlette", "uvicorn", "boto3", "botocore")
+"""What ``pip install 'wearcap[collector]'`` brings (the device install leaves it out)."""
+
+
 def run(args: argparse.Namespace) -> int:
+    from agent.errors import CollectorError
+
+    try:
+        return _dispatch(args)
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").split(".")[0] not in EXTRA_MODULES:
+            raise
+        raise CollectorError(
+            f"the collector needs its extra dependencies ({exc.name} is not installed): "
+            "pip install 'wearcap[collector]' (or ./install.sh --dev in a checkout)") from None
+
+
+def _dispatch(args: argparse.Namespace) -> int:
     action = getattr(args, "action", None)
     if action == "enroll":
         return _enroll(args)
@@ -211,7 +228,6 @@ def _report(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(reports, indent=2))
         return 0
-    from rich.console import Console
     from rich.table import Table
 
     table = Table(title=f"wearcap collector: {args.data}")
@@ -225,7 +241,9 @@ def _report(args: argparse.Namespace) -> int:
                       "-" if r["highest_seq"] is None else str(r["highest_seq"]),
                       str(r["missing_count"]), completeness.format_ranges(r["missing"]),
                       f"{r['verified_bytes'] / 1e9:.3f}", style=style)
-    Console().print(table)
+    from agent.termout import console
+
+    console().print(table)
     return 0
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import re
 import signal
@@ -72,18 +73,34 @@ def _stop(proc: subprocess.Popen[Any] | None, sig: int = signal.SIGTERM) -> None
         proc.wait()
 
 
+def _prepare_dir(root: Path, logs: Path) -> None:
+    """--dir must be a directory the demo can write (it records, uploads and logs there)."""
+    from agent.errors import UsageError
+
+    if root.exists() and not root.is_dir():
+        raise UsageError(f"--dir {root}: is a file, not a directory; give a new or empty "
+                         "directory (or leave --dir out for a temporary one)")
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        logs.mkdir(exist_ok=True)
+        probe = root / ".wearcap-demo-write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise UsageError(f"--dir {root}: cannot write there ({exc.strerror or exc}); give a "
+                         "writable directory (or leave --dir out for a temporary one)") from None
+
+
 def run(args: argparse.Namespace) -> int:
-    from rich.console import Console
-
     from agent.errors import UsageError, WearcapError
+    from agent.termout import console
 
-    if args.duration <= 0 or args.segment_seconds < 1:
-        raise UsageError("--duration must be > 0 and --segment-seconds >= 1")
-    con = Console(stderr=True)
+    if not (0 < args.duration < math.inf) or not (1 <= args.segment_seconds < math.inf):
+        raise UsageError("--duration must be > 0 and --segment-seconds >= 1 (finite numbers)")
+    con = console(stderr=True)
     root = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="wearcap-demo-"))
-    root.mkdir(parents=True, exist_ok=True)
     spool, data, logs = root / "spool", root / "collector", root / "logs"
-    logs.mkdir(exist_ok=True)
+    _prepare_dir(root, logs)
     collector = sync = None
     try:
         with con.status("starting the collector"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import signal
 import threading
 from contextlib import AbstractContextManager
@@ -100,8 +101,9 @@ def run(args: argparse.Namespace) -> int:
     from agent.errors import UsageError
     from agent.record.spool import Spool
 
-    if args.duration is not None and not args.duration > 0:
-        raise UsageError(f"--duration must be a positive number of seconds, got {args.duration}")
+    if args.duration is not None and not (args.duration > 0 and math.isfinite(args.duration)):
+        raise UsageError(f"--duration must be a positive, finite number of seconds, got "
+                         f"{args.duration:g} (leave it out to record until stopped)")
     cfg = config.load_default(args.config)
     root = Path(args.spool).expanduser() if args.spool else cfg.spool_path
     spool = Spool(root, cfg.device.id, reserve_mb=cfg.spool.reserve_mb,
@@ -129,8 +131,10 @@ def run(args: argparse.Namespace) -> int:
                 camera = open_camera(cfg.camera, monotonic_ns)
                 if sim_mcu is not None and hasattr(camera, "exposure_hook"):
                     camera.exposure_hook = sim_mcu.on_exposure  # the sensor's true exposures
+            from agent.livestatus import Publisher
+
             service = CaptureService(settings, spool, camera, sources, stop=stop,
-                                     wearer=_wearer(cfg, sources, root))
+                                     wearer=_wearer(cfg, sources, root), publisher=Publisher())
             result = service.run()
     finally:
         for s, h in old.items():

@@ -40,18 +40,42 @@ def read_token(cfg: Any) -> str:
     return token
 
 
+def check_spool(spool: Path, given_by: str) -> None:
+    """The sync service keeps its state in the spool: it must be a directory it can write."""
+    from agent.errors import SpoolError
+
+    if spool.exists() and not spool.is_dir():
+        raise SpoolError(f"is a file, not a spool directory; point {given_by} at the "
+                         "directory the capture service records into", path=str(spool))
+    probe = spool if spool.exists() else next((p for p in spool.parents if p.exists()), spool)
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise SpoolError("is read-only for this user, and the sync service records its "
+                         "progress there (sync.sqlite3); run it as the service user "
+                         f"(sudo -u wearcap wearcap sync) or point {given_by} at a "
+                         "writable spool", path=str(spool))
+
+
 def run(args: argparse.Namespace) -> int:
     import signal
+    import sqlite3
 
     from agent import config
+    from agent.errors import SpoolError
     from agent.sync.service import SyncService
 
     cfg = config.load_default(args.config)
     spool = Path(os.path.expanduser(args.spool)) if args.spool else cfg.spool_path
     token = read_token(cfg)
+    check_spool(spool, "--spool" if args.spool else "spool.path")
     progress = _Display() if sys.stderr.isatty() and not args.json else None
-    service = SyncService(cfg, spool=spool, token=token, once=args.once,
-                          on_progress=progress.update if progress else None)
+    try:
+        service = SyncService(cfg, spool=spool, token=token, once=args.once,
+                              on_progress=progress.update if progress else None)
+    except (OSError, sqlite3.Error) as exc:
+        if progress:
+            progress.close()
+        raise SpoolError(f"cannot open the sync state: {exc}; check that the spool is "
+                         "writable by this user", path=str(spool)) from None
 
     def _stop(signum: int, frame: object) -> None:
         service.stop()

@@ -108,6 +108,8 @@ class SyncService:
         self.decision = policy.Decision(False, "starting")
         self.summary = Summary()
         self._beat = 0.0
+        self.foreign: dict[str, str] = {}
+        """Segments in the spool that name another device (never uploaded: reported)."""
 
     def _default_probes(self) -> Probes:
         battery = Path(os.path.expanduser(self.sc.battery_file)) if self.sc.battery_file \
@@ -170,7 +172,10 @@ class SyncService:
 
     def _add(self, f: Found) -> bool:
         if f.device != self.cfg.device.id:
-            log.warning("%s: not this device's segment (device %s); skipped", f.path, f.device)
+            if f.id not in self.foreign:
+                log.warning("%s: not this device's segment (device %s); skipped",
+                            f.path, f.device)
+            self.foreign[f.id] = f.device
             return False
         return self.state.add(f.id, f.seq, str(f.path), f.size)
 
@@ -190,6 +195,8 @@ class SyncService:
         retried = self.state.retry_rejected()
         if retried:
             log.info("retrying %d segment(s) rejected in an earlier run", retried)
+        if self.once:
+            self._retry_now()
         self.rescan()
         watcher = None
         if self.watch:
@@ -257,6 +264,16 @@ class SyncService:
             self._finish()
         return self.summary
 
+    def _retry_now(self) -> None:
+        """--once is asked for now: a backoff saved by an earlier run is not waited out."""
+        now = self.clock()
+        waiting = [s for s in self.state.in_states(*PENDING) if s.next_attempt > now]
+        for seg in waiting:
+            self.state.update(seg.id, next_attempt=0.0)
+        if waiting:
+            log.warning("retrying %d segment(s) at once (an earlier run had backed off)",
+                        len(waiting))
+
     def _idle_wait(self, now: float, tries: dict[str, int]) -> float | None:
         """Seconds to sleep with nothing due; None when --once has nothing more to try."""
         pending = self.state.in_states(*PENDING)
@@ -314,6 +331,12 @@ class SyncService:
             self.summary.left.append({"id": seg.id, "state": seg.state, "why": why,
                                       "last_error": seg.last_error,
                                       "offset": seg.upload_offset, "size": seg.size})
+        for seg_id, device in sorted(self.foreign.items()):
+            self.summary.left.append({
+                "id": seg_id, "state": "foreign", "last_error": None, "offset": 0, "size": 0,
+                "why": f"a segment of device {device}, not of this device "
+                       f"({self.cfg.device.id}): never uploaded with this config; move it "
+                       "out of the spool, or sync it with that device's config"})
         if self.summary.left and not self.summary.reason:
             self.summary.reason = self.summary.left[0]["last_error"] or \
                 self.summary.left[0]["why"]

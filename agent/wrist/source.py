@@ -213,6 +213,8 @@ class WristSource:
             "ring_dropped": self.ring.dropped_records,
             "last_error": link.last_error if link is not None else "",
             "clock_converged": bool(getattr(self._fit, "converged", False)),
+            "clock_bound_ns": getattr(self._fit, "error_bound_ns", None),
+            "clock_drift_ppm": getattr(self._fit, "drift_ppm", None),
             **self.stats,
         }
 

@@ -1,0 +1,194 @@
+"""The services' live status: a JSON file rewritten atomically every second under /run.
+
+/run is a tmpfs: the status never touches the SD card, and no network port is opened on the
+rig. ``wearcap status`` and ``wearcap selftest`` read it; the same figures go to a Prometheus
+textfile (``wearcap.prom``, for node_exporter's textfile collector) in the same directory.
+
+Where: ``$WEARCAP_RUN_DIR``, else ``$RUNTIME_DIRECTORY`` (systemd's ``RuntimeDirectory=``),
+else ``/run/wearcap`` when it can be written, else ``$XDG_RUNTIME_DIR/wearcap``, else
+``/tmp/wearcap-<uid>``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+CAPTURE_FILE = "capture.json"
+PROM_FILE = "wearcap.prom"
+STALE_SECONDS = 5.0
+"""A status file older than this is from a service that stopped or hangs."""
+
+
+def run_dir() -> Path:
+    for env in ("WEARCAP_RUN_DIR", "RUNTIME_DIRECTORY"):
+        value = os.environ.get(env)
+        if value:
+            return Path(value.split(":")[0])
+    system = Path("/run/wearcap")
+    if system.is_dir() and os.access(system, os.W_OK | os.X_OK):
+        return system
+    xdg = os.environ.get("XDG_RUNTIME_DIR")
+    if xdg and Path(xdg).is_dir():
+        return Path(xdg) / "wearcap"
+    if system.is_dir():
+        return system  # readable by `wearcap status` run as another user
+    return Path(tempfile.gettempdir()) / f"wearcap-{os.getuid()}"
+
+
+def candidates() -> list[Path]:
+    """Every directory a service may have written its status to, most specific first (a
+    reader may be another user than the service: it looks in all of them)."""
+    out = [Path(v.split(":")[0]) for v in (os.environ.get("WEARCAP_RUN_DIR"),
+                                           os.environ.get("RUNTIME_DIRECTORY")) if v]
+    if os.environ.get("WEARCAP_RUN_DIR"):
+        return out
+    out.append(Path("/run/wearcap"))
+    xdg = os.environ.get("XDG_RUNTIME_DIR")
+    if xdg:
+        out.append(Path(xdg) / "wearcap")
+    out.append(Path(tempfile.gettempdir()) / f"wearcap-{os.getuid()}")
+    return out
+
+
+def find_capture() -> dict[str, Any] | None:
+    """The capture service's live status: the freshest one found, with ``path``."""
+    best: dict[str, Any] | None = None
+    for d in candidates():
+        doc = read(d / CAPTURE_FILE)
+        if doc is None:
+            continue
+        doc["path"] = str(d / CAPTURE_FILE)
+        if best is None or (doc["fresh"], -doc["age_s"]) > (best["fresh"], -best["age_s"]):
+            best = doc
+    return best
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Replace ``path`` whole (write a temporary file beside it, rename). No fsync: on a
+    tmpfs there is nothing to make durable, and a reader sees the old file or the new one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def read(path: Path) -> dict[str, Any] | None:
+    """The status document at ``path`` with its ``age_s``, or None if there is none."""
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(doc, dict):
+        return None
+    doc["age_s"] = round(time.time() - float(doc.get("updated", 0)), 1)
+    doc["fresh"] = doc["age_s"] < STALE_SECONDS and _alive(doc.get("pid"))
+    return doc
+
+
+def _alive(pid: object) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class Publisher:
+    """Writes a status document (and its Prometheus textfile) at most every ``every``
+    seconds. A write that fails is counted, never raised: status is not worth a recording."""
+
+    def __init__(self, directory: Path | None = None, *, every: float = 1.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.dir = directory or run_dir()
+        self.every = every
+        self.clock = clock
+        self._last = -1e18
+        self.failures = 0
+        self.last_error = ""
+
+    def due(self) -> bool:
+        return self.clock() - self._last >= self.every
+
+    def publish(self, doc: dict[str, Any]) -> bool:
+        self._last = self.clock()
+        try:
+            write_atomic(self.dir / CAPTURE_FILE, json.dumps(doc, indent=1).encode())
+            write_prometheus(self.dir / PROM_FILE, doc)
+        except OSError as exc:
+            self.failures += 1
+            self.last_error = str(exc)
+            return False
+        return True
+
+    def clear(self) -> None:
+        """The service stopped: its status must not look live."""
+        for name in (CAPTURE_FILE, PROM_FILE):
+            with contextlib.suppress(OSError):
+                (self.dir / name).unlink()
+
+
+def write_prometheus(path: Path, doc: dict[str, Any]) -> None:
+    """The status figures as Prometheus gauges (node_exporter's textfile collector)."""
+    from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
+
+    reg = CollectorRegistry()
+    dev = str(doc.get("device_id", ""))
+
+    def gauge(name: str, doc_: str, value: object, **labels: str) -> None:
+        if not isinstance(value, (int, float)):
+            return
+        names = ["device", *labels]
+        g = gauges.get(name)
+        if g is None:
+            g = gauges[name] = Gauge(name, doc_, names, registry=reg)
+        g.labels(dev, *labels.values()).set(float(value))
+
+    gauges: dict[str, Gauge] = {}
+    gauge("wearcap_recording", "1 while the capture service records",
+          int(doc.get("state") == "recording"))
+    gauge("wearcap_status_updated_seconds", "unix time of this status", doc.get("updated"))
+    cam = doc.get("camera") or {}
+    gauge("wearcap_camera_fps", "camera frames per second over the last second", cam.get("fps"))
+    gauge("wearcap_camera_frames_total", "frames written since start", cam.get("frames"))
+    gauge("wearcap_camera_dropped_total", "frames dropped before the writer",
+          cam.get("dropped"))
+    for s in doc.get("streams") or []:
+        name = str(s.get("name", "?"))
+        gauge("wearcap_stream_rate_hz", "samples per second per stream", s.get("rate_hz"),
+              stream=name)
+        gauge("wearcap_stream_streaming", "1 while the stream delivers",
+              int(bool(s.get("streaming"))), stream=name)
+        gauge("wearcap_stream_gaps_total", "gaps written per stream", s.get("gaps"),
+              stream=name)
+        gauge("wearcap_stream_clock_bound_seconds", "clock fit error bound",
+              None if s.get("clock_bound_us") is None else s["clock_bound_us"] / 1e6,
+              stream=name)
+    disk = doc.get("disk") or {}
+    gauge("wearcap_disk_free_bytes", "free bytes on the spool's disk", disk.get("free_bytes"))
+    gauge("wearcap_disk_hours_left", "hours of recording left at the current rate",
+          disk.get("hours_left"))
+    sync = doc.get("sync") or {}
+    gauge("wearcap_upload_backlog_segments", "sealed segments not yet verified",
+          sync.get("backlog_segments"))
+    gauge("wearcap_upload_backlog_bytes", "bytes not yet verified", sync.get("backlog_bytes"))
+    bat = doc.get("battery") or {}
+    gauge("wearcap_battery_percent", "battery charge", bat.get("percent"))
+    write_to_textfile(str(path), reg)
