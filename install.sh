@@ -7,8 +7,9 @@
 #   ./install.sh --dev    a venv in .venv with the dev extras, plus what the simulated rig and
 #                         the tests need (dbus-daemon for the private BlueZ, ffmpeg's ffprobe,
 #                         Node.js for the third-party tus server and Foxglove's MCAP reader,
-#                         PostgreSQL for the collector's shared-store tests), and LeRobot's
-#                         loader in .venv-lerobot (WEARCAP_SKIP_LEROBOT=1: not).
+#                         PostgreSQL for the collector's shared-store tests, systemd-analyze,
+#                         Chromium for the dashboard test), and LeRobot's loader in
+#                         .venv-lerobot (WEARCAP_SKIP_LEROBOT=1: not).
 #   ./install.sh --pi     force the Pi setup.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -63,6 +64,8 @@ else
   # postgresql: the collector's shared-store tests start a private server (tests/pg.py)
   apt_install python3-venv dbus ffmpeg postgresql libpq5
   command -v npm >/dev/null || apt_install nodejs npm
+  # systemd-analyze: the tests verify the units and hold their security exposure to budget.
+  command -v systemd-analyze >/dev/null || apt_install systemd
   [ -d .venv ] || { say "venv in .venv"; $py -m venv .venv; }
   .venv/bin/pip install -q --upgrade pip
   .venv/bin/pip install -q -e '.[dev]'

@@ -20,6 +20,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from agent import durable
+
 CAPTURE_FILE = "capture.json"
 PROM_FILE = "wearcap.prom"
 STALE_SECONDS = 5.0
@@ -71,19 +73,12 @@ def find_capture() -> dict[str, Any] | None:
 
 
 def write_atomic(path: Path, data: bytes) -> None:
-    """Replace ``path`` whole (write a temporary file beside it, rename). No fsync: on a
-    tmpfs there is nothing to make durable, and a reader sees the old file or the new one."""
+    """Replace ``path`` whole; no fsync: on a tmpfs there is nothing to make durable, and a
+    reader sees the old file or the new one. Readable by the technician's ``wearcap status``."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    durable.write_atomic(path, data, durable=False)
+    with contextlib.suppress(OSError):
+        os.chmod(path, 0o644)
 
 
 def read(path: Path) -> dict[str, Any] | None:

@@ -1,0 +1,82 @@
+"""The device's systemd units: they verify, and their exposure stays within budget.
+
+Budget: ``systemd-analyze security`` overall exposure <= 2.5 for both units (10 = no
+hardening). Both units as install.sh installs them (``@PREFIX@`` filled in)."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from conftest import REPO
+
+UNITS = ("wearcap-capture.service", "wearcap-sync.service")
+EXPOSURE_BUDGET = 2.5
+
+needs_systemd = pytest.mark.skipif(
+    shutil.which("systemd-analyze") is None and os.environ.get("CI") != "true",
+    reason="systemd-analyze is not installed (./install.sh --dev installs it)")
+
+
+def _installed(tmp_path: Path) -> Path:
+    """The units with @PREFIX@ replaced, beside an executable ExecStart, as on a rig."""
+    prefix = tmp_path / "wearcap"
+    (prefix / ".venv" / "bin").mkdir(parents=True)
+    exe = prefix / ".venv" / "bin" / "wearcap"
+    exe.write_text("#!/bin/sh\n")
+    exe.chmod(0o755)
+    out = tmp_path / "units"
+    out.mkdir()
+    for name in UNITS:
+        text = (REPO / "systemd" / name).read_text()
+        assert "@PREFIX@" in text
+        (out / name).write_text(text.replace("@PREFIX@", str(prefix)))
+    return out
+
+
+@needs_systemd
+def test_units_verify(tmp_path: Path) -> None:
+    units = _installed(tmp_path)
+    res = subprocess.run(["systemd-analyze", "verify", *[str(units / u) for u in UNITS]],
+                         capture_output=True, text=True, timeout=120, check=False)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "wearcap" not in res.stderr, res.stderr  # no warning about our units
+
+
+@needs_systemd
+@pytest.mark.parametrize("unit", UNITS)
+def test_unit_exposure_is_within_budget(tmp_path: Path, unit: str) -> None:
+    units = _installed(tmp_path)
+    res = subprocess.run(["systemd-analyze", "security", "--offline=true", "--no-pager",
+                          str(units / unit)], capture_output=True, text=True, timeout=120,
+                         check=False)
+    m = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", res.stdout)
+    assert m, res.stdout + res.stderr
+    exposure = float(m.group(1))
+    print(f"{unit}: exposure {exposure} (budget {EXPOSURE_BUDGET})")
+    assert exposure <= EXPOSURE_BUDGET, res.stdout
+
+
+def test_units_allow_exactly_the_rigs_devices() -> None:
+    capture = (REPO / "systemd" / "wearcap-capture.service").read_text()
+    allowed = re.findall(r"^DeviceAllow=(\S+) rw$", capture, re.M)
+    # libcamera: /dev/video* and /dev/v4l-subdev* (video4linux), /dev/media*, /dev/dma_heap/*;
+    # the MCU: USB CDC-ACM or the Pi's UART.
+    assert sorted(allowed) == sorted(["char-video4linux", "char-media", "char-dma_heap",
+                                      "char-ttyACM", "char-ttyAMA"])
+    assert "DevicePolicy=closed" in capture
+    sync = (REPO / "systemd" / "wearcap-sync.service").read_text()
+    assert "PrivateDevices=yes" in sync and "DeviceAllow" not in sync
+    for text in (capture, sync):
+        for line in ("NoNewPrivileges=yes", "ProtectSystem=strict",
+                     "ReadWritePaths=/var/lib/wearcap", "PrivateTmp=yes", "ProtectHome=yes",
+                     "ProtectKernelTunables=yes", "ProtectKernelModules=yes",
+                     "ProtectKernelLogs=yes", "CapabilityBoundingSet=\n",
+                     "SystemCallFilter=@system-service", "StartLimitIntervalSec=",
+                     "StartLimitBurst=", "RestrictAddressFamilies=AF_UNIX"):
+            assert line in text, line
+    assert "AF_INET" not in capture  # the capture service never speaks IP
