@@ -23,7 +23,7 @@ from typing import IO, Any
 from agent import heap, sdnotify
 from agent.camera.base import Camera, EncodedFrame
 from agent.livestatus import Publisher
-from agent.progress import LiveFigures, progressing
+from agent.progress import LiveFigures, live_status, progressing
 from agent.record.recover import Recovery, recover_all
 from agent.record.roller import Decision, RollPolicy
 from agent.record.schemas import VIDEO_TOPIC
@@ -367,8 +367,6 @@ class CaptureService:
         """The live status (agent.livestatus) and systemd's STATUS= line, once a second."""
         if self.publisher is None or not self.publisher.due():
             return
-        from agent.progress import live_status
-
         doc = live_status(self, now)
         self.publisher.publish(doc)
         line = doc.get("summary", "")

@@ -20,6 +20,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
+
 from agent import durable
 
 CAPTURE_FILE = "capture.json"
@@ -142,8 +144,6 @@ class Publisher:
 
 def write_prometheus(path: Path, doc: dict[str, Any]) -> None:
     """The status figures as Prometheus gauges (node_exporter's textfile collector)."""
-    from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
-
     reg = CollectorRegistry()
     dev = str(doc.get("device_id", ""))
 

@@ -365,7 +365,8 @@ def check_collector(cfg: Config, spool: Path, timeout: float = 10.0) -> Check:
     figures["verified"] = report.get("verified") if isinstance(report, dict) else None
     from agent.record.spool import Spool
 
-    next_seq = Spool(spool, cfg.device.id).next_seq() if (spool / "sealed").is_dir() else None
+    next_seq = Spool(spool, cfg.device.id).last_seq() + 1 if (spool / "sealed").is_dir() \
+        else None
     figures["spool_next_seq"] = next_seq
     if isinstance(highest, int) and next_seq is not None and next_seq <= highest:
         return Check("collector", FAIL, f"the spool would record seq {next_seq}, but the "

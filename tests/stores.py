@@ -102,4 +102,46 @@ def case_documents(store: Store) -> None:
 
 def store_contract_cases() -> list[Callable[[Store], None]]:
     return [case_devices_and_tokens, case_uploads_and_offsets, case_large_numbers,
-            case_documents]
+            case_documents, case_enrollment_codes]
+
+
+def case_enrollment_codes(store: Store) -> None:
+    from agent.collector import enrollment
+
+    code, expires = enrollment.issue(store, 3600, now=1000.0)
+    assert expires == 4600.0
+    got = enrollment.redeem(store, code.lower().replace("-", " "), "rig-1", now=1001.0)
+    assert auth.authenticate(store, f"Bearer {got.token}").device == "rig-1"
+    assert got.next_seq == 0
+    for why, c in (("used", code), ("unknown", "AAAA-BBBB-CCCC")):
+        try:
+            enrollment.redeem(store, c, "rig-2", now=1002.0)
+        except enrollment.Refused as exc:
+            assert exc.why == why
+        else:
+            raise AssertionError(f"{why} code accepted")
+    old, _ = enrollment.issue(store, 10, now=1000.0)
+    try:
+        enrollment.redeem(store, old, "rig-3", now=1011.0)
+    except enrollment.Refused as exc:
+        assert exc.why == "expired" and "expired" in str(exc)
+    else:
+        raise AssertionError("expired code accepted")
+    revoked, _ = enrollment.issue(store, 3600, now=1000.0)
+    assert enrollment.revoke(store, revoked) and not enrollment.revoke(store, revoked)
+    taken, _ = enrollment.issue(store, 3600, now=1000.0)
+    for code_, why in ((revoked, "revoked"), (taken, "taken")):
+        try:
+            enrollment.redeem(store, code_, "rig-1", now=1001.0)
+        except enrollment.Refused as exc:
+            assert exc.why == why, exc.why
+        else:
+            raise AssertionError(f"{why} accepted")
+    # the refused "taken" attempt did not spend the code: after a revoke it enrolls rig-1
+    # again (an SD-card swap), and the sequence floor follows what the collector holds
+    assert store.revoke("rig-1")
+    u = _upload("rig-1", 6)
+    assert store.insert_upload(u, {})
+    again = enrollment.redeem(store, taken, "rig-1", now=1003.0)
+    assert again.next_seq == 7
+    assert store.token(auth.hash_token(got.token)) is None

@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import REPO, run_cli
@@ -30,7 +31,7 @@ def _config(path: Path, *, spool: Path, url: str, token: Path, rig: bool,
     return path
 
 
-def _checks(res: subprocess.CompletedProcess[str]) -> dict[str, dict[str, object]]:
+def _checks(res: subprocess.CompletedProcess[str]) -> dict[str, dict[str, Any]]:
     assert "Traceback" not in res.stderr, res.stderr
     return {c["name"]: c for c in json.loads(res.stdout)["checks"]}
 

@@ -37,6 +37,8 @@ class Band:
 
     def stop(self) -> None: ...
 
+    def flush(self) -> None: ...
+
     def drain(self) -> list[Message]:
         if not self.present.is_set():
             return []

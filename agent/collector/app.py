@@ -9,6 +9,7 @@
     GET     /devices/{id}/segments completeness of one device (that device or admin)
     GET     /devices               completeness of every device (admin)
     POST    /devices               {"device_id": ..., "first_seq": 0} -> token (admin)
+    POST    /enroll, /devices/{id}/status, /devices/{id}/selftest   see agent/collector/fleet.py
 
 Blocking work (SQLite, fsync, hashing, object-store transfers) runs in worker threads. A PATCH
 body is written as it arrives, so memory does not grow with chunk size. A newer PATCH for the
@@ -37,6 +38,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from agent.collector import auth, completeness, tus
 from agent.collector.auth import Principal
+from agent.collector.fleet import FleetRoutes
 from agent.collector.guard import Guard, mark_authenticated
 from agent.collector.service import Collector, PatchWriter
 from agent.collector.store import Upload
@@ -274,6 +276,7 @@ class CollectorApp:
             Route("/devices", self.all_devices, methods=["GET"]),
             Route("/devices", self.enroll, methods=["POST"]),
             Route("/devices/{device_id}/segments", self.device_segments, methods=["GET"]),
+            *FleetRoutes(self).routes(),  # enrollment by code, status, selftest (fleet.py)
         ]
 
 

@@ -75,6 +75,19 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX uploads_state ON uploads(state, verified_at)",
         ),
     ),
+    Migration(
+        3, "enrollment codes",
+        sqlite=(
+            "CREATE TABLE enrollment_codes (code_hash TEXT PRIMARY KEY, created REAL NOT NULL, "
+            "expires REAL NOT NULL, used_at REAL, used_by TEXT, "
+            "revoked INTEGER NOT NULL DEFAULT 0)",
+        ),
+        postgresql=(
+            "CREATE TABLE enrollment_codes (code_hash TEXT PRIMARY KEY, "
+            "created DOUBLE PRECISION NOT NULL, expires DOUBLE PRECISION NOT NULL, "
+            "used_at DOUBLE PRECISION, used_by TEXT, revoked INTEGER NOT NULL DEFAULT 0)",
+        ),
+    ),
 )
 
 

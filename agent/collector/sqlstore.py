@@ -154,6 +154,48 @@ class SqlStore:
         return [(int(r["seq"]), r["state"], int(r["length"])) for r in self._rows(
             "SELECT seq, state, length FROM uploads WHERE device = ?", (device,))]
 
+    # --- enrollment codes ------------------------------------------------------------------
+    def add_code(self, code_hash: str, expires: float, now: float) -> None:
+        self._q("INSERT INTO enrollment_codes (code_hash, created, expires) VALUES (?, ?, ?)",
+                (code_hash, now, expires))
+
+    def redeem_code(self, code_hash: str, device_id: str, token_hash: str, now: float) -> str:
+        with self._tx() as q:
+            rows, _ = q("SELECT expires, used_at, revoked FROM enrollment_codes "
+                        "WHERE code_hash = ?", (code_hash,))
+            if not rows:
+                return "unknown"
+            row = rows[0]
+            if row["revoked"]:
+                return "revoked"
+            if row["used_at"] is not None:
+                return "used"
+            if row["expires"] <= now:
+                return "expired"
+            live, _ = q("SELECT 1 AS x FROM tokens WHERE role = 'device' AND device = ?",
+                        (device_id,))
+            if live:
+                return "taken"
+            _, n = q("UPDATE enrollment_codes SET used_at = ?, used_by = ? "
+                     "WHERE code_hash = ? AND used_at IS NULL", (now, device_id, code_hash))
+            if n != 1:
+                return "used"
+            known, _ = q("SELECT first_seq FROM devices WHERE id = ?", (device_id,))
+            first = int(known[0]["first_seq"]) if known else 0
+            q("INSERT INTO devices (id, created, first_seq) VALUES (?, ?, ?) "
+              "ON CONFLICT (id) DO NOTHING", (device_id, now, first))
+            q("INSERT INTO tokens (token_hash, role, device, created) "
+              "VALUES (?, 'device', ?, ?)", (token_hash, device_id, now))
+            return "ok"
+
+    def revoke_code(self, code_hash: str) -> bool:
+        return self._q("UPDATE enrollment_codes SET revoked = 1 WHERE code_hash = ? AND "
+                       "used_at IS NULL AND revoked = 0", (code_hash,))[1] == 1
+
+    def device_has_token(self, device_id: str) -> bool:
+        return bool(self._rows("SELECT 1 AS x FROM tokens WHERE role = 'device' AND "
+                               "device = ?", (device_id,)))
+
     # --- documents -------------------------------------------------------------------------
     def put_document(self, kind: str, device: str, key: str, body: Mapping[str, Any],
                      now: float) -> None:

@@ -142,6 +142,20 @@ class Store(Protocol):
         """(seq, state, length) of every upload of ``device`` (for completeness)."""
         ...
 
+    # --- enrollment codes (agent/collector/enrollment.py) ----------------------------------
+    def add_code(self, code_hash: str, expires: float, now: float) -> None: ...
+
+    def redeem_code(self, code_hash: str, device_id: str, token_hash: str, now: float) -> str:
+        """In one transaction: check the code (``unknown``, ``revoked``, ``used``,
+        ``expired``) and the device id (``taken``: enrolled with a live token), else mark
+        the code used by ``device_id``, enroll the device with ``token_hash`` and return
+        ``ok``. Nothing changes unless the answer is ``ok``."""
+        ...
+
+    def revoke_code(self, code_hash: str) -> bool: ...
+
+    def device_has_token(self, device_id: str) -> bool: ...
+
     # --- documents -------------------------------------------------------------------------
     def put_document(self, kind: str, device: str, key: str, body: Mapping[str, Any],
                      now: float) -> None: ...

@@ -23,6 +23,7 @@ Other actions::
     wearcap collector admin-token --data D    token for POST /devices, GET /devices, any report
     wearcap collector report --data D [--json] [--device ID]   completeness per device
     wearcap collector revoke DEVICE_ID --data D
+    wearcap collector code --expires 24h --data D   one-time enrollment code(s) (provision)
 
 S3-compatible storage instead of the local directory: ``--s3-bucket B`` (plus
 ``--s3-endpoint URL`` for MinIO/Ceph/..., ``--s3-prefix``, ``--s3-region``); the environment
@@ -115,6 +116,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     r.add_argument("--device", help="only this device")
     r.add_argument("--json", action="store_true")
     _data_arg(r, False)
+    c = sub.add_parser("code", help="issue a one-time enrollment code for wearcap provision")
+    c.add_argument("--expires", default="24h", metavar="DURATION",
+                   help="how long the code stays valid (24h, 90m, 2d; default 24h)")
+    c.add_argument("--count", type=int, default=1, metavar="N",
+                   help="issue N codes (one per rig), one per line")
+    c.add_argument("--revoke", metavar="CODE", help="revoke an unused code instead")
+    c.add_argument("--json", action="store_true")
+    _data_arg(c, False)
     v = sub.add_parser("revoke", help="revoke a device's token")
     v.add_argument("device_id", metavar="DEVICE_ID")
     _data_arg(v, False)
@@ -174,6 +183,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _report(args)
     if action == "revoke":
         return _revoke(args)
+    if action == "code":
+        return _code(args)
     return _serve(args)
 
 
@@ -196,6 +207,33 @@ def _admin(args: argparse.Namespace) -> int:
 
     token = auth.admin_token(_db(args))
     print(json.dumps({"token": token}) if args.json else token)
+    return 0
+
+
+def _code(args: argparse.Namespace) -> int:
+    import time
+
+    from agent.collector import enrollment
+    from agent.errors import InputError
+
+    store = _db(args)
+    if args.revoke:
+        if not enrollment.revoke(store, args.revoke):
+            raise InputError(f"code {args.revoke!r} is unknown, already used or revoked")
+        print(f"revoked code {enrollment.normalize(args.revoke)}", file=sys.stderr)
+        return 0
+    if not 1 <= args.count <= 10_000:
+        raise InputError("--count must be from 1 to 10000")
+    seconds = enrollment.parse_duration(args.expires)
+    codes = [enrollment.issue(store, seconds) for _ in range(args.count)]
+    if args.json:
+        print(json.dumps([{"code": c, "expires": e} for c, e in codes], indent=2))
+        return 0
+    for code, _ in codes:
+        print(code)
+    until = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(codes[0][1]))
+    print(f"{len(codes)} single-use code(s), valid until {until}; on the rig: wearcap "
+          "provision --collector URL --code CODE", file=sys.stderr)
     return 0
 
 

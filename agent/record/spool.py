@@ -142,6 +142,13 @@ class Spool:
         self._write_state(last_seq=seq)
         return seq
 
+    def raise_floor(self, next_seq: int) -> int:
+        """Make the next segment's seq at least ``next_seq`` (the sequence floor learned from
+        the collector at provisioning: a fresh SD card must not restart at 0). Never lowers."""
+        last = max(self.last_seq(), next_seq - 1)
+        self._write_state(last_seq=last)
+        return last + 1
+
     def chain(self) -> tuple[int, str]:
         """(seq, sha256) of the newest sealed segment: what the next segment points back to."""
         st = self.read_state()

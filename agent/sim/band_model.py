@@ -158,6 +158,12 @@ class BandModel:
         self._stamped: list[tuple[int, int]] = []  # (host send, device rx) awaiting a reply
         self._replies = 0
         self._reply_of: dict[int, tuple[int, int, int]] = {}
+        self.shakes: list[tuple[int, int]] = []
+        """Host-time windows in which the wearer shakes the band (wearcap provision tells
+        left from right by which band moved)."""
+
+    def shake(self, start_host_ns: int, end_host_ns: int) -> None:
+        self.shakes.append((start_host_ns, end_host_ns))
 
     # ---------------------------------------------------------------- ground truth
     def truth_ns(self, k: int | npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
@@ -214,6 +220,12 @@ class BandModel:
         dps = 16.384 * 180 / np.pi
         gyro = np.stack([dfi * dps, dth * dps, 0.3 * np.sin(w * 0.4 * t + ph) * dps], axis=1)
         n = len(k)
+        if self.shakes:  # a vigorous shake: +-1.5 g at 6 Hz on every axis
+            tk = self.truth_ns(k)
+            on = np.zeros(n, dtype=bool)
+            for lo, hi in self.shakes:
+                on |= (tk >= lo) & (tk < hi)
+            acc += (on * 1.5 * g * np.sin(w * 6.0 * t))[:, None]
         acc += self.rng.normal(0, 3.0, (n, 3))
         gyro += self.rng.normal(0, 2.0, (n, 3))
         a: npt.NDArray[np.int16] = np.clip(np.rint(acc), -32767, 32767).astype(np.int16)

@@ -12,7 +12,9 @@ Scripted faults (flags, or one line on the control socket; every command answers
 line): ``drop`` (link lost mid-stream), ``abort N`` (drop the next N connections while they
 are being set up), ``vanish S`` (drop, stop advertising and serving for S seconds),
 ``firmware`` (drop, then come back with a changed GATT layout), ``malformed N`` (send N
-garbage notifications), ``stats`` (what was delivered and dropped).
+garbage notifications), ``shake S`` (the wearer shakes the band for S seconds: large
+acceleration, so provisioning can tell which band moved), ``stats`` (what was delivered and
+dropped).
 
 The exported D-Bus objects live in ``agent.sim.gatt_objects``.
 
@@ -227,6 +229,12 @@ class Band:
             self.away_until = time.monotonic() + (float(rest[0]) if rest else 5.0)
             await self.drop()
             await self.unregister()
+        elif cmd == "shake":  # the wearer shakes the band for S seconds (default 3)
+            model = getattr(self.feed, "model", None)
+            if model is None:
+                return {"ok": False, "error": "this feed has no motion to shake"}
+            now = time.monotonic_ns()
+            model.shake(now, now + int((float(rest[0]) if rest else 3.0) * 1e9))
         elif cmd == "firmware":
             self._fault("firmware")
             self.layout += 1
