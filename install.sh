@@ -66,6 +66,8 @@ else
   command -v npm >/dev/null || apt_install nodejs npm
   # systemd-analyze: the tests verify the units and hold their security exposure to budget.
   command -v systemd-analyze >/dev/null || apt_install systemd
+  # A real headless browser for the fleet dashboard's test.
+  command -v chromium >/dev/null || apt_install chromium
   [ -d .venv ] || { say "venv in .venv"; $py -m venv .venv; }
   .venv/bin/pip install -q --upgrade pip
   .venv/bin/pip install -q -e '.[dev]'

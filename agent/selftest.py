@@ -101,6 +101,9 @@ def judge_band(name: str, want_hz: float, st: dict[str, Any] | None) -> Check:
                                       "clock_drift_ppm", "reconnects", "malformed", "gaps",
                                       "address")}
     rate = float(st.get("rate_hz") or 0.0)
+    if st.get("streaming") and rate == 0.0 and not st.get("samples"):
+        return Check(check, WARN, "streaming, rate not measured yet",
+                     "run selftest again in a few seconds", figures)
     if not st.get("streaming") or rate < 0.5 * want_hz:
         cause = st.get("absent_cause") or st.get("last_error") or (
             f"{rate:.0f} of {want_hz:g} Hz" if st.get("streaming") else st.get("state")) \

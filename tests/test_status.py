@@ -153,3 +153,39 @@ def test_status_with_a_sync_fault_says_retrying_not_yes(tmp_path: Path) -> None:
     assert res.returncode == 0, res.stderr
     assert "syncing:   retrying" in res.stdout and "syncing:   yes" not in res.stdout
     assert "fault: sync: HTTP 409" in res.stdout
+
+
+def test_status_on_a_terminal_is_a_live_view_until_ctrl_c(tmp_path: Path) -> None:
+    import pty
+    import signal
+    import subprocess
+    import sys
+
+    spool = _spool(tmp_path / "here")
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    live = run_dir / "capture.json"
+    live.write_text(json.dumps(_live_doc(spool)))
+    main, sub = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "agent", "status"], stdin=sub, stdout=sub,
+                            stderr=sub, cwd=Path(__file__).resolve().parent.parent,
+                            env={**os.environ, "WEARCAP_RUN_DIR": str(run_dir),
+                                 "COLUMNS": "120", "LINES": "40"})
+    os.close(sub)
+    out = b""
+    try:
+        deadline = time.monotonic() + 60
+        while b"rig-1-00000004 open" not in out and time.monotonic() < deadline:
+            out += os.read(main, 65536)
+        # the view follows the file: a new segment shows up without restarting
+        live.write_text(json.dumps(_live_doc(spool, segment={
+            "id": "rig-1-00000005", "seq": 5, "frames": 3, "gaps": 0, "bytes": 10})))
+        while b"rig-1-00000005 open" not in out and time.monotonic() < deadline:
+            out += os.read(main, 65536)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(main)
+    assert b"rig-1-00000005 open" in out and b"Traceback" not in out

@@ -10,6 +10,7 @@
     GET     /devices               completeness of every device (admin)
     POST    /devices               {"device_id": ..., "first_seq": 0} -> token (admin)
     POST    /enroll, /devices/{id}/status, /devices/{id}/selftest   see agent/collector/fleet.py
+    GET     /dashboard             the fleet dashboard (admin), see agent/collector/dashboard.py
 
 Blocking work (SQLite, fsync, hashing, object-store transfers) runs in worker threads. A PATCH
 body is written as it arrives, so memory does not grow with chunk size. A newer PATCH for the
@@ -38,6 +39,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from agent.collector import auth, completeness, tus
 from agent.collector.auth import Principal
+from agent.collector.dashboard import Dashboard
 from agent.collector.fleet import FleetRoutes
 from agent.collector.guard import Guard, mark_authenticated
 from agent.collector.service import Collector, PatchWriter
@@ -87,13 +89,15 @@ def _tus(headers: dict[str, str] | None = None) -> dict[str, str]:
 
 class CollectorApp:
     def __init__(self, collector: Collector, sweep_seconds: float = 60.0,
-                 public_url: str | None = None) -> None:
+                 public_url: str | None = None, *, thumbnails: bool = False) -> None:
         self.c = collector
         self.locks = UploadLocks()
         self.sweep_seconds = sweep_seconds
         self.public_url = public_url.rstrip("/") if public_url else ""
         """Where clients reach this service (the balancer's URL behind one). Locations are
         built from it, never from the request's Host header; empty: relative Locations."""
+        self.thumbnails = thumbnails
+        """Dashboard thumbnails (workers' homes): off unless the collector is told."""
 
     # --- helpers ---------------------------------------------------------------------------
     async def _who(self, request: Request) -> Principal:
@@ -277,6 +281,7 @@ class CollectorApp:
             Route("/devices", self.enroll, methods=["POST"]),
             Route("/devices/{device_id}/segments", self.device_segments, methods=["GET"]),
             *FleetRoutes(self).routes(),  # enrollment by code, status, selftest (fleet.py)
+            *Dashboard(self, self.thumbnails).routes(),  # /dashboard (dashboard.py)
         ]
 
 
@@ -358,8 +363,9 @@ class TokenLimit:
 
 
 def build_app(collector: Collector, sweep_seconds: float = 60.0, *,
-              public_url: str | None = None, guard: Guard | None = None) -> ASGIApp:
-    api = CollectorApp(collector, sweep_seconds, public_url)
+              public_url: str | None = None, guard: Guard | None = None,
+              thumbnails: bool = False) -> ASGIApp:
+    api = CollectorApp(collector, sweep_seconds, public_url, thumbnails=thumbnails)
     app: ASGIApp = Starlette(routes=api.routes(), lifespan=api.lifespan,
                              exception_handlers={tus.TusError: _tus_error,
                                                  CollectorError: _backend_error,

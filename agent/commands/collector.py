@@ -100,6 +100,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    metavar="URL", help="S3-compatible endpoint (MinIO, Ceph, ...)")
     p.add_argument("--s3-region", default=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"))
     p.add_argument("--s3-prefix", default="", help="key prefix inside the bucket")
+    p.add_argument("--thumbnails", action="store_true",
+                   help="show admins a thumbnail of each rig's newest keyframe on /dashboard "
+                        "(off by default: recordings show workers' homes)")
     p.add_argument("--s3-create-bucket", action="store_true",
                    help="create the bucket if it does not exist")
     sub = p.add_subparsers(dest="action", metavar="ACTION")
@@ -363,7 +366,8 @@ def _serve(args: argparse.Namespace) -> int:
     bound = sock.getsockname()[1]
     shown = f"[{host}]" if family == socket.AF_INET6 else host
     public = _public_url(args)
-    config = uvicorn.Config(build_app(collector, public_url=public, guard=guard),
+    config = uvicorn.Config(build_app(collector, public_url=public, guard=guard,
+                                      thumbnails=args.thumbnails),
                             log_config=None, access_log=False, lifespan="on",
                             timeout_graceful_shutdown=5, **uvicorn_options(guard))
     server = uvicorn.Server(config)

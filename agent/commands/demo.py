@@ -91,8 +91,37 @@ def _prepare_dir(root: Path, logs: Path) -> None:
                          "writable directory (or leave --dir out for a temporary one)") from None
 
 
+def _report(spool: Path, data: Path, logs: Path, truth: Path,
+            collector: dict[str, Any]) -> dict[str, Any]:
+    """Recorded, uploaded, verified; streams; timestamp error; files (agent.demo_report)."""
+    from agent import demo_report
+    from agent.sync.state import State
+
+    sealed = sorted((spool / "sealed").glob("*.mcap"))
+    st = State(spool / "sync.sqlite3")
+    try:
+        c = st.counts()
+    finally:
+        st.close()
+    uploaded = c["verified"][0] + c["evicted"][0] + c["uploaded"][0]
+    inspected = subprocess.run(_cli("inspect", "--json", str(spool / "sealed")),
+                               capture_output=True, text=True, check=False)
+    try:
+        segs = json.loads(inspected.stdout)
+    except ValueError:
+        segs = []
+    return {"recorded": len(sealed), "uploaded": uploaded,
+            "verified": collector.get("verified"), "device": collector,
+            "streams": demo_report.streams(segs if isinstance(segs, list) else []),
+            "timestamp_error": demo_report.timestamp_error(sealed,
+                                                           demo_report.load_truth(truth)),
+            "files": {"sealed": str(spool / "sealed"), "collector": str(data),
+                      "logs": str(logs)}}
+
+
 def run(args: argparse.Namespace) -> int:
     from agent.errors import UsageError, WearcapError
+    from agent.sim.rig import TRUTH_ENV
     from agent.termout import console
 
     if not (0 < args.duration < math.inf) or not (1 <= args.segment_seconds < math.inf):
@@ -125,8 +154,10 @@ def run(args: argparse.Namespace) -> int:
         con.print(f"recording the simulated rig for {args.duration:g} s "
                   "(camera + wrist bands), uploading as segments seal")
         # The recorder's own summary goes to stderr so that stdout stays the demo's report.
+        truth = logs / "sim-truth.json"
         rec = subprocess.run(_cli("run", "--config", str(cfg), "--duration", str(args.duration)),
-                             stdout=sys.stderr, check=False)
+                             stdout=sys.stderr, check=False,
+                             env={**os.environ, TRUTH_ENV: str(truth)})
         if rec.returncode != 0:
             raise WearcapError(f"recording failed (exit {rec.returncode})")
         _stop(sync)
@@ -141,14 +172,15 @@ def run(args: argparse.Namespace) -> int:
             summary = json.loads(report.stdout)
         except ValueError:
             summary = {"error": report.stdout + report.stderr}
+        device = summary[0] if isinstance(summary, list) and summary else {}
+        final = _report(spool, data, logs, truth, device)
         if args.json:
             print(json.dumps({"dir": str(root), "collector": summary,
-                              "sync_exit": drain.returncode}, indent=2))
+                              "sync_exit": drain.returncode, **final}, indent=2))
         else:
-            subprocess.run(_cli("collector", "report", "--data", str(data),
-                                "--device", "sim-0001"), check=False)
-            con.print(f"segments: {spool / 'sealed'} (local), {data} (collector); "
-                      f"look inside with: wearcap inspect {spool / 'sealed'}")
+            from agent import demo_report
+
+            demo_report.render(final, console())
         return 0 if drain.returncode == 0 else 1
     finally:
         _stop(sync)

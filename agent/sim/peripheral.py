@@ -215,8 +215,12 @@ class Band:
             return {"ok": False, "error": "empty command"}
         cmd, rest = words[0], words[1:]
         if cmd == "stats":
+            model = getattr(self.feed, "model", None)
+            truth = None if model is None else {  # sample k was taken at start + phase + k*P
+                "start_ns": model.start, "phase_ns": model.phase,
+                "period_ns": model.period_host, "first_sample": self.stats["first_sample"]}
             return {"ok": True, **self.stats, "address": self.address,
-                    "streaming": self.started, "connected": self.connected}
+                    "streaming": self.started, "connected": self.connected, "truth": truth}
         if cmd == "drop":
             self._fault("drop")
             await self.drop()

@@ -11,6 +11,7 @@ exit, even after an exception: each child runs in its own process group and dies
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import select
@@ -19,12 +20,17 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 from agent.config import Config
 from agent.errors import SourceError
 from agent.sim.bluez import BUS_ENV, CENTRAL_ADDRESS, PrivateBluez, spawn, terminate
+
+TRUTH_ENV = "WEARCAP_SIM_TRUTH"
+"""When set, a file the rig writes at stop: each band's sampling ground truth (its true
+start, phase and period on the host clock), so a recording's timestamps can be checked."""
 
 
 def sim_address(index: int) -> str:
@@ -124,6 +130,9 @@ class SimRig:
                     return
 
     def stop(self) -> None:
+        truth_file = os.environ.get(TRUTH_ENV)
+        if truth_file:
+            self._save_truth(Path(truth_file))
         for b in self.bands:
             if b.proc is not None:
                 terminate(b.proc)
@@ -137,6 +146,19 @@ class SimRig:
             else:
                 os.environ[BUS_ENV] = self._saved_env
             self._exported = False
+
+    def _save_truth(self, path: Path) -> None:
+        """Each band's sampling ground truth, for `wearcap demo`'s timestamp error."""
+        truth: dict[str, Any] = {}
+        for b in self.bands:
+            if b.proc is None or b.proc.poll() is not None:
+                continue
+            try:
+                truth[b.name] = self.stats(b.name).get("truth")
+            except (OSError, ValueError, SourceError):
+                continue
+        with contextlib.suppress(OSError):
+            path.write_text(json.dumps(truth))
 
     # ------------------------------------------------------------ control
 

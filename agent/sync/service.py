@@ -110,6 +110,10 @@ class SyncService:
         self._beat = 0.0
         self.foreign: dict[str, str] = {}
         """Segments in the spool that name another device (never uploaded: reported)."""
+        from agent.fleetstatus import Reporter
+
+        self.reporter = Reporter(self.client, self.sc.url, token, cfg.device.id, spool)
+        """Status documents and selftest reports for the fleet dashboard (agent.fleetstatus)."""
 
     def _default_probes(self) -> Probes:
         battery = Path(os.path.expanduser(self.sc.battery_file)) if self.sc.battery_file \
@@ -223,6 +227,8 @@ class SyncService:
                     next_probe = now + self.sc.probe_seconds
                 self.decision = policy.decide(self._observe(), self.rules)
                 self.write_status()
+                if self.reachable:
+                    self.reporter.cycle(self.status)
                 if not self.decision.upload:
                     if self.once and (self.reachable or probes_failed >= ONCE_PROBES):
                         self.summary.reason = self.decision.reason
@@ -341,6 +347,8 @@ class SyncService:
             self.summary.reason = self.summary.left[0]["last_error"] or \
                 self.summary.left[0]["why"]
         self.write_status(force=True)
+        if self.reachable and self.once:
+            self.reporter.cycle(self.status, force=True)
         if self._own_client:
             self.client.close()
         self.state.close()
