@@ -155,3 +155,44 @@ def test_the_progress_rule() -> None:
     assert progressing(True, int(1.9e9), 0.5, 1.0)
     assert not progressing(True, int(2.1e9), 0.5, 1.0)
     assert progressing(False, int(1e12), 0.5, 1.0)
+
+
+class Button:
+    """The wearer's controls as the capture service polls them: a pause on request."""
+
+    def __init__(self) -> None:
+        self.pending: list[str] = []
+
+    def poll(self, now_ns: int) -> list[object]:
+        from agent.mcu.controls import Action
+
+        out = [Action(kind, now_ns) for kind in self.pending]
+        self.pending = []
+        return out
+
+
+def test_a_privacy_pause_keeps_the_watchdog_fed(tmp_path: Path, systemd: Systemd) -> None:
+    from tests.h264_frames import EncoderCamera
+
+    button = Button()
+    stop = threading.Event()
+    st = CaptureSettings(device_id="dog", config_digest="c" * 64, segment_seconds=1.0,
+                         chunk_seconds=0.1, watchdog_seconds=0.05, drain_seconds=0.02)
+    svc = CaptureService(st, Spool(tmp_path / "spool", "dog"), EncoderCamera(100_000, paced=True),
+                         [Band()], stop=stop, status=lambda s: None,
+                         publisher=Publisher(tmp_path / "run"), wearer=button)
+    worker = threading.Thread(target=svc.run)
+    worker.start()
+    try:
+        systemd.wait_for("READY=1")
+        button.pending.append("pause")
+        systemd.wait_for("STATUS=paused")
+        systemd.clear()
+        time.sleep(20 * st.watchdog_seconds)
+        assert systemd.recv_all().count("WATCHDOG=1") >= 5, systemd.log  # still fed
+        button.pending.append("resume")
+        systemd.wait_for("STATUS=recording")
+    finally:
+        stop.set()
+        worker.join(60)
+    assert not worker.is_alive()
