@@ -14,6 +14,7 @@ import pytest
 
 from agent.capture import CaptureService, CaptureSettings
 from agent.livestatus import Publisher
+from agent.mcu.controls import Action
 from agent.progress import progressing, stall_seconds
 from agent.record.segment import SegmentWriter
 from agent.record.spool import Spool
@@ -163,9 +164,7 @@ class Button:
     def __init__(self) -> None:
         self.pending: list[str] = []
 
-    def poll(self, now_ns: int) -> list[object]:
-        from agent.mcu.controls import Action
-
+    def poll(self, now_ns: int) -> list[Action]:
         out = [Action(kind, now_ns) for kind in self.pending]
         self.pending = []
         return out
