@@ -36,6 +36,8 @@ HOURS_MIN = 1.0
 WRITE_FACTOR = 4.0
 """The disk must write at least this many times the recording's byte rate."""
 REPORTS_DIR = "selftest"
+LIVE_WINDOW_S = 2.5
+"""With the capture service running: how long selftest watches what the bands deliver."""
 
 
 @dataclass
@@ -101,6 +103,17 @@ def judge_band(name: str, want_hz: float, st: dict[str, Any] | None) -> Check:
                                       "clock_drift_ppm", "reconnects", "malformed", "gaps",
                                       "address")}
     rate = float(st.get("rate_hz") or 0.0)
+    delivered = st.get("delivered_hz")
+    if isinstance(delivered, (int, float)):
+        # measured over the selftest's own window: a band that stopped delivering shows here
+        # long before its link is declared lost
+        rate = float(delivered)
+        figures["delivered_hz"] = round(rate, 1)
+        if rate < 0.5 * want_hz:
+            return Check(check, FAIL, f"not streaming ({rate:.0f} of {want_hz:g} Hz "
+                         "delivered)", f"switch the {name} band on and charge it, keep it "
+                         "within a few metres; if it was replaced, pair it again: wearcap "
+                         "pair --write", figures)
     if st.get("streaming") and rate == 0.0 and not st.get("samples"):
         return Check(check, WARN, "streaming, rate not measured yet",
                      "run selftest again in a few seconds", figures)
@@ -129,9 +142,49 @@ def judge_band(name: str, want_hz: float, st: dict[str, Any] | None) -> Check:
                  + ("?" if bound_us is None else f"{bound_us:.0f} us"), figures=figures)
 
 
-def from_live(cfg: Config, live: dict[str, Any]) -> list[Check]:
-    """Camera and bands as the running capture service sees them."""
+def judge_mcu(st: dict[str, Any] | None) -> Check:
+    if st is None:
+        return Check("mcu", FAIL, "the capture service has no MCU source",
+                     "check mcu.enabled and mcu.port, then restart the capture service")
+    figures = {k: st.get(k) for k in ("streaming", "pongs", "stale_pongs", "bound_ns",
+                                      "drift_ppm", "bad_frames", "battery", "incompatible")}
+    if not st.get("streaming"):
+        why = st.get("absent_cause") or st.get("last_error") or "down"
+        return Check("mcu", FAIL, f"no link ({why})", "check mcu.port (ls "
+                     "/dev/serial/by-id/) and the cable; an MCU that speaks another protocol "
+                     "needs new firmware", figures)
+    if not st.get("pongs"):
+        return Check("mcu", FAIL, "link up but no ping answered",
+                     "the MCU firmware does not answer pings: update it", figures)
+    bound = st.get("bound_ns")
+    return Check("mcu", PASS, f"link up, {st['pongs']} ping round trips, clock bound "
+                 + ("?" if bound is None else f"{bound / 1e3:.0f} us"), figures=figures)
+
+
+def delivered(first: dict[str, Any], later: dict[str, Any] | None) -> dict[str, float]:
+    """Samples per second each stream delivered between two live snapshots."""
+    if not later:
+        return {}
+    dt = float(later.get("updated", 0)) - float(first.get("updated", 0))
+    if dt <= 0.5:
+        return {}
+    a = {s.get("name"): s for s in first.get("streams") or []}
+    out = {}
+    for s in later.get("streams") or []:
+        n0, n1 = (a.get(s.get("name")) or {}).get("samples"), s.get("samples")
+        if isinstance(n0, int) and isinstance(n1, int):
+            out[str(s.get("name"))] = (n1 - n0) / dt
+    return out
+
+
+def from_live(cfg: Config, live: dict[str, Any],
+              later: dict[str, Any] | None = None) -> list[Check]:
+    """Camera and bands as the running capture service sees them (``later``: a second
+    snapshot, to measure what each band delivered in between)."""
     out: list[Check] = []
+    rates = delivered(live, later)
+    if later:
+        live = later
     cam = live.get("camera")
     if cfg.camera.backend != "none":
         if cam is None:
@@ -143,7 +196,12 @@ def from_live(cfg: Config, live: dict[str, Any]) -> list[Check]:
                                     frames=int(cam.get("frames") or 0)))
     streams = {s.get("name"): s for s in live.get("streams") or []}
     for w in cfg.wrist:
-        out.append(judge_band(w.name, w.rate_hz, streams.get(w.name)))
+        st = streams.get(w.name)
+        if st is not None and w.name in rates:
+            st = {**st, "delivered_hz": rates[w.name]}
+        out.append(judge_band(w.name, w.rate_hz, st))
+    if cfg.mcu.enabled:
+        out.append(judge_mcu(streams.get("mcu")))
     return out
 
 
@@ -166,10 +224,13 @@ def measure_own(cfg: Config, seconds: float) -> list[Check]:
             camera = open_camera(cfg.camera, monotonic_ns)
             camera.start()
             stack.callback(camera.stop)
+        from agent.commands.run import _mcu_sources, _sim_mcu
         from agent.wrist.source import WristSource
 
         bands = [WristSource(w, cfg.ble) for w in cfg.wrist]
-        for b in bands:
+        sim_mcu = stack.enter_context(_sim_mcu(cfg))
+        mcus = _mcu_sources(cfg, cfg.spool_path, sim_mcu)
+        for b in [*bands, *mcus]:
             b.start()
             stack.callback(b.stop)
         stamps: list[int] = []
@@ -183,12 +244,14 @@ def measure_own(cfg: Config, seconds: float) -> list[Check]:
                     dropped += f.dropped_before
             else:
                 time.sleep(0.05)
-            for b in bands:
-                b.drain()
+            for src in [*bands, *mcus]:
+                src.drain()
         if camera is not None:
             out.append(_camera_check(stamps, cfg.camera.fps, dropped))
         for w, b in zip(cfg.wrist, bands, strict=True):
             out.append(judge_band(w.name, w.rate_hz, b.status()))
+        for m in mcus:
+            out.append(judge_mcu(m.status()))
     return out
 
 
@@ -210,19 +273,8 @@ def _camera_check(stamps: list[int], want: float, dropped: int) -> Check:
 
 
 def check_mcu(cfg: Config) -> Check:
-    if not cfg.mcu.enabled:
-        return Check("mcu", SKIP, "no head MCU configured (mcu.enabled = false)")
-    port = cfg.mcu.port
-    try:
-        import serial
-
-        with serial.Serial(port, cfg.mcu.baud, timeout=0.5):
-            pass
-    except Exception as exc:  # pyserial raises SerialException, OSError, ValueError
-        return Check("mcu", FAIL, f"cannot open {port or '(no port)'}: {exc}",
-                     "check mcu.port (ls /dev/serial/by-id/) and the cable", {"port": port})
-    return Check("mcu", WARN, f"{port} opens; the ping round trip needs the MCU protocol "
-                 "(not in this version)", "", {"port": port})
+    """Without an MCU there is nothing to check (with one, judge_mcu does)."""
+    return Check("mcu", SKIP, "no head MCU configured (mcu.enabled = false)")
 
 
 def bytes_per_second(cfg: Config) -> float:
@@ -388,10 +440,17 @@ def run_all(cfg: Config, spool: Path, *, seconds: float = 5.0,
     use_live = bool(live and live.get("fresh"))
     report = Report(cfg.device.id, t0, "live" if use_live else "own")
     if use_live and live is not None:
-        report.checks += from_live(cfg, live)
-    elif cfg.camera.backend != "none" or cfg.wrist:
+        from agent import livestatus
+
+        time.sleep(LIVE_WINDOW_S)
+        later = livestatus.find_capture()
+        if later is not None and later.get("pid") != live.get("pid"):
+            later = None
+        report.checks += from_live(cfg, live, later)
+    elif cfg.camera.backend != "none" or cfg.wrist or cfg.mcu.enabled:
         report.checks += measure_own(cfg, seconds)
-    report.checks.append(check_mcu(cfg))
+    if not cfg.mcu.enabled:
+        report.checks.append(check_mcu(cfg))
     report.checks.append(check_disk(spool, cfg))
     report.checks.append(check_ntp(cfg))
     report.checks.append(check_collector(cfg, spool))

@@ -23,10 +23,12 @@ from agent import selftest
 
 def _config(path: Path, *, spool: Path, url: str, token: Path, rig: bool,
             extra: str = "") -> Path:
-    body = ['profile = "sim"', f'[spool]\npath = "{spool}"\nreserve_mb = 0',
+    body = ['profile = "sim"', '[camera]\nwidth = 640\nheight = 360',
+            f'[spool]\npath = "{spool}"\nreserve_mb = 0',
             f'[sync]\nurl = "{url}"\ntoken_file = "{token}"']
     if not rig:  # the checks that need no camera or band
-        body.insert(1, 'wrist = []\n[camera]\nbackend = "none"')
+        body[1] = '[camera]\nbackend = "none"'
+        body.insert(1, 'wrist = []\n[mcu]\nenabled = false')
     path.write_text("\n".join(body) + "\n" + extra)
     return path
 
@@ -53,7 +55,8 @@ def test_selftest_passes_on_the_simulated_rig(tmp_path: Path) -> None:
     assert checks["disk"]["result"] == "pass" and checks["disk"]["figures"]["hours_left"] > 1
     assert checks["collector"]["result"] == "pass"
     assert checks["collector"]["figures"]["status"] == 200
-    assert checks["mcu"]["result"] == "skip"
+    assert checks["mcu"]["result"] == "pass", checks["mcu"]  # the simulated head MCU
+    assert checks["mcu"]["figures"]["pongs"] > 0
     saved = Path(json.loads(res.stdout)["saved"])
     assert saved.parent == tmp_path / "spool" / "selftest"
     assert json.loads(saved.read_text())["ok"] is True
@@ -136,19 +139,27 @@ def test_selftest_reads_the_running_capture_and_names_a_band_that_is_off(
         while time.monotonic() < deadline:
             with contextlib.suppress(OSError, ValueError):
                 live = json.loads((run_dir / "capture.json").read_text())
-                if live["streams"] and all(s.get("streaming") and s.get("rate_hz", 0) > 150
-                                           for s in live["streams"]):
+                bands = [s for s in live["streams"] if s.get("name") in ("left", "right")]
+                if len(bands) == 2 and all(s.get("streaming") and s.get("rate_hz", 0) > 150
+                                           for s in bands):
                     break
             time.sleep(0.5)
         else:
             raise AssertionError("the capture service did not start streaming")
         (right,) = [pid for pid, cmd in _children(rec.pid) if "WCAP-right" in cmd]
         os.kill(right, signal.SIGKILL)  # the right band is switched off
-        while time.monotonic() < deadline:
-            live = json.loads((run_dir / "capture.json").read_text())
-            if any(s["name"] == "right" and not s["streaming"] for s in live["streams"]):
+
+        def right_samples() -> int:
+            doc = json.loads((run_dir / "capture.json").read_text())
+            return int(next(s for s in doc["streams"] if s["name"] == "right")["samples"])
+
+        before = right_samples()
+        while time.monotonic() < deadline:  # until it has stopped delivering
+            time.sleep(1.5)
+            now = right_samples()
+            if now == before:
                 break
-            time.sleep(0.5)
+            before = now
         res = run_cli("selftest", "--config", str(cfg), "--json")
     finally:
         os.killpg(rec.pid, signal.SIGTERM)
