@@ -20,7 +20,7 @@ for arg in "$@"; do
   case "$arg" in
     --dev) mode=dev ;;
     --pi) mode=pi ;;
-    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
     *) echo "install.sh: unknown option $arg (use --dev or --pi)" >&2; exit 2 ;;
   esac
 done
