@@ -127,7 +127,7 @@ def test_run_duration_inf_is_refused_before_the_rig_starts() -> None:
         res = run_cli("run", "--duration", bad, timeout=60)
         out = _clean(res)
         assert res.returncode == 2
-        assert "--duration must be a positive, finite number" in out
+        assert "--duration" in out and ("finite" in out or "positive" in out), out
         assert "recorded" not in out  # nothing started
 
 
