@@ -195,3 +195,26 @@ def test_a_privacy_pause_keeps_the_watchdog_fed(tmp_path: Path, systemd: Systemd
         stop.set()
         worker.join(60)
     assert not worker.is_alive()
+
+
+def test_the_sync_service_tells_systemd_why_it_is_idle(tmp_path: Path, systemd: Systemd) -> None:
+    """Sync's watchdog is fed from its loop; STATUS= says whether it uploads, or why not."""
+    import subprocess
+    import sys
+
+    from conftest import REPO
+    from sync_servers import write_config
+
+    (tmp_path / "token").write_text("t\n")
+    cfg = write_config(tmp_path / "agent.toml", url="http://127.0.0.1:9/files/",
+                       spool=tmp_path / "spool", token_file=tmp_path / "token",
+                       probe_seconds=0.2)
+    child = subprocess.Popen([sys.executable, "-m", "agent", "sync", "--config", str(cfg)],
+                             cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        systemd.wait_for("READY=1")
+        systemd.wait_for("STATUS=idle (collector unreachable")
+        systemd.wait_for("WATCHDOG=1")
+    finally:
+        child.terminate()
+        child.wait(30)

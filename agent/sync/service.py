@@ -390,6 +390,10 @@ class SyncService:
         last_t, last_key = self._status_written
         if not force and key == last_key and time.monotonic() - last_t < STATUS_EVERY:
             return
+        if key != last_key:  # systemd's view: uploading, or idle and why
+            sdnotify.notify(f"STATUS={'uploading' if data['uploading'] else 'idle'} "
+                            f"({data['reason']}); backlog {data['backlog_segments']} "
+                            f"segment(s)")
         path = self.spool / STATUS_FILE
         try:
             self.spool.mkdir(parents=True, exist_ok=True)
