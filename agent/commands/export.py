@@ -126,9 +126,11 @@ def _export(args: argparse.Namespace, found: list[Any], out: Path, tick: Any
         for t in found:
             s = _take_summary(t, [str(out)])
             s["episodes"] = [e for e in res["episodes"] if e["take"] == t.name]
-            s["notes"] = [f"episode {e['episode_index']}: {e['length']} frames, alignment "
-                          f"residual max {e['align_residual_max_ms']:.3f} ms"
-                          for e in s["episodes"]]
+            s["notes"] = [f"episode {e['episode_index']}: {e['length']} frames, " + (
+                f"alignment residual max {e['align_residual_max_ms']:.3f} ms"
+                if e["align_residual_max_ms"] is not None
+                else "no motion sample within a sample period of its frames")
+                for e in s["episodes"]]
             summary.append(s)
     return summary
 

@@ -16,6 +16,9 @@ recording's nominal rate). The true times are kept as int64 features, per frame:
 ``.frame_index`` (the recorded frame counter), and ``.grid_residual_ns`` = host_ns - (first
 frame's host_ns + k / fps): how far the constant-rate grid is from the real frame time.
 
+An episode's ``align_residual_max_ms`` is None when no motion sample lay within a sample
+period of any of its frames.
+
 **Motion alignment** (documented method: nearest sample, no interpolation). For each frame and
 each IMU stream, the sample whose host time is nearest the frame's recorded mid-exposure time
 is taken as it is: ``observation.<stream>.acc`` (m/s^2), ``.gyro`` (rad/s), with that sample's
@@ -85,16 +88,23 @@ def _nearest(host: np.ndarray, samples: np.ndarray) -> np.ndarray:
 
 
 def _stats(values: np.ndarray) -> dict[str, list[Any]]:
+    """LeRobot's per-feature statistics, per column, NaN (no measurement) left out."""
     v = values.astype(np.float64)
     if v.ndim == 1:
         v = v[:, None]
-    ok = ~np.isnan(v)
-    def per(fn: Any) -> list[float]:
-        return [float(fn(v[ok[:, j], j])) if ok[:, j].any() else 0.0 for j in range(v.shape[1])]
-    s: dict[str, list[Any]] = {"min": per(np.min), "max": per(np.max), "mean": per(np.mean),
-                               "std": per(np.std), "count": [len(v)]}
-    for q in _STATS_Q:
-        s[f"q{round(q * 100):02d}"] = per(lambda x, q=q: np.quantile(x, q))
+    empty = np.asarray(np.isnan(v).all(axis=0), dtype=bool)
+    filled = np.where(empty[None, :], 0.0, v)
+
+    def col(x: np.ndarray) -> list[float]:
+        return [float(y) for y in np.nan_to_num(x)]
+
+    with np.errstate(all="ignore"):
+        s: dict[str, list[Any]] = {
+            "min": col(np.nanmin(filled, axis=0)), "max": col(np.nanmax(filled, axis=0)),
+            "mean": col(np.nanmean(filled, axis=0)), "std": col(np.nanstd(filled, axis=0)),
+            "count": [len(v)]}
+        for q in _STATS_Q:
+            s[f"q{round(q * 100):02d}"] = col(np.nanquantile(filled, q, axis=0))
     return s
 
 
@@ -244,7 +254,7 @@ def export(takes: list[Take], out: Path, *, task: str = "recorded work",
                 "observation.camera.frame_index": np.asarray([r["index"] for r in e], np.int64),
                 "observation.camera.grid_residual_ns": host - grid,
             }
-            worst = 0
+            worst: int | None = None
             for tp in topics:
                 key = "observation." + tp.strip("/").replace("/imu", "").replace("/", ".")
                 if tp not in cat or not len(cat[tp][0]):
@@ -270,7 +280,7 @@ def export(takes: list[Take], out: Path, *, task: str = "recorded work",
                     dev = np.where(far | (dv[j] < 0), -1, dv[j])
                     off = np.where(far, -1, off)
                     if (~far).any():
-                        worst = max(worst, int(np.abs(off[~far]).max()))
+                        worst = max(worst or 0, int(np.abs(off[~far]).max()))
                 feats[f"{key}.acc"] = acc.astype(np.float32)
                 feats[f"{key}.gyro"] = gyro.astype(np.float32)
                 feats[f"{key}.host_ns"] = s_host.astype(np.int64)
@@ -315,8 +325,9 @@ def export(takes: list[Take], out: Path, *, task: str = "recorded work",
                         encoder.add(f)
                 if not width:
                     width, height = frames_e[0].width, frames_e[0].height
-                for f in frames_e[:: max(1, n // 4)]:
-                    img_samples.append(f.to_ndarray(format="rgb24"))
+                for f in frames_e[:: max(1, n // 4)]:  # image stats from a thinned sample
+                    if len(img_samples) < 64:
+                        img_samples.append(f.to_ndarray(format="rgb24")[::8, ::8])
             to_ts = from_ts + n / fps
             grid_res = feats["observation.camera.grid_residual_ns"]
             episodes.append({
@@ -332,7 +343,7 @@ def export(takes: list[Take], out: Path, *, task: str = "recorded work",
             summary.append({"episode_index": ep_index, "take": t.name, "length": n,
                             "first_frame": int(e[0]["index"]), "last_frame": int(e[-1]["index"]),
                             "video": how,
-                            "align_residual_max_ms": worst / 1e6,
+                            "align_residual_max_ms": None if worst is None else worst / 1e6,
                             "grid_residual_max_ms": float(np.abs(grid_res).max()) / 1e6})
             ep_index += 1
             total += n
