@@ -2,7 +2,7 @@
 video stream (the baseline, measured in the same run).
 
 A recording is made on the simulated rig with the real recorder (``wearcap run``: 1280x720
-30 fps H.264 + two 200 Hz wrist bands, by default), then each target is exported from it in a
+30 fps H.264, two 200 Hz wrist bands and the 1 kHz head MCU, by default), then each target is exported from it in a
 child process, as a user runs it. The baseline muxes the same H.264 elementary stream into
 MP4 with ``ffmpeg -c copy`` (frame rate given, no timestamps: less work than the export
 does). Figures: recording seconds / wall seconds (x real time) and the ratio to the baseline.
@@ -94,7 +94,8 @@ def main() -> int:
     if a.json:
         print(json.dumps(res, indent=2))
     else:
-        print(f"recording: {span:.1f} s of 1280x720 30 fps video + 2 x 200 Hz wrist IMU")
+        print(f"recording: {span:.1f} s of the simulated rig (1280x720 30 fps video, two 200 Hz "
+              "wrist bands, the 1 kHz head MCU)")
         print(f"{'target':32} {'wall s':>8} {'x real time':>12} {'speed vs baseline':>18}")
         for r in rows:
             print(f"{r['target']:32} {r['seconds']:8.2f} {r['x_realtime']:12.1f} "
