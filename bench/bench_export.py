@@ -2,10 +2,11 @@
 video stream (the baseline, measured in the same run).
 
 A recording is made on the simulated rig with the real recorder (``wearcap run``: 1280x720
-30 fps H.264, two 200 Hz wrist bands and the 1 kHz head MCU, by default), then each target is exported from it in a
-child process, as a user runs it. The baseline muxes the same H.264 elementary stream into
-MP4 with ``ffmpeg -c copy`` (frame rate given, no timestamps: less work than the export
-does). Figures: recording seconds / wall seconds (x real time) and the ratio to the baseline.
+30 fps H.264, two 200 Hz wrist bands and the 1 kHz head MCU, by default), then each target
+is exported from it in a child process, as a user runs it. The baseline muxes the same
+H.264 elementary stream into MP4 with ``ffmpeg -c copy`` (frame rate given, no timestamps:
+less work than the export does). Figures: recording seconds / wall seconds (x real time)
+and the ratio to the baseline.
 
     .venv/bin/python bench/bench_export.py [--seconds 20] [--spool DIR] [--json]
 """
