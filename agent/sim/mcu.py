@@ -58,7 +58,7 @@ class SimMcuParams:
     offset_ns: int = 3_141_592_653
     seed: int = 7
     imu_hz: float = 1000.0
-    imu_batch: int = 10
+    imu_batch: int = 20
     battery_percent: float = 80.0
     battery_drain_pct_per_min: float = 0.0
     charging: bool = False
