@@ -453,6 +453,7 @@ class CaptureService:
         self._stopping = True  # sources are stopped on purpose now: not "absent"
         if self.publisher is not None:
             self.publisher.clear()
+        stop_ns = self.clock()
         err: BaseException | None = None
         for thing in reversed(started):
             try:
@@ -469,6 +470,11 @@ class CaptureService:
                         break
                     for f in frames:
                         self._on_frame(f)
+            end_ns = max(stop_ns, self._last_frame_ns or 0)
+            for src in self.sources:  # a stream that ends earlier says why, in a gap
+                end_at = getattr(src, "end_at", None)
+                if end_at is not None:
+                    end_at(end_ns)
             self._drain()
             if self._seg is None and (self._pending or self._overflow):
                 self._open()  # messages but no frame: they still get a segment

@@ -8,9 +8,12 @@ from the pure band simulation and are pushed the way the BLE callback pushes the
 from __future__ import annotations
 
 import itertools
+import json
 from dataclasses import replace
 from types import SimpleNamespace
 from typing import Any
+
+import pytest
 
 from agent.config import BleSection, WristBand
 from agent.sim.band_model import BandModel, BandParams
@@ -250,6 +253,7 @@ def test_a_ring_overflow_is_one_gap_counted_by_sequence_numbers():
     assert len(ds) > 8
     msgs += src.drain()
     stream(src, clock, model, 0.5, msgs)
+    deliver(src, model.stop(clock.now))  # the band sends what it holds at the stop
     src.stop()
     msgs += src.drain()
     (gap,) = [g for g in gaps(msgs) if not g["cause"].startswith("not-connected")]
@@ -368,8 +372,156 @@ def test_a_movesense_packet_lost_is_one_gap_counted_from_its_timestamps():
     for d in ds[1:]:  # the first of these never arrives
         src._on_packet(d.host_ns, d.packet)
     stream(src, clock, model, 1.0, msgs)
+    deliver(src, model.stop(clock.now))
     src.stop()
     msgs += src.drain()
-    (gap,) = [g for g in gaps(msgs) if not g["cause"].startswith("not-connected")]
+    (gap,) = [g for g in gaps(msgs) if not g["cause"].startswith(("not-connected", "stop:"))]
     assert gap["cause"] == "lost:timestamp" and gap["lost"] == ds[0].n
     assert lost_before(msgs) == gap["lost"]
+
+
+# ---------------------------------------------------------------- what the band says; stop
+
+POLAR = replace(BAND, profile="polar-pmd", rate_hz=52)
+
+
+def deliver(src: Source, ds: list) -> None:
+    for d in ds:
+        src._on_packet(d.host_ns, d.packet)
+
+
+def no_gyro(model: BandModel) -> None:
+    """The band sends no GYRO frames (it refused the stream)."""
+    orig = model.deliveries_until
+
+    def only_acc(host_ns: int) -> list:
+        return [d for d in orig(host_ns) if d.packet[0] & 0x3F != 5]
+
+    model.deliveries_until = only_acc  # type: ignore[method-assign]
+
+
+def test_polar_stopped_mid_frame_writes_every_sample_it_delivered():
+    """The band's ACC frame arrived, its GYRO frame never did (stopped between them): the
+    ACC samples are written at stop, not held for a partner that will not come."""
+    src, clock = make_band(POLAR)
+    src.start()
+    src.segment_metadata()
+    model = connect_model(src, clock, seed=5)
+    msgs: list = []
+    stream(src, clock, model, 3.0, msgs)
+    clock.now += 400 * MS
+    last = [d for d in model.deliveries_until(clock.now)]
+    acc_only = [d for d in last if d.packet[0] & 0x3F == 2]
+    assert acc_only
+    deliver(src, [d for d in last if d.packet[0] & 0x3F == 2 or d is not last[-1]])
+    src.stop()
+    msgs += src.drain()
+    sent = {d.first_sample + i for d in acc_only for i in range(d.n)}
+    idx = set(indices(msgs))
+    assert sent <= idx and len(idx) == src.stats["samples"]
+    assert src._decoder.flush() == []  # nothing left behind
+
+
+def test_a_refused_gyro_is_absent_with_the_bands_reason_never_filled():
+    src, clock = make_band(POLAR)
+    src.start()
+    src.segment_metadata()
+    src._on_event(LinkEvent(clock.now, "refused", "gyro:not supported (band status 3 to start)"))
+    model = connect_model(src, clock, seed=6)
+    no_gyro(model)
+    msgs: list = []
+    stream(src, clock, model, 3.0, msgs)
+    written_before_stop = sum(p["n"] for p in imu(msgs))
+    src.stop()
+    msgs += src.drain()
+    batches = imu(msgs)
+    assert batches and all(p["gyro"] is None for p in batches)
+    assert all(p["absent"] == {"gyro": "not supported (band status 3 to start)"}
+               for p in batches)
+    assert all((decode_payload(p)["acc"] != -32768).all() for p in batches)
+    # nothing waits 2 s for a partner: every batch but the last was written while streaming
+    assert written_before_stop >= 52 * 2
+    assert sum(p["n"] for p in batches) == src.stats["samples"]
+    meta = src.segment_metadata()
+    assert json.loads(meta["refused_streams"]) == {"gyro": "not supported (band status 3 to "
+                                                   "start)"}
+
+
+def test_polar_without_gyro_frames_loses_nothing_at_stop():
+    """Old behaviour: ACC samples waited up to 2 s for GYRO and the stop returned none."""
+    src, clock = make_band(POLAR)
+    src.start()
+    src.segment_metadata()
+    model = connect_model(src, clock, seed=7)
+    no_gyro(model)
+    msgs: list = []
+    stream(src, clock, model, 4.0, msgs)
+    deliver(src, [d for d in model.stop(clock.now) if d.packet[0] & 0x3F == 2])
+    src.stop()
+    msgs += src.drain()
+    idx = indices(msgs)
+    assert idx == list(range(idx[0], idx[0] + len(idx)))
+    assert idx[-1] == model._next_sample - 1  # the last sample the band took is written
+
+
+def test_the_bands_info_sets_its_own_scales():
+    from agent.wrist.decode.open_profile import Info
+
+    src, clock = make_band(BAND)
+    src.start()
+    src.segment_metadata()
+    info = Info(200, 8, 1000, 8 * 9.80665 / 32768, 1000 * 0.017453292519943295 / 32768)
+    src._on_event(LinkEvent(clock.now, "info", data=info.encode()))
+    model = connect_model(src, clock, seed=3)
+    msgs: list = []
+    stream(src, clock, model, 1.0, msgs)
+    src.stop()
+    msgs += src.drain()
+    for p in imu(msgs):
+        assert p["acc_scale"] == pytest.approx(info.acc_scale, rel=1e-6)
+        assert p["gyro_scale"] == pytest.approx(info.gyro_scale, rel=1e-6)
+    meta = json.loads(src.segment_metadata()["band_info"])
+    assert meta["acc_fs_g"] == 8 and meta["gyro_fs_dps"] == 1000
+
+
+def test_an_unreadable_info_is_said_so_and_the_defaults_stay():
+    src, clock = make_band(BAND)
+    src.start()
+    src._on_event(LinkEvent(clock.now, "info", data=b"\x01\x02"))
+    src.drain()
+    meta = json.loads(src.segment_metadata()["band_info"])
+    assert "16 bytes" in meta["error"] or "need" in meta["error"]
+
+
+def test_a_clean_stop_runs_every_stream_to_the_recordings_end_or_says_why():
+    src, clock = make_band(BAND)
+    src.start()
+    src.segment_metadata()
+    model = connect_model(src, clock, seed=3)
+    msgs: list = []
+    stream(src, clock, model, 1.0, msgs)
+    clock.now += 7 * MS
+    deliver(src, model.stop(clock.now))  # the band sends its partial frame at the stop
+    src.stop()
+    src.end_at(clock.now + 400 * MS)  # the camera ran on while the bands were stopping
+    msgs += src.drain()
+    tail = [g for g in gaps(msgs) if g["cause"].startswith("stop:")]
+    assert len(tail) == 1 and tail[0]["lost"] == 0
+    assert tail[0]["end_ns"] == clock.now + 400 * MS
+    assert indices(msgs)[-1] == model._next_sample - 1
+
+
+def test_a_partial_frame_the_band_keeps_at_stop_is_a_gap():
+    src, clock = make_band(BAND)
+    src.start()
+    src.segment_metadata()
+    model = connect_model(src, clock, seed=3, interval_ms=(50, 50))
+    msgs: list = []
+    stream(src, clock, model, 1.0, msgs)
+    clock.now += 40 * MS
+    deliver(src, model.stop(clock.now, send_partial=False)[:-1])  # the last one never came
+    src.stop()
+    msgs += src.drain()
+    (tail,) = [g for g in gaps(msgs) if g["cause"].startswith("stop:")]
+    assert tail["lost"] == -1 and "may have taken some" in tail["cause"]
+    assert tail["end_ns"] == clock.now

@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 import struct
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 Char = tuple[str, list[str]]
 """(characteristic UUID, flags)"""
@@ -34,7 +34,8 @@ class GattLayout:
 
 def layouts_for(service: str, notify: str, control: str, extra: list[Char]) -> GattLayout:
     base: Layout = [(service, [(notify, ["notify", "read"]),
-                               (control, ["write", "write-without-response"]), *extra])]
+                               (control, ["write", "write-without-response", "notify"]),
+                               *extra])]
     updated: Layout = [(DFU_SERVICE, [(DFU_CHAR, ["write", "indicate"])]), *base]
     return GattLayout(service, notify, control, [base, updated])
 
@@ -46,6 +47,18 @@ class Feed(Protocol):
 
     def control(self, value: bytes) -> str | None:
         """A write to the control characteristic: "start", "stop" or None."""
+        ...
+
+    def reply(self, value: bytes) -> bytes | None:
+        """The control point's reply to that write (None: this band sends none)."""
+        ...
+
+    def info(self) -> bytes:
+        """The value of the info characteristic (b"" when the profile has none)."""
+        ...
+
+    def stop(self, host_ns: int) -> list[tuple[int, bytes, int]]:
+        """The stop command arrives: what the band still sends (see ``BandModel.stop``)."""
         ...
 
     def skip_until(self, host_ns: int) -> int:
@@ -86,6 +99,15 @@ class CounterFeed:
     def control(self, value: bytes) -> str | None:
         return {b"\x01": "start", b"\x00": "stop"}.get(value[:1])
 
+    def reply(self, value: bytes) -> bytes | None:
+        return None
+
+    def info(self) -> bytes:
+        return b""
+
+    def stop(self, host_ns: int) -> list[tuple[int, bytes, int]]:
+        return self.deliveries_until(host_ns)
+
     def skip_until(self, host_ns: int) -> int:
         return sum(n for _h, _p, n in self.deliveries_until(host_ns))
 
@@ -116,7 +138,12 @@ class ModelFeed:
     """A sensor profile's GATT layout and commands, with ``BandModel`` packets."""
 
     def __init__(self, profile: str, *, rate_hz: float, seed: int, drift_ppm: float,
-                 interval_ms: tuple[float, float], start_host_ns: int) -> None:
+                 interval_ms: tuple[float, float], start_host_ns: int,
+                 refuse: frozenset[str] = frozenset(), send_partial: bool = True,
+                 info_scales: tuple[float, float] | None = None) -> None:
+        """``refuse``: streams ("gyro") the band answers "not supported" and never sends;
+        ``send_partial``: whether it sends its partial frame at stop; ``info_scales``: the
+        (acc, gyro) scales its info characteristic reports (open profile)."""
         from agent.sim.band_model import BandModel, BandParams
         from agent.wrist.profiles import load_profile
 
@@ -130,6 +157,9 @@ class ModelFeed:
         self._start = set(self.profile.start_commands(self.rate_hz))
         self._stop = set(self.profile.stop_commands())
         self.rng = random.Random(seed)
+        self.refuse = refuse
+        self.send_partial = send_partial
+        self.info_scales = info_scales
         self.last_span: tuple[int, int] | None = None
         """True sample numbers (first, last) of the last ``deliveries_until`` that had any."""
 
@@ -145,16 +175,52 @@ class ModelFeed:
             return "stop"
         return None
 
+    def reply(self, value: bytes) -> bytes | None:
+        from agent.wrist import control
+
+        name = self.profile.name
+        if name == "polar-pmd":
+            req = control.pmd_request(value)
+            if req is None:
+                return control.encode_pmd_reply(value[0] if value else 0, 0, 4)
+            op, meas = req
+            refused = control.PMD_STREAMS.get(meas) in self.refuse
+            return control.encode_pmd_reply(op, meas, 3 if refused and op == 2 else 0)
+        if name == "wearcap-open":
+            op = value[0] if value else 0
+            if op not in control.OPEN_OPS:
+                return control.encode_open_reply(op, 1)
+            return control.encode_open_reply(op, 0)
+        return None
+
+    def info(self) -> bytes:
+        if self.profile.name != "wearcap-open":
+            return b""
+        from agent.wrist.decode.open_profile import Info
+
+        d = Info.default(round(self.rate_hz))
+        if self.info_scales is not None:
+            d = Info(d.rate_hz, d.acc_fs_g, d.gyro_fs_dps, *self.info_scales)
+        return d.encode()
+
     def skip_until(self, host_ns: int) -> int:
         n = self.model.skip_until(host_ns)
         self.model.connect(host_ns)
         return n
 
-    def deliveries_until(self, host_ns: int) -> list[tuple[int, bytes, int]]:
-        ds = self.model.deliveries_until(host_ns)
+    def _sent(self, ds: list[Any]) -> list[tuple[int, bytes, int]]:
         if ds:
             self.last_span = (ds[0].first_sample, ds[-1].first_sample + ds[-1].n - 1)
-        return [(d.host_ns, d.packet, d.n) for d in ds]
+        out = [(d.host_ns, d.packet, d.n) for d in ds]
+        if "gyro" in self.refuse and self.profile.name == "polar-pmd":
+            out = [o for o in out if o[1][0] & 0x3F != 5]  # GYRO frames are never sent
+        return out
+
+    def deliveries_until(self, host_ns: int) -> list[tuple[int, bytes, int]]:
+        return self._sent(self.model.deliveries_until(host_ns))
+
+    def stop(self, host_ns: int) -> list[tuple[int, bytes, int]]:
+        return self._sent(self.model.stop(host_ns, send_partial=self.send_partial))
 
     def next_event_ns(self) -> int:
         return int(self.model._next_event)
@@ -164,7 +230,8 @@ class ModelFeed:
 
 
 def make_feed(profile: str, *, rate_hz: float, seed: int, drift_ppm: float,
-              interval_ms: tuple[float, float], start_host_ns: int | None = None) -> Feed:
+              interval_ms: tuple[float, float], start_host_ns: int | None = None,
+              **band: Any) -> Feed:
     """``profile`` "counter" for raw counter packets, else a sensor profile's name."""
     import time
 
@@ -172,4 +239,4 @@ def make_feed(profile: str, *, rate_hz: float, seed: int, drift_ppm: float,
     if profile == "counter":
         return CounterFeed(rate_hz, seed, interval_ms, start)
     return ModelFeed(profile, rate_hz=rate_hz, seed=seed, drift_ppm=drift_ppm,
-                     interval_ms=interval_ms, start_host_ns=start)
+                     interval_ms=interval_ms, start_host_ns=start, **band)

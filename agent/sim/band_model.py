@@ -405,3 +405,29 @@ class BandModel:
                 j += 1
             self._next_event += self.interval_ns
         return out
+
+    def stop(self, host_ns: int, *, send_partial: bool = True) -> list[Delivery]:
+        """The host's stop command reaches the band at ``host_ns``: it stops sampling, and
+        sends what it still holds at once (the packets waiting for a connection event, and with
+        ``send_partial`` the samples of the frame it was filling, as a short last packet).
+        Without ``send_partial`` the partial frame is thrown away, as some vendor firmware
+        does: those samples were taken but never sent."""
+        self._make_packets(host_ns)
+        last = int(np.floor((host_ns - self.start - self.phase) / self.period_host))
+        if send_partial and self._next_sample <= last:
+            k0 = self._next_sample
+            ks = np.arange(k0, last + 1, dtype=np.int64)
+            acc, gyro = self.signal(ks)
+            self._next_sample = last + 1
+            per = 1 if self.p.profile == "witmotion" else len(ks)
+            for j, pkt in enumerate(self._encode(k0, self.device_ns(ks), acc, gyro)):
+                self._queue.append((host_ns, pkt, k0 + (j if per == 1 else 0), per))
+        elif self._next_sample <= last:
+            self._next_sample = last + 1
+        out: list[Delivery] = []
+        for j, (_ready, pkt, first, n) in enumerate(self._queue):
+            arr = max(self._last_arrival, host_ns + self.p.latency_ns + j * AIR_NS)
+            self._last_arrival = arr
+            out.append(Delivery(arr, pkt, first, n))
+        self._queue.clear()
+        return out

@@ -2,11 +2,15 @@
 
     python -m agent.sim.peripheral --adapter hci1 --central hci0 --profile wearcap-open \
         --rate 200 --seed 1 --control /tmp/x/left.sock [--drop-every 60] [--abort-connects 2]
+        [--refuse gyro] [--drop-partial-at-stop] [--info-scales ACC GYRO]
 
 It registers a GATT application (the profile's service with its notify and control
 characteristics) and an LE advertisement with dbus-fast, prints ``ready <address>`` on
 stdout, then serves the band's packets as notifications (``PropertiesChanged`` on ``Value``),
-batched per simulated connection event, while a central is subscribed.
+batched per simulated connection event, while a central is subscribed. Every control write
+is answered on the control characteristic (``agent.wrist.control``): a refused stream
+(``--refuse``) is answered "not supported" and never sent. At the stop command the band stops
+sampling and sends what it holds, its partial frame too (unless ``--drop-partial-at-stop``).
 
 Scripted faults (flags, or one line on the control socket; every command answers one JSON
 line): ``drop`` (link lost mid-stream), ``abort N`` (drop the next N connections while they
@@ -57,6 +61,7 @@ class Band:
         self.layout = 0  # bumped by a "firmware update"
         self.exported: list[tuple[str, ServiceInterface]] = []
         self.notify_char: Characteristic | None = None
+        self.control_char: Characteristic | None = None
         self.started = False
         self.connected = False
         self.abort_left = args.abort_connects
@@ -131,6 +136,10 @@ class Band:
                     self.exported.append((f"{spath}/char{j}", ch))
                     if uuid == self.args.notify_uuid:
                         self.notify_char = ch
+                    elif uuid == self.args.control_uuid:
+                        self.control_char = ch
+                    elif uuid == self.args.info_uuid:
+                        ch.value = self.feed.info()
             for path, obj in self.exported:
                 self.bus.export(path, obj)
             self.bus.export(ADV_PATH, self.adv)
@@ -156,7 +165,7 @@ class Band:
         for path, _obj in self.exported:
             self.bus.unexport(path)
         self.exported = []
-        self.notify_char = None
+        self.notify_char = self.control_char = None
         self.registered = False
 
     async def after_disconnect(self) -> None:
@@ -178,7 +187,25 @@ class Band:
         if cmd == "start":
             self._start_stream()
         elif cmd == "stop":
-            self._stop_stream()
+            self._stop_on_command()
+        reply = self.feed.reply(value)
+        ctl = self.control_char
+        if reply is not None and ctl is not None and ctl.notifying:
+            ctl.notify(reply)
+
+    def _stop_on_command(self) -> None:
+        """The host's stop command: the band stops sampling and sends what it still holds
+        (its partial frame too, unless ``--drop-partial-at-stop``), then stops."""
+        char = self.notify_char
+        if self.started and char is not None:
+            for _host_ns, packet, n in self.feed.stop(time.monotonic_ns()):
+                char.notify(packet)
+                self.stats["packets"] += 1
+                self.stats["samples"] += n
+            span = getattr(self.feed, "last_span", None)
+            if span is not None:
+                self.stats["last_sample"] = span[1]
+        self._stop_stream()
 
     def on_notify(self, uuid: str, on: bool) -> None:
         if uuid != self.args.notify_uuid:
@@ -322,15 +349,30 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="drop the link after every S seconds of streaming (0: never)")
     p.add_argument("--abort-connects", type=int, default=0,
                    help="drop the first N connections while they are being set up")
+    p.add_argument("--refuse", action="append", default=[], metavar="STREAM",
+                   help='answer "not supported" to starting STREAM (e.g. gyro) and never '
+                   "send it")
+    p.add_argument("--drop-partial-at-stop", action="store_true",
+                   help="at stop, throw away the samples of the frame being filled")
+    p.add_argument("--info-scales", type=float, nargs=2, metavar=("ACC", "GYRO"),
+                   help="the scales the info characteristic reports (open profile)")
     return p.parse_args(argv)
 
 
 async def amain(args: argparse.Namespace) -> None:
+    band_opts: dict[str, Any] = {}
+    if args.profile != "counter":
+        band_opts = {"refuse": frozenset(args.refuse),
+                     "send_partial": not args.drop_partial_at_stop,
+                     "info_scales": tuple(args.info_scales) if args.info_scales else None}
     feed = make_feed(args.profile, rate_hz=args.rate, seed=args.seed,
-                     drift_ppm=args.drift_ppm, interval_ms=tuple(args.interval_ms))
+                     drift_ppm=args.drift_ppm, interval_ms=tuple(args.interval_ms),
+                     **band_opts)
     layout = feed.layout()
     args.service_uuid = layout.service_uuid
     args.notify_uuid = layout.notify_uuid
+    args.control_uuid = layout.control_uuid
+    args.info_uuid = getattr(getattr(feed, "profile", None), "info_uuid", None)
     args.layouts = layout.variants
     bus = await MessageBus(bus_type=BusType.SYSTEM).connect()
     band = Band(bus, args, feed)

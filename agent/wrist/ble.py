@@ -85,6 +85,16 @@ def classify(exc: BaseException) -> str:
     return f"error:{type(exc).__name__}"
 
 
+def _characteristic(client: Any, uuid: str | None) -> Any:
+    """The bleak characteristic ``uuid`` of the connected band, or None."""
+    if uuid is None:
+        return None
+    try:
+        return client.services.get_characteristic(uuid)
+    except Exception:  # a layout with it twice was rejected before; anything else: absent
+        return None
+
+
 class StaleGatt(Exception):
     """The services BlueZ reports do not match the band's profile."""
 
@@ -108,8 +118,11 @@ def check_services(services: Any, profile: SensorProfile) -> None:
 class LinkEvent:
     t_ns: int
     kind: str
-    """connected | lost | stale-gatt-cleared | stale-view-cleared | failed"""
+    """connected | lost | stale-gatt-cleared | stale-view-cleared | failed | info (``data``:
+    the band's info characteristic) | refused (``cause``: ``stream:the band's reason``) |
+    no-reply (``cause``: the command, hex)"""
     cause: str = ""
+    data: bytes = b""
 
 
 async def remove_device(adapter: str, address: str) -> bool:
@@ -380,17 +393,56 @@ class BleLink:
                 timeout=self.connect_timeout)
 
     async def _subscribe(self, client: Any) -> None:
-        check_services(client.services, self.profile)
+        """Check the layout, read the band's info, subscribe to its control point's replies
+        and its data, then send the rate and start commands, reading the reply to each: a
+        stream the band refuses is a ``refused`` event with the band's reason."""
+        prof = self.profile
+        check_services(client.services, prof)
         push = self.on_packet
         clock = self.clock
+        replies = await self._control_replies(client)
+        info = _characteristic(client, prof.info_uuid) if prof.info_uuid else None
+        if info is not None and "read" in info.properties:
+            data = await client.read_gatt_char(prof.info_uuid)
+            self.on_event(LinkEvent(clock(), "info", data=bytes(data)))
 
         def on_notify(_char: Any, data: bytearray) -> None:
             push(clock(), bytes(data))  # the hot path: nothing else
 
-        await client.start_notify(self.profile.notify_uuid, on_notify)
-        for cmd in (*self.profile.rate_commands(self.rate_hz),
-                    *self.profile.start_commands(self.rate_hz)):
-            await client.write_gatt_char(self.profile.control_uuid, cmd, response=True)
+        await client.start_notify(prof.notify_uuid, on_notify)
+        for cmd in (*prof.rate_commands(self.rate_hz), *prof.start_commands(self.rate_hz)):
+            await client.write_gatt_char(prof.control_uuid, cmd, response=True)
+            if replies is not None:
+                await self._read_reply(replies, cmd)
+
+    async def _control_replies(self, client: Any) -> asyncio.Queue[bytes] | None:
+        """Subscribe to the control point if it notifies or indicates (its replies)."""
+        char = _characteristic(client, self.profile.control_uuid)
+        if char is None or not {"notify", "indicate"} & set(char.properties):
+            return None
+        q: asyncio.Queue[bytes] = asyncio.Queue()
+        await client.start_notify(self.profile.control_uuid,
+                                  lambda _c, d: q.put_nowait(bytes(d)))
+        return q
+
+    async def _read_reply(self, q: asyncio.Queue[bytes], cmd: bytes,
+                          timeout: float = 2.0) -> None:
+        from agent.wrist.control import decode_reply, refusal
+
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    reply = decode_reply(self.profile.name, await q.get())
+                    if reply is not None:
+                        break
+        except TimeoutError:
+            self.on_event(LinkEvent(self.clock(), "no-reply", cmd.hex(" ")))
+            return
+        if not reply.ok:
+            log.warning("%s: the band refused %s: %s", self.name, reply.stream or reply.op,
+                        refusal(reply))
+            self.on_event(LinkEvent(self.clock(), "refused",
+                                    f"{reply.stream or 'stream'}:{refusal(reply)}"))
 
     async def _shutdown(self, client: Any) -> None:
         """Stop the band's stream, then disconnect (on the way out)."""

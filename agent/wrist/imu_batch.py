@@ -23,7 +23,7 @@ batch. Times are stored per chunk (one BLE notification), not per sample: sample
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 import numpy as np
@@ -97,6 +97,9 @@ SCHEMA: dict[str, Any] = {
         "host_period_ns": {"type": ["number", "array"], "items": {"type": "number"},
                            "description": "mapped sample spacing on the host, per chunk or "
                            "for all"},
+        "absent": {"type": "object", "additionalProperties": {"type": "string"},
+                   "description": "streams the band refused or does not have (e.g. gyro), "
+                   "each with the band's own reason; their columns are null, never filled"},
         "clock": {"type": "object", "description": "state of the mapping when written: "
                   "converged; error_bound_ns, a bound on |host time - truth| that holds for "
                   "every sample of the batch, and its parts (bound: fit_ns, latency_ns, "
@@ -241,10 +244,12 @@ def clock_record(clock: BatchClock, times: Sequence[ChunkTime]) -> dict[str, Any
 
 
 def imu_message(band_name: str, chunks: Sequence[ImuChunk], fit: BandClock | BatchClock,
-                profile: str = "", times: Sequence[ChunkTime] | None = None) -> Message:
+                profile: str = "", times: Sequence[ChunkTime] | None = None,
+                absent: Mapping[str, str] | None = None) -> Message:
     """One batch message from consecutive chunks of one band (at least one chunk). Each
     chunk is placed on the band's clock here (``timing.place``: once per chunk, in order),
-    unless ``times`` gives its placements already."""
+    unless ``times`` gives its placements already. ``absent``: streams the band refused,
+    with its reason (stored as ``absent``)."""
     if not chunks:
         raise ValueError("no chunks")
     if times is None:
@@ -281,6 +286,8 @@ def imu_message(band_name: str, chunks: Sequence[ImuChunk], fit: BandClock | Bat
         "host_period_ns": fold([p for _, p in times_]),
         "clock": clock_record(fit, placed),
     }
+    if absent:
+        payload["absent"] = dict(absent)
     return Message(topic=f"/wrist/{band_name}/imu", log_time_ns=times_[0][0], payload=payload)
 
 

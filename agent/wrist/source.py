@@ -84,6 +84,11 @@ class WristSource:
         self._flush_state = 0  # 0, _REQUESTED or _DONE (see flush())
         self._cut_ns: int | None = None  # cut an open gap here at the next drain()
         self._stopping = False
+        self._stop_ns: int | None = None  # when stop() was called: the band stops sampling
+        self._end_ns: int | None = None  # the recording's last instant (end_at())
+        self._tail_done = False
+        self._refused: dict[str, str] = {}  # stream -> the band's reason (control replies)
+        self._band_info: dict[str, Any] = {}  # what the band says about itself (info char)
         self._rolls = 0
         self.stats = {"packets": 0, "samples": 0, "gaps": 0, "disconnects": 0,
                       "connect_failures": 0, "cache_clears": 0, "view_heals": 0,
@@ -118,10 +123,16 @@ class WristSource:
             scan_timeout=self.scan_timeout, policy=self.policy, clock=self.clock)
 
     def stop(self) -> None:
+        self._stop_ns = self.clock()
         if self._link is not None:
             self._link.stop()
         self._stopping = True  # the writer's last drain() takes everything, held chunks too
         self._flush = True
+
+    def end_at(self, end_ns: int) -> None:
+        """The recording's last instant (its last frame), for the last ``drain()`` after
+        ``stop()``: a stream that ends earlier is a gap to it, saying why."""
+        self._end_ns = end_ns
 
     def flush(self) -> None:
         """Have the next ``drain()`` return the pending batch and the part of an open gap up
@@ -162,6 +173,7 @@ class WristSource:
         if self._stopping:
             self._take(self._flush_decoder(), out)
             self._settle(None, out)
+            self._tail(out)
         if self._cut_ns is not None:
             self._cut(self._cut_ns, out)
             self._cut_ns = None
@@ -193,6 +205,10 @@ class WristSource:
         if gap is not None:
             meta["absent_since_ns"] = str(gap.since_ns)
             meta["absent_cause"] = self._cause(gap)
+        if self._refused:
+            meta["refused_streams"] = json.dumps(self._refused, sort_keys=True)
+        if self._band_info:
+            meta["band_info"] = json.dumps(self._band_info, sort_keys=True)
         return meta
 
     def status(self) -> dict[str, Any]:
@@ -276,7 +292,8 @@ class WristSource:
             return
         from agent.wrist.imu_batch import imu_message
 
-        out.append(imu_message(self.name, self._batch, self._fit, self.band.profile))
+        out.append(imu_message(self.name, self._batch, self._fit, self.band.profile,
+                               absent=self._refused))
         self.stats["messages"] += 1
         self._batch = []
         self._batch_n = 0
@@ -322,6 +339,63 @@ class WristSource:
             elif ev.kind == "failed":
                 self.stats["connect_failures"] += 1
                 self._last_failure = ev.cause
+            elif ev.kind == "refused":
+                stream, _, reason = ev.cause.partition(":")
+                self._refuse(stream, reason)
+            elif ev.kind == "info":
+                self._apply_info(ev.data)
+
+    def _refuse(self, stream: str, reason: str) -> None:
+        """The band refused ``stream``: it is absent (never filled), with the band's reason."""
+        self._refused[stream] = reason
+        set_streams = getattr(self._decoder, "set_streams", None)
+        if set_streams is not None and stream in ("acc", "gyro"):
+            set_streams(acc="acc" not in self._refused, gyro="gyro" not in self._refused)
+
+    def _apply_info(self, data: bytes) -> None:
+        """The band's info characteristic: its own scales and rate replace the profile's
+        defaults; one it cannot read is said so in the segment metadata."""
+        set_info = getattr(self._decoder, "set_info", None)
+        if set_info is None:
+            return
+        try:
+            set_info(data)
+        except ValueError as exc:
+            self._band_info = {"error": str(exc), "raw": data.hex()}
+            return
+        info = self._decoder.info
+        self._band_info = {"rate_hz": info.rate_hz, "acc_fs_g": info.acc_fs_g,
+                           "gyro_fs_dps": info.gyro_fs_dps, "acc_scale": info.acc_scale,
+                           "gyro_scale": info.gyro_scale, "gyro": info.gyro,
+                           "version": info.version}
+        if not info.gyro:
+            self._refused.setdefault("gyro", "the band has no gyroscope (info characteristic)")
+
+    def _tail(self, out: list[Message]) -> None:
+        """At stop, once: the stream should run to the recording's end. If it stops short,
+        gaps say why: samples taken before the stop command that never arrived (a partial
+        frame, or in flight when the link closed), then the time after the band stopped."""
+        if self._tail_done or self._stop_ns is None:
+            return
+        self._tail_done = True
+        if self._gap is not None or self._prev is None:
+            return  # not streaming: the open gap runs to the end (closed below)
+        from agent.wrist.imu_batch import host_times
+
+        t0, period = host_times(self._fit, self._prev)
+        last = t0 + round((self._prev.n - 1) * period)
+        slack = round(2 * max(period, 1e9 / max(self.band.rate_hz, 1.0)))
+        stop = self._stop_ns
+        if stop - last > slack:
+            self._gap_out(last, stop, -1, "stop: no sample after this reached the host; "
+                          "the band may have taken some before the stop command that did not "
+                          "arrive (a partial frame it kept, or in flight when the link closed)",
+                          out)
+            last = stop
+        end = self._end_ns
+        if end is not None and end - max(last, stop) > slack:
+            self._gap_out(max(last, stop), end, 0, "stop: the band was stopped before the "
+                          "recording ended; nothing was taken", out)
 
     def _resume(self, arrival: int, out: list[Message]) -> None:
         """The first packet after a (re)connection: the open gap ends here. Its count comes

@@ -22,10 +22,13 @@ Additions to the contract (backward compatible, all with defaults):
   samples known lost), so bands with no device clock can be timed by sample number.
 - ``Decoder.reset()``: forget stream state (call when a stream is restarted on the band).
 - ``Decoder.flush()``: chunks still held back (WitMotion holds ~2 s of notifications to find
-  lost notifications from arrival times); call when a stream stops, before ``reset()``. The
-  other decoders hold nothing and return [].
-- Axes a profile could not supply for a sample (a Polar ACC sample whose GYRO frame never
-  came) hold ``MISSING`` (-32768), which no sensor in these profiles produces.
+  lost notifications from arrival times; Polar holds samples waiting for their ACC/GYRO
+  partner); call when a stream stops and at every break, before ``reset()``.
+- ``PolarDecoder.set_streams(acc=, gyro=)``: the streams the band accepted (its control-point
+  replies); a refused stream is never waited for and its axes are absent (``gyro`` None).
+- Axes a profile could not supply for one sample of a stream that is on (a Polar ACC sample
+  whose GYRO frame never came) hold ``MISSING`` (-32768), which no sensor in these profiles
+  produces. A stream the band refused is never filled with it.
 """
 
 from __future__ import annotations

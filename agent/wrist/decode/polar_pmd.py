@@ -171,6 +171,7 @@ class PolarDecoder:
         self.gyro_step_dps = gyro_step_dps
         self.hold_ns = hold_ns
         self.factor = {ACC: 1.0, GYRO: 1.0}
+        self.streams = {ACC: True, GYRO: True}
         self.malformed = 0
         self.ignored = 0
         """Valid frames of other measurements (ECG, PPG, ...) on the same characteristic."""
@@ -183,8 +184,15 @@ class PolarDecoder:
     def previous_timestamp(self, measurement: int) -> int:
         return self._prev.get(measurement, 0)
 
+    def set_streams(self, acc: bool = True, gyro: bool = True) -> None:
+        """Which measurements the band is streaming (its start replies say): a stream it
+        refused is never waited for, and its axes are absent (``gyro`` None), not filled."""
+        self.streams = {ACC: acc, GYRO: gyro}
+
     def flush(self) -> list[ImuChunk]:
-        return []  # nothing is held back
+        """Release every sample still waiting for its partner (at stop and at every break):
+        nothing is held across either."""
+        return self._pair(drain=True)
 
     def reset(self) -> None:
         self._prev = {ACC: 0, GYRO: 0}
@@ -236,8 +244,12 @@ class PolarDecoder:
             q.append((t, c, scale, fr.period_ns, arrival_ns, fr.timestamp_ns))
         return self._pair()
 
-    def _pair(self) -> list[ImuChunk]:
+    def _pair(self, drain: bool = False) -> list[ImuChunk]:
+        """Pair pending ACC and GYRO samples. A sample waits for its partner up to
+        ``hold_ns`` unless the partner's stream is off, or ``drain`` (stop, a break)."""
         qa, qg = self._pend[ACC], self._pend[GYRO]
+        if not (self.streams[ACC] and self.streams[GYRO]):
+            drain = True  # one stream only: nothing to wait for
         out: list[tuple[int, tuple[int, int, int], tuple[int, int, int], float, float, float,
                         int, int, int]] = []
         none = (MISSING, MISSING, MISSING)
@@ -257,7 +269,7 @@ class PolarDecoder:
                     out.append((g[0], none, g[1], a[2], g[2], g[3], g[4], g[5], g[4]))
                 continue
             q = qa if qa else qg
-            if q and q[-1][0] - q[0][0] > self.hold_ns:  # the other stream is not coming
+            if q and (drain or q[-1][0] - q[0][0] > self.hold_ns):  # the other is not coming
                 s = q.popleft()
                 acc, gyr = (s[1], none) if q is qa else (none, s[1])
                 sa = s[2] if q is qa else self.factor[ACC] * G * 1e-3
@@ -282,7 +294,8 @@ class PolarDecoder:
                 period_ns=run[0][5],
                 acc=np.array([r[1] for r in run], dtype=np.int16).reshape(-1, 3),
                 acc_scale=run[0][3],
-                gyro=np.array([r[2] for r in run], dtype=np.int16).reshape(-1, 3),
+                gyro=(np.array([r[2] for r in run], dtype=np.int16).reshape(-1, 3)
+                      if self.streams[GYRO] else None),
                 gyro_scale=run[0][4], raw_time=run[0][7], index=self._index,
                 first_arrival_ns=min(r[8] for r in run)))
             self._index += len(run)
