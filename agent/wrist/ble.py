@@ -417,6 +417,10 @@ class BleLink:
 
     async def _control_replies(self, client: Any) -> asyncio.Queue[bytes] | None:
         """Subscribe to the control point if it notifies or indicates (its replies)."""
+        from agent.wrist.control import REPLYING
+
+        if self.profile.name not in REPLYING:
+            return None
         char = _characteristic(client, self.profile.control_uuid)
         if char is None or not {"notify", "indicate"} & set(char.properties):
             return None
@@ -426,7 +430,7 @@ class BleLink:
         return q
 
     async def _read_reply(self, q: asyncio.Queue[bytes], cmd: bytes,
-                          timeout: float = 2.0) -> None:
+                          timeout: float = 1.0) -> None:
         from agent.wrist.control import decode_reply, refusal
 
         try:

@@ -48,6 +48,10 @@ class Reply:
         return self.status == 0 or (self.op == "stop" and self.status == PMD_ALREADY)
 
 
+REPLYING = ("polar-pmd", "wearcap-open")
+"""Profiles whose bands answer every control write (the others' replies are not read)."""
+
+
 def decode_reply(profile: str, data: bytes) -> Reply | None:
     """The control-point reply in ``data`` (None if ``data`` is not one; never raises)."""
     if len(data) < 3 or data[0] != RESPONSE:
