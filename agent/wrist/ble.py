@@ -187,6 +187,7 @@ class BleLink:
         self._stopping: asyncio.Event | None = None
         self._lost: asyncio.Event | None = None
         self._lost_ns = 0
+        self._replies: asyncio.Queue[bytes] | None = None  # the control point's replies
         self._ready = threading.Event()
 
     # -------------------------------------------------------------- thread control
@@ -400,7 +401,7 @@ class BleLink:
         check_services(client.services, prof)
         push = self.on_packet
         clock = self.clock
-        replies = await self._control_replies(client)
+        replies = self._replies = await self._control_replies(client)
         info = _characteristic(client, prof.info_uuid) if prof.info_uuid else None
         if info is not None and "read" in info.properties:
             data = await client.read_gatt_char(prof.info_uuid)
@@ -429,8 +430,9 @@ class BleLink:
                                   lambda _c, d: q.put_nowait(bytes(d)))
         return q
 
-    async def _read_reply(self, q: asyncio.Queue[bytes], cmd: bytes,
-                          timeout: float = 1.0) -> None:
+    async def _read_reply(self, q: asyncio.Queue[bytes], cmd: bytes, timeout: float = 1.0,
+                          judge: bool = True) -> None:
+        """Wait for the reply to ``cmd``; with ``judge``, a refusal is a ``refused`` event."""
         from agent.wrist.control import decode_reply, refusal
 
         try:
@@ -442,7 +444,7 @@ class BleLink:
         except TimeoutError:
             self.on_event(LinkEvent(self.clock(), "no-reply", cmd.hex(" ")))
             return
-        if not reply.ok:
+        if judge and not reply.ok:
             log.warning("%s: the band refused %s: %s", self.name, reply.stream or reply.op,
                         refusal(reply))
             self.on_event(LinkEvent(self.clock(), "refused",
@@ -451,9 +453,14 @@ class BleLink:
     async def _shutdown(self, client: Any) -> None:
         """Stop the band's stream, then disconnect (on the way out)."""
         with contextlib.suppress(Exception):
-            async with asyncio.timeout(2.0):
+            async with asyncio.timeout(3.0):
+                replies = self._replies
+                while replies is not None and not replies.empty():
+                    replies.get_nowait()  # late replies to earlier commands
                 for cmd in self.profile.stop_commands():
                     await client.write_gatt_char(self.profile.control_uuid, cmd, response=True)
+                    if replies is not None:  # the band replies after what it still sends
+                        await self._read_reply(replies, cmd, judge=False)
                 await asyncio.sleep(0.2)  # notifications already in flight still arrive
         await self._disconnect(client)
 
