@@ -1,8 +1,12 @@
 """Crash harnesses: kill -9 a recording mid-segment, restart, and measure what was lost.
 
-The promise: a kill -9 at any instant loses at most the last second of the open segment
-(``segment.chunk_seconds``); the partial segment is recovered, sealed and flagged. The short
-version runs a few trials; ``--long`` runs many. Each trial prints the loss it measured.
+The promise: a kill -9 at any instant loses at most one chunk (``segment.chunk_seconds``) +
+0.1 s of EACH stream; the partial segment is recovered, sealed and flagged. Loss is measured
+per stream, never as the last message of any topic: for a wrist band, the samples its
+(simulated) band had sent by the instant of the kill, minus those on disk and those counted in
+gaps; the bands run in this process, so they outlive the killed agent and say what they sent.
+The short version runs a few trials; ``--long`` runs 24 over every profile. Each run prints
+its trials and the worst loss per stream.
 """
 
 from __future__ import annotations
@@ -18,8 +22,14 @@ import time
 import uuid
 from pathlib import Path
 
+import msgpack
+import pytest
+from mcap.reader import make_reader
+
 from agent.record.recover import recover_all
+from agent.record.schemas import frame_rows
 from agent.record.spool import Spool
+from agent.sources import GAP_TOPIC
 from tests.conftest import REPO
 
 CHUNK_S = 1.0
@@ -153,3 +163,120 @@ def test_sigterm_seals_and_exits_0(tmp_path):
     assert len(list((spool / "sealed").glob("sim-0001-*.mcap"))) == 1
     assert not list((spool / "active").iterdir())
     assert "sealed sim-0001-00000000" in err
+
+
+# ---------------------------------------------------------------- per-stream loss, wrist bands
+
+PAIRS = [(("wearcap-open", 200), ("polar-pmd", 52)), (("movesense", 104), ("witmotion", 50))]
+BOUND_S = CHUNK_S + 0.1
+"""Per stream: one chunk (the writer closes batches and fsyncs at every chunk) + 0.1 s."""
+
+
+def _read_streams(path: Path) -> tuple[dict[str, int], dict[str, int], int | None]:
+    """(samples stored per wrist topic, samples counted lost in gaps per topic, last frame)."""
+    stored: dict[str, int] = {}
+    counted: dict[str, int] = {}
+    last_frame: int | None = None
+    with path.open("rb") as fh:
+        for _, ch, m in make_reader(fh, validate_crcs=True).iter_messages(
+                log_time_order=False):
+            if ch.message_encoding != "msgpack":
+                continue
+            p = msgpack.unpackb(m.data)
+            if ch.topic == "/camera/frames":
+                t = max(int(r["host_ts_ns"]) for r in frame_rows(p))
+                last_frame = t if last_frame is None else max(last_frame, t)
+            elif ch.topic.endswith("/imu"):
+                stored[ch.topic] = stored.get(ch.topic, 0) + int(p["n"])
+            elif ch.topic == GAP_TOPIC and int(p["lost"]) > 0:
+                counted[p["stream"]] = counted.get(p["stream"], 0) + int(p["lost"])
+    return stored, counted, last_frame
+
+
+def wrist_kill_trial(tmp: Path, i: int, pair: tuple[tuple[str, int], ...], run_s: float
+                     ) -> dict[str, float]:
+    """One kill -9 of ``wearcap run`` recording two simulated bands: seconds lost per stream."""
+    from dataclasses import replace
+
+    from agent import config
+    from agent.sim.rig import SimRig, sim_address
+
+    base = config.load_default(config.find_profile("sim", "<test>"))
+    bands = [replace(base.wrist[j], profile=prof, rate_hz=rate, address=sim_address(j))
+             for j, (prof, rate) in enumerate(pair)]
+    cfg = replace(base, wrist=bands)
+    text = ('profile = "sim"\n[camera]\nwidth = 320\nheight = 240\n'
+            f"[segment]\nchunk_seconds = {CHUNK_S}\n[spool]\nreserve_mb = 0\n"
+            "[sim]\nenabled = false\n")
+    for b in bands:
+        text += (f'[[wrist]]\nname = "{b.name}"\naddress = "{b.address}"\n'
+                 f'profile = "{b.profile}"\nrate_hz = {b.rate_hz:g}\n')
+    cfgfile = tmp / f"wrist{i}.toml"
+    cfgfile.write_text(text)
+    spool = tmp / f"wspool{i}"
+    with SimRig(cfg) as rig:  # the bands live here: they outlive the killed agent
+        notify = Notify(tmp)
+        p = spawn(["-m", "agent", "run", "--config", str(cfgfile), "--spool", str(spool)],
+                  tmp, notify)
+        try:
+            assert notify.wait_for("READY=1"), p.stderr.read() if p.poll() is not None else ""
+            deadline = time.monotonic() + 60
+            while any(rig.stats(b.name)["first_sample"] is None for b in bands):
+                assert time.monotonic() < deadline, "bands never streamed"
+                time.sleep(0.1)
+            time.sleep(run_s)
+            kill_ns = time.monotonic_ns()
+            p.send_signal(signal.SIGKILL)
+            p.wait(timeout=30)
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+            assert p.stdout is not None and p.stderr is not None
+            p.stdout.close()
+            p.stderr.close()
+            notify.close()
+        sent = {b.name: rig.fault(b.name, f"delivered {kill_ns}") for b in bands}
+    results = recover_all(Spool(spool, "sim-0001"))
+    assert [r.outcome for r in results] == ["sealed"], results
+    (path,) = (spool / "sealed").glob("*.mcap")
+    stored, counted, last_frame = _read_streams(path)
+    loss: dict[str, float] = {}
+    for b in bands:
+        topic = f"/wrist/{b.name}/imu"
+        d = sent[b.name]
+        took = d["last_sample"] - d["first_sample"] + 1
+        missing = took - stored.get(topic, 0) - counted.get(topic, 0)
+        loss[f"{b.name}:{b.profile}"] = max(missing, 0) / b.rate_hz
+    assert last_frame is not None
+    loss["camera (upper bound: kill - last frame)"] = (kill_ns - last_frame) / 1e9
+    return loss
+
+
+def test_kill9_loses_at_most_a_chunk_of_each_wrist_stream(tmp_path, long_run):
+    from agent.sim.bluez import missing_tools
+
+    if missing_tools():
+        pytest.skip(f"needs {missing_tools()}")
+    rng = random.Random(11)
+    trials = 24 if long_run else 2
+    worst: dict[str, float] = {}
+    lines = []
+    for i in range(trials):
+        pair = PAIRS[i % len(PAIRS)]
+        loss = wrist_kill_trial(tmp_path, i, pair, 1.0 + rng.random() * 2.0)
+        lines.append(f"  trial {i}: " + ", ".join(f"{k} {v:.3f} s" for k, v in loss.items()))
+        for k, v in loss.items():
+            worst[k] = max(worst.get(k, 0.0), v)
+    print(f"\nkill -9 trials: {trials}\n" + "\n".join(lines) + "\nworst loss per stream: "
+          + ", ".join(f"{k} {v:.3f} s" for k, v in sorted(worst.items())))
+    over = {k: v for k, v in worst.items() if not k.startswith("camera")
+            and v > BOUND_S + (WITMOTION_HOLD_S if k.endswith(":witmotion") else 0.0)}
+    assert not over, f"lost more than {BOUND_S:.1f} s of a stream: {over}"
+
+
+WITMOTION_HOLD_S = 2.0
+"""Not yet met: the WitMotion decoder holds ~2 s of notifications back to judge losses from
+arrival times (agent.clock.rate.ArrivalNumberer), and what it holds is not written at a chunk
+close, so a crash loses up to a chunk + that hold of a WitMotion stream. The harness prints the
+figure; this allowance goes when the hold-back does."""

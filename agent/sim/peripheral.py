@@ -18,7 +18,8 @@ are being set up), ``vanish S`` (drop, stop advertising and serving for S second
 ``firmware`` (drop, then come back with a changed GATT layout), ``malformed N`` (send N
 garbage notifications), ``shake S`` (the wearer shakes the band for S seconds: large
 acceleration, so provisioning can tell which band moved), ``stats`` (what was delivered and
-dropped).
+dropped), ``delivered T`` (the true number of the last sample sent by host time T, for crash
+harnesses).
 
 The exported D-Bus objects live in ``agent.sim.gatt_objects``.
 
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import contextlib
 import json
 import os
@@ -70,6 +72,8 @@ class Band:
         self.stats: dict[str, Any] = {"packets": 0, "samples": 0, "dropped_samples": 0,
                                       "malformed_sent": 0, "connections": 0, "faults": [],
                                       "first_sample": None, "last_sample": None}
+        self.delivered: collections.deque[tuple[int, int]] = collections.deque(maxlen=8192)
+        """(host ns just before a batch of notifications, true number of its last sample)"""
         self.app_path = APP_ROOT
         self.generation = 0
         self.registered = False
@@ -198,7 +202,9 @@ class Band:
         (its partial frame too, unless ``--drop-partial-at-stop``), then stops."""
         char = self.notify_char
         if self.started and char is not None:
-            for _host_ns, packet, n in self.feed.stop(time.monotonic_ns()):
+            held = self.feed.stop(time.monotonic_ns())
+            self._log_delivery(held)
+            for _host_ns, packet, n in held:
                 char.notify(packet)
                 self.stats["packets"] += 1
                 self.stats["samples"] += n
@@ -225,6 +231,20 @@ class Band:
         if self.notify_char is not None:
             self.notify_char.set_notifying(False)
 
+    def _log_delivery(self, deliveries: list[tuple[int, bytes, int]]) -> None:
+        span = getattr(self.feed, "last_span", None)
+        if deliveries and span is not None:
+            self.delivered.append((time.monotonic_ns(), span[1]))
+
+    def delivered_by(self, host_ns: int) -> int | None:
+        """The true number of the last sample sent at or before ``host_ns``."""
+        last = None
+        for t, k in self.delivered:
+            if t > host_ns:
+                break
+            last = k
+        return last
+
     def _fault(self, kind: str) -> None:
         self.stats["faults"].append({"kind": kind, "host_ns": time.monotonic_ns()})
 
@@ -248,6 +268,9 @@ class Band:
                 "period_ns": model.period_host, "first_sample": self.stats["first_sample"]}
             return {"ok": True, **self.stats, "address": self.address,
                     "streaming": self.started, "connected": self.connected, "truth": truth}
+        if cmd == "delivered":  # delivered T: the last sample sent by host time T (ns)
+            return {"ok": True, "last_sample": self.delivered_by(int(rest[0])),
+                    "first_sample": self.stats["first_sample"]}
         if cmd == "drop":
             self._fault("drop")
             await self.drop()
@@ -290,6 +313,7 @@ class Band:
             deliveries = self.feed.deliveries_until(now_ns)
             char = self.notify_char
             if self.started and char is not None:
+                self._log_delivery(deliveries)
                 for _host_ns, packet, n in deliveries:
                     char.notify(packet)
                     self.stats["packets"] += 1
