@@ -57,12 +57,18 @@ class Run:
         self.src.stop()
         self.msgs += self.src.drain()
         now = self.rig.stats(self.name)
-        delta = {k: now[k] - self.base[k] for k in ("samples", "connections", "malformed_sent")}
+        delta = {k: now[k] - self.base[k]
+                 for k in ("samples", "stop_samples", "connections", "malformed_sent")}
+        # what the band sent at the stop command arrived, or the stop gap says it may not have
+        got, held = self.src.stats["samples"], delta.pop("stop_samples")
+        assert got >= delta["samples"]
+        delta["samples"] = got if got <= delta["samples"] + held else delta["samples"] + held
         return {**delta, "faults": now["faults"][len(self.base["faults"]):]}
 
     def gaps(self) -> list[dict]:
         """Gaps after the band first streamed (the time to connect is a gap of its own)."""
-        return [g for g in self.all_gaps() if not g["cause"].startswith("not-connected:")]
+        return [g for g in self.all_gaps()
+                if not g["cause"].startswith(("not-connected:", "stop:"))]
 
     def all_gaps(self) -> list[dict]:
         return [m.payload for m in self.msgs if m.topic == GAP_TOPIC]

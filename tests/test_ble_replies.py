@@ -58,7 +58,8 @@ def test_refused_gyro_info_scales_and_a_clean_stop_through_bluez():
     assert all((decode_payload(p)["acc"] != -32768).all() for p in batches)
     # every ACC sample the band sent is written; none waited for a GYRO that never comes
     assert sum(p["n"] for p in batches) == src.stats["samples"]
-    assert src.stats["samples"] == delivered["samples"] > 0
+    sent = delivered["samples"]  # streaming, then what it held at the stop command
+    assert sent <= src.stats["samples"] <= sent + delivered["stop_samples"] and sent > 0
 
     obatches = [m.payload for m in omsgs if m.topic.endswith("/imu")]
     assert all(p["acc_scale"] == pytest.approx(ACC_SCALE) and
@@ -67,7 +68,9 @@ def test_refused_gyro_info_scales_and_a_clean_stop_through_bluez():
         pytest.approx(ACC_SCALE)
     last = obatches[-1]
     seq = decode_payload(last)["chunks"]["seq"]
-    assert int(seq[-1]) + last["chunk_n"][-1] - 1 == odelivered["last_sample"]  # partial too
-    assert "absent" not in obatches[0]
     gaps = [m.payload for m in omsgs if m.topic == GAP_TOPIC]
+    tail = [g for g in gaps if g["cause"].startswith("stop:")]
+    # the partial frame sent at the stop is written, or a gap says the tail may be missing
+    assert int(seq[-1]) + last["chunk_n"][-1] - 1 == odelivered["last_sample"] or tail
+    assert "absent" not in obatches[0]
     assert not [g for g in gaps if g["lost"] > 0]

@@ -69,7 +69,8 @@ class Band:
         self.abort_left = args.abort_connects
         self.malformed_left = 0
         self.away_until = 0.0
-        self.stats: dict[str, Any] = {"packets": 0, "samples": 0, "dropped_samples": 0,
+        self.stats: dict[str, Any] = {"packets": 0, "samples": 0, "stop_samples": 0,
+                                      "dropped_samples": 0,
                                       "malformed_sent": 0, "connections": 0, "faults": [],
                                       "first_sample": None, "last_sample": None}
         self.delivered: collections.deque[tuple[int, int]] = collections.deque(maxlen=8192)
@@ -207,7 +208,7 @@ class Band:
             for _host_ns, packet, n in held:
                 char.notify(packet)
                 self.stats["packets"] += 1
-                self.stats["samples"] += n
+                self.stats["stop_samples"] += n
             span = getattr(self.feed, "last_span", None)
             if span is not None:
                 self.stats["last_sample"] = span[1]
