@@ -170,6 +170,8 @@ def test_sigterm_seals_and_exits_0(tmp_path):
 PAIRS = [(("wearcap-open", 200), ("polar-pmd", 52)), (("movesense", 104), ("witmotion", 50))]
 BOUND_S = CHUNK_S + 0.1
 """Per stream: one chunk (the writer closes batches and fsyncs at every chunk) + 0.1 s."""
+LAG_S = 0.1
+"""A wrist stream on disk may end at most this much before the last video frame on disk."""
 
 
 def _read_streams(path: Path) -> tuple[dict[str, int], dict[str, int], int | None]:
@@ -194,8 +196,10 @@ def _read_streams(path: Path) -> tuple[dict[str, int], dict[str, int], int | Non
 
 
 def wrist_kill_trial(tmp: Path, i: int, pair: tuple[tuple[str, int], ...], run_s: float
-                     ) -> dict[str, float]:
-    """One kill -9 of ``wearcap run`` recording two simulated bands: seconds lost per stream."""
+                     ) -> tuple[dict[str, float], dict[str, float]]:
+    """One kill -9 of ``wearcap run`` recording two simulated bands. Per stream: seconds of
+    samples the band had sent by the kill that are not on disk (nor counted in a gap), and
+    seconds of those sent by ``LAG_S`` before the last video frame on disk that are not."""
     from dataclasses import replace
 
     from agent import config
@@ -237,20 +241,26 @@ def wrist_kill_trial(tmp: Path, i: int, pair: tuple[tuple[str, int], ...], run_s
             p.stderr.close()
             notify.close()
         sent = {b.name: rig.fault(b.name, f"delivered {kill_ns}") for b in bands}
-    results = recover_all(Spool(spool, "sim-0001"))
-    assert [r.outcome for r in results] == ["sealed"], results
-    (path,) = (spool / "sealed").glob("*.mcap")
-    stored, counted, last_frame = _read_streams(path)
+        results = recover_all(Spool(spool, "sim-0001"))
+        assert [r.outcome for r in results] == ["sealed"], results
+        (path,) = (spool / "sealed").glob("*.mcap")
+        stored, counted, last_frame = _read_streams(path)
+        assert last_frame is not None
+        cut = last_frame - int(LAG_S * 1e9)
+        by_video = {b.name: rig.fault(b.name, f"delivered {cut}") for b in bands}
     loss: dict[str, float] = {}
+    lag: dict[str, float] = {}
     for b in bands:
         topic = f"/wrist/{b.name}/imu"
-        d = sent[b.name]
-        took = d["last_sample"] - d["first_sample"] + 1
-        missing = took - stored.get(topic, 0) - counted.get(topic, 0)
-        loss[f"{b.name}:{b.profile}"] = max(missing, 0) / b.rate_hz
-    assert last_frame is not None
+        on_disk = stored.get(topic, 0) + counted.get(topic, 0)
+        first = sent[b.name]["first_sample"]
+        took = sent[b.name]["last_sample"] - first + 1
+        key = f"{b.name}:{b.profile}"
+        loss[key] = max(took - on_disk, 0) / b.rate_hz
+        upto = by_video[b.name]["last_sample"]
+        lag[key] = max((upto - first + 1 if upto is not None else 0) - on_disk, 0) / b.rate_hz
     loss["camera (upper bound: kill - last frame)"] = (kill_ns - last_frame) / 1e9
-    return loss
+    return loss, lag
 
 
 def test_kill9_loses_at_most_a_chunk_of_each_wrist_stream(tmp_path, long_run):
@@ -261,18 +271,33 @@ def test_kill9_loses_at_most_a_chunk_of_each_wrist_stream(tmp_path, long_run):
     rng = random.Random(11)
     trials = 24 if long_run else 2
     worst: dict[str, float] = {}
+    worst_lag: dict[str, float] = {}
     lines = []
     for i in range(trials):
         pair = PAIRS[i % len(PAIRS)]
-        loss = wrist_kill_trial(tmp_path, i, pair, 1.0 + rng.random() * 2.0)
+        loss, lag = wrist_kill_trial(tmp_path, i, pair, 1.0 + rng.random() * 2.0)
         lines.append(f"  trial {i}: " + ", ".join(f"{k} {v:.3f} s" for k, v in loss.items()))
         for k, v in loss.items():
             worst[k] = max(worst.get(k, 0.0), v)
-    print(f"\nkill -9 trials: {trials}\n" + "\n".join(lines) + "\nworst loss per stream: "
-          + ", ".join(f"{k} {v:.3f} s" for k, v in sorted(worst.items())))
-    over = {k: v for k, v in worst.items() if not k.startswith("camera")
-            and v > BOUND_S + (WITMOTION_HOLD_S if k.endswith(":witmotion") else 0.0)}
-    assert not over, f"lost more than {BOUND_S:.1f} s of a stream: {over}"
+        for k, v in lag.items():
+            worst_lag[k] = max(worst_lag.get(k, 0.0), v)
+    print(f"\nkill -9 trials: {trials}; seconds of each stream lost at the kill\n"
+          + "\n".join(lines) + "\nworst loss per stream: "
+          + ", ".join(f"{k} {v:.3f} s" for k, v in sorted(worst.items()))
+          + f"\nworst lag behind the video on disk (beyond {LAG_S:g} s): "
+          + ", ".join(f"{k} {v:.3f} s" for k, v in sorted(worst_lag.items())))
+
+    def allowed(k: str) -> float:
+        return WITMOTION_HOLD_S if k.endswith(":witmotion") else 0.0
+
+    # No wrist stream on disk ends earlier than the video beside it (what the issue saw: the
+    # last IMU batch a chunk older than the last frame). This holds on a loaded machine too.
+    behind = {k: v for k, v in worst_lag.items() if v > allowed(k)}
+    assert not behind, f"a wrist stream on disk ends before the video: {behind}"
+    if long_run:  # the figure itself depends on scheduling: checked in the long run only
+        over = {k: v for k, v in worst.items()
+                if not k.startswith("camera") and v > BOUND_S + allowed(k)}
+        assert not over, f"lost more than {BOUND_S:.1f} s of a stream: {over}"
 
 
 WITMOTION_HOLD_S = 2.0
