@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 Char = tuple[str, list[str]]
@@ -55,6 +55,10 @@ class Feed(Protocol):
 
     def info(self) -> bytes:
         """The value of the info characteristic (b"" when the profile has none)."""
+        ...
+
+    def time_reply(self, value: bytes, band_rx_host_ns: int) -> bytes | None:
+        """The reply to a time request (open profile version 2), None if not one."""
         ...
 
     def stop(self, host_ns: int) -> list[tuple[int, bytes, int]]:
@@ -105,6 +109,9 @@ class CounterFeed:
     def info(self) -> bytes:
         return b""
 
+    def time_reply(self, value: bytes, band_rx_host_ns: int) -> bytes | None:
+        return None
+
     def stop(self, host_ns: int) -> list[tuple[int, bytes, int]]:
         return self.deliveries_until(host_ns)
 
@@ -140,7 +147,7 @@ class ModelFeed:
     def __init__(self, profile: str, *, rate_hz: float, seed: int, drift_ppm: float,
                  interval_ms: tuple[float, float], start_host_ns: int,
                  refuse: frozenset[str] = frozenset(), send_partial: bool = True,
-                 info_scales: tuple[float, float] | None = None) -> None:
+                 info_scales: tuple[float, float] | None = None, version: int = 2) -> None:
         """``refuse``: streams ("gyro") the band answers "not supported" and never sends;
         ``send_partial``: whether it sends its partial frame at stop; ``info_scales``: the
         (acc, gyro) scales its info characteristic reports (open profile)."""
@@ -160,6 +167,9 @@ class ModelFeed:
         self.refuse = refuse
         self.send_partial = send_partial
         self.info_scales = info_scales
+        self.version = version
+        """Open profile: the profile version the firmware implements (1: no replies, no
+        time exchange)."""
         self.last_span: tuple[int, int] | None = None
         """True sample numbers (first, last) of the last ``deliveries_until`` that had any."""
 
@@ -187,20 +197,46 @@ class ModelFeed:
             refused = control.PMD_STREAMS.get(meas) in self.refuse
             return control.encode_pmd_reply(op, meas, 3 if refused and op == 2 else 0)
         if name == "wearcap-open":
+            if self.version < 2:
+                return None  # version 1 firmware answers nothing
             op = value[0] if value else 0
-            if op not in control.OPEN_OPS:
+            want = {0x01: 1, 0x02: 1, 0x03: 3, 0x04: 9}
+            if op not in want:
                 return control.encode_open_reply(op, 1)
+            if len(value) != want[op]:
+                return control.encode_open_reply(op, 2)
+            if op == 0x02:
+                return control.encode_open_reply(op, 0, struct.pack(
+                    "<I", self.model._next_sample % (1 << 32)))
+            if op == 0x03:
+                return control.encode_open_reply(op, 0, struct.pack("<H", round(self.rate_hz)))
+            if op == 0x04:
+                return None  # answered by time_reply(), after the radio's latencies
             return control.encode_open_reply(op, 0)
         return None
+
+    def time_reply(self, value: bytes, band_rx_host_ns: int) -> bytes | None:
+        """The reply to a time request that reached the band at host time
+        ``band_rx_host_ns``: the host's send time echoed and the band's clock then (µs)."""
+        if self.profile.name != "wearcap-open" or self.version < 2 or len(value) != 9 \
+                or value[0] != 0x04:
+            return None
+        from agent.wrist import control
+        from agent.wrist.decode.open_profile import time_reply_params
+
+        host = struct.unpack_from("<Q", value, 1)[0]
+        dev_us = int(self.model.device_at(band_rx_host_ns)) // 1000
+        return control.encode_open_reply(0x04, 0, time_reply_params(host, dev_us))
 
     def info(self) -> bytes:
         if self.profile.name != "wearcap-open":
             return b""
         from agent.wrist.decode.open_profile import Info
 
-        d = Info.default(round(self.rate_hz))
+        d = replace(Info.default(round(self.rate_hz)), version=self.version,
+                    clock_tick_ns=1000, min_rate_hz=1, max_rate_hz=1000)
         if self.info_scales is not None:
-            d = Info(d.rate_hz, d.acc_fs_g, d.gyro_fs_dps, *self.info_scales)
+            d = replace(d, acc_scale=self.info_scales[0], gyro_scale=self.info_scales[1])
         return d.encode()
 
     def skip_until(self, host_ns: int) -> int:

@@ -3,6 +3,7 @@
     python -m agent.sim.peripheral --adapter hci1 --central hci0 --profile wearcap-open \
         --rate 200 --seed 1 --control /tmp/x/left.sock [--drop-every 60] [--abort-connects 2]
         [--refuse gyro] [--drop-partial-at-stop] [--info-scales ACC GYRO]
+        [--profile-version 1] [--write-latency-ms 2] [--notify-latency-ms 0.4]
 
 It registers a GATT application (the profile's service with its notify and control
 characteristics) and an LE advertisement with dbus-fast, prints ``ready <address>`` on
@@ -35,6 +36,7 @@ import collections
 import contextlib
 import json
 import os
+import random
 import sys
 import time
 from typing import Any
@@ -70,9 +72,11 @@ class Band:
         self.malformed_left = 0
         self.away_until = 0.0
         self.stats: dict[str, Any] = {"packets": 0, "samples": 0, "stop_samples": 0,
+                                      "time_replies": 0,
                                       "dropped_samples": 0,
                                       "malformed_sent": 0, "connections": 0, "faults": [],
                                       "first_sample": None, "last_sample": None}
+        self.rng = random.Random(args.seed)
         self.delivered: collections.deque[tuple[int, int]] = collections.deque(maxlen=8192)
         """(host ns just before a batch of notifications, true number of its last sample)"""
         self.app_path = APP_ROOT
@@ -188,6 +192,9 @@ class Band:
     # ------------------------------------------------------------ GATT events
 
     def on_write(self, uuid: str, value: bytes) -> None:
+        if value[:1] == b"\x04" and uuid == self.args.control_uuid:
+            asyncio.get_running_loop().create_task(self._time_exchange(value))
+            return
         cmd = self.feed.control(value)
         if cmd == "start":
             self._start_stream()
@@ -196,6 +203,19 @@ class Band:
         reply = self.feed.reply(value)
         ctl = self.control_char
         if reply is not None and ctl is not None and ctl.notifying:
+            ctl.notify(reply)
+
+    async def _time_exchange(self, value: bytes) -> None:
+        """A time request: the write takes the radio's host-to-band latency to arrive, the
+        band reads its clock then, and the reply takes the (different) band-to-host
+        latency: the two directions are asymmetric, as on a real link."""
+        a = self.args
+        await asyncio.sleep((a.write_latency_ms + self.rng.expovariate(1 / a.jitter_ms)) / 1e3)
+        reply = self.feed.time_reply(value, time.monotonic_ns())
+        await asyncio.sleep((a.notify_latency_ms + self.rng.expovariate(1 / a.jitter_ms)) / 1e3)
+        ctl = self.control_char
+        if reply is not None and ctl is not None and ctl.notifying:
+            self.stats["time_replies"] += 1
             ctl.notify(reply)
 
     def _stop_on_command(self) -> None:
@@ -381,6 +401,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="at stop, throw away the samples of the frame being filled")
     p.add_argument("--info-scales", type=float, nargs=2, metavar=("ACC", "GYRO"),
                    help="the scales the info characteristic reports (open profile)")
+    p.add_argument("--profile-version", type=int, default=2,
+                   help="open profile version the firmware implements (1: no control "
+                   "replies, no time exchange)")
+    p.add_argument("--write-latency-ms", type=float, default=2.0,
+                   help="host-to-band latency of a time request (beyond the bus's own)")
+    p.add_argument("--notify-latency-ms", type=float, default=0.4,
+                   help="band-to-host latency of its reply (beyond the bus's own)")
+    p.add_argument("--jitter-ms", type=float, default=0.3,
+                   help="mean of the exponential jitter added to each direction")
     return p.parse_args(argv)
 
 
@@ -389,7 +418,8 @@ async def amain(args: argparse.Namespace) -> None:
     if args.profile != "counter":
         band_opts = {"refuse": frozenset(args.refuse),
                      "send_partial": not args.drop_partial_at_stop,
-                     "info_scales": tuple(args.info_scales) if args.info_scales else None}
+                     "info_scales": tuple(args.info_scales) if args.info_scales else None,
+                     "version": args.profile_version}
     feed = make_feed(args.profile, rate_hz=args.rate, seed=args.seed,
                      drift_ppm=args.drift_ppm, interval_ms=tuple(args.interval_ms),
                      **band_opts)

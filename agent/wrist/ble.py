@@ -21,6 +21,7 @@ import concurrent.futures
 import contextlib
 import logging
 import random
+import struct
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,6 +34,8 @@ from agent.wrist.lifecycle import Lifecycle, State
 from agent.wrist.profiles import SensorProfile
 
 log = logging.getLogger(__name__)
+TIME_REPLY_HEAD = b"\xf0\x04\x00"
+"""An open-profile reply to a time request, successful (``agent.wrist.control``)."""
 
 
 # ---------------------------------------------------------------- retry policy (pure)
@@ -120,7 +123,8 @@ class LinkEvent:
     kind: str
     """connected | lost | stale-gatt-cleared | stale-view-cleared | failed | info (``data``:
     the band's info characteristic) | refused (``cause``: ``stream:the band's reason``) |
-    no-reply (``cause``: the command, hex)"""
+    no-reply (``cause``: the command, hex) | time (``data``: u64 host send ns, u64 band
+    clock µs, u64 host arrival ns: one time exchange)"""
     cause: str = ""
     data: bytes = b""
 
@@ -188,6 +192,8 @@ class BleLink:
         self._lost: asyncio.Event | None = None
         self._lost_ns = 0
         self._replies: asyncio.Queue[bytes] | None = None  # the control point's replies
+        self.two_way = False  # the band answers the time exchange (open profile v2)
+        self._time_sent = -1  # host send time of the time request in flight
         self._ready = threading.Event()
 
     # -------------------------------------------------------------- thread control
@@ -290,7 +296,16 @@ class BleLink:
             streaming = True
             self.on_event(LinkEvent(self.clock(), "connected"))
             assert self._lost is not None
-            await self._lost.wait()
+            if self.two_way:
+                timer = asyncio.ensure_future(self._time_loop(client))
+                try:
+                    await self._lost.wait()
+                finally:
+                    timer.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await timer
+            else:
+                await self._lost.wait()
             cause = "link-lost"
             lc.fire("lost", cause)
             return cause, False
@@ -401,11 +416,15 @@ class BleLink:
         check_services(client.services, prof)
         push = self.on_packet
         clock = self.clock
-        replies = self._replies = await self._control_replies(client)
+        version = 0  # the open profile's version, from its info characteristic
         info = _characteristic(client, prof.info_uuid) if prof.info_uuid else None
         if info is not None and "read" in info.properties:
-            data = await client.read_gatt_char(prof.info_uuid)
-            self.on_event(LinkEvent(clock(), "info", data=bytes(data)))
+            data = bytes(await client.read_gatt_char(prof.info_uuid))
+            version = data[0] if data else 0
+            self.on_event(LinkEvent(clock(), "info", data=data))
+        self.two_way = prof.name == "wearcap-open" and version >= 2
+        replying = prof.name != "wearcap-open" or version >= 2  # version 1 answers nothing
+        replies = self._replies = await self._control_replies(client) if replying else None
 
         def on_notify(_char: Any, data: bytearray) -> None:
             push(clock(), bytes(data))  # the hot path: nothing else
@@ -426,9 +445,42 @@ class BleLink:
         if char is None or not {"notify", "indicate"} & set(char.properties):
             return None
         q: asyncio.Queue[bytes] = asyncio.Queue()
-        await client.start_notify(self.profile.control_uuid,
-                                  lambda _c, d: q.put_nowait(bytes(d)))
+        clock = self.clock
+
+        def on_reply(_char: Any, data: bytearray) -> None:
+            if data[:3] == TIME_REPLY_HEAD:  # a time exchange: stamp its arrival at once
+                self._on_time_reply(clock(), bytes(data))
+            else:
+                q.put_nowait(bytes(data))
+
+        await client.start_notify(self.profile.control_uuid, on_reply)
         return q
+
+    def _on_time_reply(self, arrival_ns: int, data: bytes) -> None:
+        from agent.wrist.decode.open_profile import parse_time_reply
+
+        try:
+            sent, device_us = parse_time_reply(data[3:])
+        except ValueError:
+            return
+        if sent != self._time_sent:
+            return  # not the request in flight (a late reply): its send time is not ours
+        self.on_event(LinkEvent(arrival_ns, "time",
+                                data=struct.pack("<QQQ", sent, device_us, arrival_ns)))
+
+    async def _time_loop(self, client: Any) -> None:
+        """The open profile's two-way time exchange while streaming: write the host's send
+        time, the band replies with its clock (``_on_time_reply``). Quickly at first, then
+        once a second; one request in flight at a time."""
+        from agent.wrist.decode.open_profile import time_request
+
+        n = 0
+        while True:
+            self._time_sent = self.clock()
+            await client.write_gatt_char(self.profile.control_uuid,
+                                         time_request(self._time_sent), response=False)
+            n += 1
+            await asyncio.sleep(0.2 if n < 20 else 1.0)
 
     async def _read_reply(self, q: asyncio.Queue[bytes], cmd: bytes, timeout: float = 1.0,
                           judge: bool = True) -> None:

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import collections
 import json
+import struct
 import threading
 from typing import Any
 
@@ -89,6 +90,7 @@ class WristSource:
         self._tail_done = False
         self._refused: dict[str, str] = {}  # stream -> the band's reason (control replies)
         self._band_info: dict[str, Any] = {}  # what the band says about itself (info char)
+        self._latency: Any = None  # a LatencyBound once the band answers time exchanges
         self._rolls = 0
         self.stats = {"packets": 0, "samples": 0, "gaps": 0, "disconnects": 0,
                       "connect_failures": 0, "cache_clears": 0, "view_heals": 0,
@@ -209,6 +211,8 @@ class WristSource:
             meta["refused_streams"] = json.dumps(self._refused, sort_keys=True)
         if self._band_info:
             meta["band_info"] = json.dumps(self._band_info, sort_keys=True)
+        if self._latency is not None:
+            meta["latency_exchange"] = json.dumps(self._latency.snapshot(), sort_keys=True)
         return meta
 
     def status(self) -> dict[str, Any]:
@@ -344,6 +348,21 @@ class WristSource:
                 self._refuse(stream, reason)
             elif ev.kind == "info":
                 self._apply_info(ev.data)
+            elif ev.kind == "time":
+                self._time_exchange(ev.data)
+
+    def _time_exchange(self, data: bytes) -> None:
+        """One two-way time exchange (open profile v2): it bounds the band's latency."""
+        from agent.clock.oneway import OneWayFit
+        from agent.wrist.latency_bound import LatencyBound
+
+        fit = self._fit
+        if not isinstance(fit, OneWayFit) or len(data) != 24:
+            return
+        sent, device_us, _arrival = struct.unpack("<QQQ", data)
+        if self._latency is None:
+            self._latency = LatencyBound()
+        self._latency.add(fit, sent, device_us * 1000)
 
     def _refuse(self, stream: str, reason: str) -> None:
         """The band refused ``stream``: it is absent (never filled), with the band's reason."""
@@ -367,7 +386,9 @@ class WristSource:
         self._band_info = {"rate_hz": info.rate_hz, "acc_fs_g": info.acc_fs_g,
                            "gyro_fs_dps": info.gyro_fs_dps, "acc_scale": info.acc_scale,
                            "gyro_scale": info.gyro_scale, "gyro": info.gyro,
-                           "version": info.version}
+                           "version": info.version, "clock_tick_ns": info.clock_tick_ns,
+                           "min_rate_hz": info.min_rate_hz, "max_rate_hz": info.max_rate_hz,
+                           "time_exchange": info.two_way}
         if not info.gyro:
             self._refused.setdefault("gyro", "the band has no gyroscope (info characteristic)")
 

@@ -23,8 +23,18 @@ import numpy as np
 from agent.wrist.decode import DEG, G, ImuChunk, as_counts
 
 VERSION = 1
+"""Version byte of a data notification (unchanged since profile version 1)."""
+PROFILE_VERSION = 2
+"""Version 2: control-point replies and the two-way time exchange; Info carries the clock
+tick and the supported rates. A band whose Info says 1 has neither (the host times it
+one-way)."""
 HEADER = struct.Struct("<BBBBIQII")
 INFO = struct.Struct("<BBHHHff")
+INFO_V2 = struct.Struct("<BBHHHffIHH")
+TIME_REQUEST = struct.Struct("<BQ")
+TIME_REPLY = struct.Struct("<QQ")
+"""The params of ``F0 04 00``: the host's send time echoed, the band's clock (µs) when the
+request arrived."""
 FLAG_GYRO = 0x01
 FLAG_ANCHOR = 0x02
 SEQ_MOD = 1 << 32
@@ -35,7 +45,7 @@ DATA_UUID = BASE.format(0x0002)
 INFO_UUID = BASE.format(0x0003)
 CONTROL_UUID = BASE.format(0x0004)
 
-OP_START, OP_STOP, OP_SET_RATE = 0x01, 0x02, 0x03
+OP_START, OP_STOP, OP_SET_RATE, OP_TIME = 0x01, 0x02, 0x03, 0x04
 
 DEFAULT_ACC_FS_G = 16
 DEFAULT_GYRO_FS_DPS = 2000
@@ -43,7 +53,7 @@ DEFAULT_GYRO_FS_DPS = 2000
 
 @dataclass(frozen=True, slots=True)
 class Info:
-    """The readable info characteristic (16 bytes)."""
+    """The readable info characteristic (16 bytes in version 1, 24 in version 2)."""
 
     rate_hz: int
     acc_fs_g: int
@@ -53,25 +63,66 @@ class Info:
     gyro_scale: float
     """rad/s per count."""
     gyro: bool = True
-    version: int = VERSION
+    version: int = PROFILE_VERSION
+    clock_tick_ns: int = 1000
+    """Resolution of the band's clock (version 2; version 1 bands: assumed 1 µs)."""
+    min_rate_hz: int = 0
+    max_rate_hz: int = 0
+    """Rates the band accepts (version 2; 0: not said)."""
+
+    @property
+    def two_way(self) -> bool:
+        """Whether the band answers the time exchange (profile version 2 and later)."""
+        return self.version >= 2
 
     def encode(self) -> bytes:
-        return INFO.pack(self.version, FLAG_GYRO if self.gyro else 0, self.rate_hz,
-                         self.acc_fs_g, self.gyro_fs_dps, self.acc_scale, self.gyro_scale)
+        head = (self.version, FLAG_GYRO if self.gyro else 0, self.rate_hz, self.acc_fs_g,
+                self.gyro_fs_dps, self.acc_scale, self.gyro_scale)
+        if self.version < 2:
+            return INFO.pack(*head)
+        return INFO_V2.pack(*head, self.clock_tick_ns, self.min_rate_hz, self.max_rate_hz)
 
     @classmethod
     def decode(cls, data: bytes) -> Info:
         if len(data) < INFO.size:
             raise ValueError(f"info characteristic is {len(data)} bytes, need {INFO.size}")
-        ver, flags, rate, afs, gfs, asc, gsc = INFO.unpack_from(data)
-        if ver != VERSION or not (asc > 0 and gsc > 0):
-            raise ValueError("unsupported info characteristic")
-        return cls(rate, afs, gfs, asc, gsc, bool(flags & FLAG_GYRO), ver)
+        ver = data[0]
+        if ver == 1:
+            _v, flags, rate, afs, gfs, asc, gsc = INFO.unpack_from(data)
+            tick, lo, hi = 1000, 0, 0
+        elif ver >= 2:  # later versions only append fields
+            if len(data) < INFO_V2.size:
+                raise ValueError(f"info characteristic version {ver} is {len(data)} bytes, "
+                                 f"need {INFO_V2.size}")
+            _v, flags, rate, afs, gfs, asc, gsc, tick, lo, hi = INFO_V2.unpack_from(data)
+        else:
+            raise ValueError(f"unsupported info characteristic version {ver}")
+        if not (asc > 0 and gsc > 0):
+            raise ValueError("info characteristic scales are not positive")
+        return cls(rate, afs, gfs, asc, gsc, bool(flags & FLAG_GYRO), ver, tick or 1000, lo, hi)
 
     @classmethod
     def default(cls, rate_hz: int = 200) -> Info:
+        """What is assumed of a band whose info cannot be read (version 1, no exchange)."""
         return cls(rate_hz, DEFAULT_ACC_FS_G, DEFAULT_GYRO_FS_DPS,
-                   DEFAULT_ACC_FS_G * G / 32768, DEFAULT_GYRO_FS_DPS * DEG / 32768)
+                   DEFAULT_ACC_FS_G * G / 32768, DEFAULT_GYRO_FS_DPS * DEG / 32768, version=1)
+
+
+def time_request(host_send_ns: int) -> bytes:
+    """The host's half of the time exchange: ``04`` and its own send time (u64 ns)."""
+    return TIME_REQUEST.pack(OP_TIME, host_send_ns)
+
+
+def time_reply_params(host_send_ns: int, device_us: int) -> bytes:
+    return TIME_REPLY.pack(host_send_ns, device_us)
+
+
+def parse_time_reply(params: bytes) -> tuple[int, int]:
+    """(host send time echoed, band clock µs) from the params of ``F0 04 00``."""
+    if len(params) < TIME_REPLY.size:
+        raise ValueError(f"time reply params are {len(params)} bytes, need {TIME_REPLY.size}")
+    host, dev = TIME_REPLY.unpack_from(params)
+    return int(host), int(dev)
 
 
 def start_command() -> bytes:
