@@ -184,6 +184,12 @@ class StreamReport:
     """MCU strobes (/head/strobe) against the frames: agent.mcu.strobes.StrobeReport."""
     events: list[dict[str, Any]] = field(default_factory=list)
     """/wearcap/events: the wearer's explicit events (kind, host_ns, detail)."""
+    gap_causes: dict[str, int] = field(default_factory=dict)
+    """Gap records of this stream by cause (the cause up to its first ':' detail)."""
+    band: dict[str, Any] | None = None
+    """A wrist band (``_band_fields``): the error bound its batches claimed (p50/max ns and
+    what it includes), streams the band refused with its reasons, what its info
+    characteristic said, and its time exchange."""
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -296,7 +302,53 @@ def _mcu_fields(st: StreamReport, s: Streams, topic: str) -> None:
         st.strobes = rep.to_dict()
 
 
-_EXTENSIONS: list[Callable[[StreamReport, Streams, str], None]] = [_imu_fields, _mcu_fields]
+def _band_fields(st: StreamReport, s: Streams, topic: str) -> None:
+    """Gap causes for every stream; for a wrist band, what it claimed and what it said."""
+    import json
+
+    import msgpack
+
+    causes: dict[str, int] = {}
+    for g in s.gaps:
+        if g.names(topic) and g.stream != "*":
+            key = g.cause.split(" (")[0]
+            causes[key] = causes.get(key, 0) + 1
+    st.gap_causes = causes
+    if topic not in s.imu or not topic.startswith("/wrist/"):
+        return
+    bounds: list[int] = []
+    latency: set[str] = set()
+    absent: dict[str, str] = {}
+    for r in s.segment.topic_records(topic):
+        try:
+            p = msgpack.unpackb(r.data)
+        except (ValueError, msgpack.UnpackException):
+            continue  # counted as an undecodable batch already
+        clock = p.get("clock") or {}
+        if isinstance(clock.get("error_bound_ns"), int):
+            bounds.append(int(clock["error_bound_ns"]))
+        if clock.get("latency"):
+            latency.add(str(clock["latency"]))
+        absent.update(p.get("absent") or {})
+    name = topic.split("/")[2]
+    meta = s.metadata.get(f"wearcap.source.{name}", {})
+    for key in ("refused_streams",):
+        if key in meta:
+            absent.update(json.loads(meta[key]))
+    bounds.sort()
+    st.band = {
+        "claimed_bound_ns": ({"p50": bounds[len(bounds) // 2], "max": bounds[-1]}
+                             if bounds else None),
+        "latency": sorted(latency),
+        "refused": absent,
+        "info": json.loads(meta["band_info"]) if "band_info" in meta else None,
+        "time_exchange": (json.loads(meta["latency_exchange"])
+                          if "latency_exchange" in meta else None),
+    }
+
+
+_EXTENSIONS: list[Callable[[StreamReport, Streams, str], None]] = [_imu_fields, _mcu_fields,
+                                                                   _band_fields]
 """Per-stream additions, each called for every stream of every segment."""
 
 

@@ -123,6 +123,8 @@ class Take:
     events: list[dict[str, Any]] = field(default_factory=list)
     """Wearer events on /wearcap/events as the head MCU writes them: {segment, kind, host_ns,
     detail}."""
+    band_meta: dict[str, str] = field(default_factory=dict)
+    """Further source metadata of the band (e.g. refused_streams)."""
     frames: list[EncodedFrame] = field(default_factory=list)
     chunks: list[ImuChunk] = field(default_factory=list)
 
@@ -172,7 +174,7 @@ class Take:
             header = SegmentHeader(self.device_id, seq, prev_seq, prev_sha, "cfg",
                                    self.anchor(s, lo))
             meta = {self.band: {"profile": self.profile, "rate_hz": "200",
-                                "clock_fit": json.dumps(fit.snapshot())}}
+                                "clock_fit": json.dumps(fit.snapshot()), **self.band_meta}}
             ev_spec = events_channel()
             w = SegmentWriter(fh, header, sources_metadata=meta,
                               channels=[spec, *([ev_spec] if self.events else [])],

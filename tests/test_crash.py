@@ -211,7 +211,7 @@ def wrist_kill_trial(tmp: Path, i: int, pair: tuple[tuple[str, int], ...], run_s
     cfg = replace(base, wrist=bands)
     text = ('profile = "sim"\n[camera]\nwidth = 320\nheight = 240\n'
             f"[segment]\nchunk_seconds = {CHUNK_S}\n[spool]\nreserve_mb = 0\n"
-            "[sim]\nenabled = false\n")
+            "[sim]\nenabled = false\n[mcu]\nenabled = false\n")
     for b in bands:
         text += (f'[[wrist]]\nname = "{b.name}"\naddress = "{b.address}"\n'
                  f'profile = "{b.profile}"\nrate_hz = {b.rate_hz:g}\n')

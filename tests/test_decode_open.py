@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +38,7 @@ def test_doc_data_example_decodes_to_the_documented_values():
 
 
 def test_doc_info_and_control_examples():
-    info = open_profile.Info.decode(doc_example("info"))
+    info = open_profile.Info.decode(doc_example("info-v1"))
     assert (info.rate_hz, info.acc_fs_g, info.gyro_fs_dps, info.gyro) == (200, 16, 2000, True)
     assert abs(info.acc_scale - 16 * 9.80665 / 32768) < 1e-9
     assert abs(info.gyro_scale - 2000 * np.pi / 180 / 32768) < 1e-9
@@ -88,3 +89,69 @@ def test_bad_packets_are_counted_and_skipped():
         assert dec.feed(b, 0) == []
     assert dec.malformed == len(bad)
     assert len(dec.feed(good, 0)) == 1
+
+
+def test_doc_v2_info_and_v1_info():
+    info = open_profile.Info.decode(doc_example("info"))
+    assert (info.version, info.rate_hz, info.acc_fs_g, info.gyro_fs_dps) == (2, 208, 16, 2000)
+    assert info.two_way and info.clock_tick_ns == 1000
+    assert (info.min_rate_hz, info.max_rate_hz) == (1, 1000)
+    assert abs(info.acc_scale - 0.488e-3 * 9.80665) < 1e-9  # the datasheet's, not 16 g/32768
+    assert abs(info.gyro_scale - 70e-3 * np.pi / 180) < 1e-9
+    assert info.encode() == doc_example("info")
+    old = open_profile.Info.decode(doc_example("info-v1"))
+    assert old.version == 1 and not old.two_way and old.encode() == doc_example("info-v1")
+
+
+def test_doc_control_replies_decode_as_documented():
+    from agent.wrist.control import decode_reply
+
+    def reply(name: str):
+        r = decode_reply("wearcap-open", doc_example(name))
+        assert r is not None
+        return r
+
+    r = reply("rate-reply")
+    assert (r.op, r.ok, struct.unpack("<H", r.params)[0]) == ("set-rate", True, 200)
+    assert reply("start-reply").op == "start" and reply("start-reply").ok
+    r = reply("stop-reply")
+    assert r.op == "stop" and r.ok and struct.unpack("<I", r.params)[0] == 1002
+    r = reply("unknown-reply")
+    assert (r.op, r.status, r.reason, r.ok) == ("op-0x7f", 1, "unknown command", False)
+    r = reply("short-reply")
+    assert (r.op, r.status, r.reason) == ("set-rate", 2, "invalid length")
+
+
+def test_doc_time_exchange_examples():
+    from agent.wrist.control import decode_reply
+
+    assert open_profile.time_request(123_456_789_000) == doc_example("time-request")
+    r = decode_reply("wearcap-open", doc_example("time-reply"))
+    assert r is not None and r.op == "time" and r.ok
+    assert open_profile.parse_time_reply(r.params) == (123_456_789_000, 5_250_000)
+
+
+def test_doc_mtu_arithmetic():
+    assert open_profile.max_samples(23) == 0  # the default MTU carries no sample
+    assert open_profile.max_samples(38) == 0 and open_profile.max_samples(39) == 1
+    assert open_profile.max_samples(33, gyro=False) == 1
+    assert open_profile.max_samples(247) == 18
+
+
+def test_doc_retransmitted_packet_keeps_its_stale_anchor_and_does_not_move_the_fit():
+    from agent.clock.oneway import OneWayFit
+
+    pkt, again = doc_example("data"), doc_example("retransmitted")
+    assert pkt == again
+    dec = open_profile.OpenDecoder()
+    fit = OneWayFit(0)
+    base = 1_000_000_000_000
+    for k in range(-60, 0):  # a band on a 30 ms interval, 1 ms of latency, up to the example
+        fit.add(5_006_000_000 + k * 30_000_000, base + k * 30_000_000 + 1_000_000)
+    before = fit.map(5_006_000_000)
+    assert before == base + 1_000_000
+    # the example's packet was not acknowledged at its event: the host gets it at the next
+    (c,) = dec.feed(again, base + 30_000_000 + 1_000_000)
+    assert c.tx_device_ns == 5_006_000_000
+    fit.add(c.tx_device_ns, c.arrival_ns)
+    assert fit.map(5_006_000_000) == before

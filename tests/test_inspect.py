@@ -273,3 +273,20 @@ def test_head_mcu_batches_are_counted_by_row():
     assert st["/head/strobe"]["unit"] == "rows" and st["/head/strobe"]["count"] == 88
     assert st["/head/strobe"]["messages"] == 3 and 29.9 < st["/head/strobe"]["rate_hz"] < 30.1
     assert st["/head/battery"]["unit"] == "rows"
+
+
+def test_a_band_shows_its_claimed_bound_refused_streams_and_gaps_by_cause(tmp_path):
+    refused = {"gyro": "not supported (band status 3 to start)"}
+    take = Take(seconds=4, segment_s=4, lose_imu=(300, 20),
+                band_meta={"refused_streams": json.dumps(refused)})
+    segs = take.write(Spool(tmp_path, "dev"))
+    imu = inspect_file(segs[0].path)["streams"]["/wrist/left/imu"]
+    band = imu["band"]
+    assert band["refused"] == refused
+    assert band["claimed_bound_ns"] == {"p50": 450_000, "max": 450_000}  # the batches' claim
+    assert band["latency"] == ["calibrated"]
+    assert imu["gap_causes"] == {"lost:sequence": 1}
+    r = run_cli("inspect", str(segs[0].path))
+    assert r.returncode == 0, r.stderr
+    assert "gyro refused by the band: not supported" in r.stdout
+    assert "bound claimed p50 0.450 ms" in r.stdout and "lost:sequence x1" in r.stdout

@@ -39,6 +39,7 @@ def record(exchange: bool, seconds: float = 90.0,
     msgs: list = []
     end = clock.now + int(seconds * 1e9)
     next_ex = clock.now
+    n_ex = 0
     while clock.now < end:
         clock.now += 50 * MS
         for d in model.deliveries_until(clock.now):
@@ -50,7 +51,8 @@ def record(exchange: bool, seconds: float = 90.0,
             dev_us = int(model.device_at(t_rx)) // 1000
             t1 = t_rx + model.interval_ns + latency_ns  # the reply goes at the next event
             src._on_event(LinkEvent(t1, "time", data=struct.pack("<QQQ", t0, dev_us, t1)))
-            next_ex += 200 * MS
+            n_ex += 1
+            next_ex += (500 if n_ex < 10 else 1000) * MS  # the link's cadence
         msgs += src.drain()
     src.stop()
     msgs += src.drain()

@@ -85,6 +85,8 @@ def _render(rep: SegmentReport, con: Any) -> None:
             con.print(f"  {topic}: {st.missing_values} axis value(s) with no measurement")
         if st.strobes:
             _strobe_line(con, st.strobes)
+        if st.band:
+            _band_line(con, topic, st.band, st.gap_causes)
         if st.events:
             con.print("  events: " + ", ".join(f"{e.get('kind')} {_ts(e.get('host_ns'))} s"
                                                for e in st.events[:20]))
@@ -98,6 +100,23 @@ def _render(rep: SegmentReport, con: Any) -> None:
     if len(rep.gaps) > 20:
         con.print(f"  ... and {len(rep.gaps) - 20} more gaps (--json lists all)")
     con.print()
+
+
+def _band_line(con: Any, topic: str, b: dict[str, Any], causes: dict[str, int]) -> None:
+    """A wrist band: the bound it claimed, what it refused, its gaps by cause."""
+    bd = b.get("claimed_bound_ns")
+    line = f"  {topic}: bound claimed "
+    line += (f"p50 {bd['p50'] / 1e6:.3f} ms, max {bd['max'] / 1e6:.3f} ms" if bd else "none")
+    if b.get("latency"):
+        line += f" (latency {', '.join(b['latency'])})"
+    ex = b.get("time_exchange")
+    if ex and ex.get("latency_upper_ns") is not None:
+        line += f"; time exchange: latency <= {ex['latency_upper_ns'] / 1e6:.3f} ms"
+    con.print(line)
+    for stream, reason in sorted((b.get("refused") or {}).items()):
+        con.print(f"  {topic}: [yellow]{stream} refused by the band[/]: {reason}")
+    if causes:
+        con.print(f"  {topic}: gaps " + ", ".join(f"{c} x{n}" for c, n in sorted(causes.items())))
 
 
 def _strobe_line(con: Any, r: dict[str, Any]) -> None:

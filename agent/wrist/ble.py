@@ -470,8 +470,8 @@ class BleLink:
 
     async def _time_loop(self, client: Any) -> None:
         """The open profile's two-way time exchange while streaming: write the host's send
-        time, the band replies with its clock (``_on_time_reply``). Quickly at first, then
-        once a second; one request in flight at a time."""
+        time, the band replies with its clock (``_on_time_reply``). Twice a second for the
+        first 5 s, then once a second; one request in flight at a time."""
         from agent.wrist.decode.open_profile import time_request
 
         n = 0
@@ -480,7 +480,7 @@ class BleLink:
             await client.write_gatt_char(self.profile.control_uuid,
                                          time_request(self._time_sent), response=False)
             n += 1
-            await asyncio.sleep(0.2 if n < 20 else 1.0)
+            await asyncio.sleep(0.5 if n < 10 else 1.0)
 
     async def _read_reply(self, q: asyncio.Queue[bytes], cmd: bytes, timeout: float = 1.0,
                           judge: bool = True) -> None:
