@@ -128,7 +128,7 @@ def test_doc_time_exchange_examples():
     assert open_profile.time_request(123_456_789_000) == doc_example("time-request")
     r = decode_reply("wearcap-open", doc_example("time-reply"))
     assert r is not None and r.op == "time" and r.ok
-    assert open_profile.parse_time_reply(r.params) == (123_456_789_000, 5_250_000)
+    assert open_profile.parse_time_reply(r.params) == (123_456_789_000, 5_250_000, 5_280_000)
 
 
 def test_doc_mtu_arithmetic():

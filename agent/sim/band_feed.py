@@ -57,7 +57,8 @@ class Feed(Protocol):
         """The value of the info characteristic (b"" when the profile has none)."""
         ...
 
-    def time_reply(self, value: bytes, band_rx_host_ns: int) -> bytes | None:
+    def time_reply(self, value: bytes, band_rx_host_ns: int,
+                   band_tx_host_ns: int | None = None) -> bytes | None:
         """The reply to a time request (open profile version 2), None if not one."""
         ...
 
@@ -109,7 +110,8 @@ class CounterFeed:
     def info(self) -> bytes:
         return b""
 
-    def time_reply(self, value: bytes, band_rx_host_ns: int) -> bytes | None:
+    def time_reply(self, value: bytes, band_rx_host_ns: int,
+                   band_tx_host_ns: int | None = None) -> bytes | None:
         return None
 
     def stop(self, host_ns: int) -> list[tuple[int, bytes, int]]:
@@ -215,9 +217,11 @@ class ModelFeed:
             return control.encode_open_reply(op, 0)
         return None
 
-    def time_reply(self, value: bytes, band_rx_host_ns: int) -> bytes | None:
+    def time_reply(self, value: bytes, band_rx_host_ns: int,
+                   band_tx_host_ns: int | None = None) -> bytes | None:
         """The reply to a time request that reached the band at host time
-        ``band_rx_host_ns``: the host's send time echoed and the band's clock then (µs)."""
+        ``band_rx_host_ns`` and is sent at ``band_tx_host_ns``: the host's send time echoed
+        and the band's clock at both (µs)."""
         if self.profile.name != "wearcap-open" or self.version < 2 or len(value) != 9 \
                 or value[0] != 0x04:
             return None
@@ -225,8 +229,10 @@ class ModelFeed:
         from agent.wrist.decode.open_profile import time_reply_params
 
         host = struct.unpack_from("<Q", value, 1)[0]
-        dev_us = int(self.model.device_at(band_rx_host_ns)) // 1000
-        return control.encode_open_reply(0x04, 0, time_reply_params(host, dev_us))
+        rx_us = int(self.model.device_at(band_rx_host_ns)) // 1000
+        tx = band_tx_host_ns if band_tx_host_ns is not None else band_rx_host_ns
+        tx_us = int(self.model.device_at(tx)) // 1000
+        return control.encode_open_reply(0x04, 0, time_reply_params(host, rx_us, tx_us))
 
     def info(self) -> bytes:
         if self.profile.name != "wearcap-open":

@@ -211,7 +211,9 @@ class Band:
         latency: the two directions are asymmetric, as on a real link."""
         a = self.args
         await asyncio.sleep((a.write_latency_ms + self.rng.expovariate(1 / a.jitter_ms)) / 1e3)
-        reply = self.feed.time_reply(value, time.monotonic_ns())
+        rx = time.monotonic_ns()
+        await asyncio.sleep(0.0002)  # the band handles it and packs the reply
+        reply = self.feed.time_reply(value, rx, time.monotonic_ns())
         await asyncio.sleep((a.notify_latency_ms + self.rng.expovariate(1 / a.jitter_ms)) / 1e3)
         ctl = self.control_char
         if reply is not None and ctl is not None and ctl.notifying:

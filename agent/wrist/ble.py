@@ -124,7 +124,7 @@ class LinkEvent:
     """connected | lost | stale-gatt-cleared | stale-view-cleared | failed | info (``data``:
     the band's info characteristic) | refused (``cause``: ``stream:the band's reason``) |
     no-reply (``cause``: the command, hex) | time (``data``: u64 host send ns, u64 band
-    clock µs, u64 host arrival ns: one time exchange)"""
+    clock µs at the request and at the reply, u64 host arrival ns: one time exchange)"""
     cause: str = ""
     data: bytes = b""
 
@@ -460,13 +460,13 @@ class BleLink:
         from agent.wrist.decode.open_profile import parse_time_reply
 
         try:
-            sent, device_us = parse_time_reply(data[3:])
+            sent, rx_us, tx_us = parse_time_reply(data[3:])
         except ValueError:
             return
         if sent != self._time_sent:
             return  # not the request in flight (a late reply): its send time is not ours
         self.on_event(LinkEvent(arrival_ns, "time",
-                                data=struct.pack("<QQQ", sent, device_us, arrival_ns)))
+                                data=struct.pack("<QQQQ", sent, rx_us, tx_us, arrival_ns)))
 
     async def _time_loop(self, client: Any) -> None:
         """The open profile's two-way time exchange while streaming: write the host's send

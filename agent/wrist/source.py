@@ -90,12 +90,11 @@ class WristSource:
         self._tail_done = False
         self._refused: dict[str, str] = {}  # stream -> the band's reason (control replies)
         self._band_info: dict[str, Any] = {}  # what the band says about itself (info char)
-        self._latency: Any = None  # a LatencyBound once the band answers time exchanges
         self._rolls = 0
         self.stats = {"packets": 0, "samples": 0, "gaps": 0, "disconnects": 0,
                       "connect_failures": 0, "cache_clears": 0, "view_heals": 0,
                       "overflow_packets": 0, "samples_lost": 0, "messages": 0,
-                      "loss_gaps": 0}
+                      "loss_gaps": 0, "time_exchanges": 0}
         self._rate_t0: tuple[int, int] | None = None
         self._rate_hz = 0.0
         self._make_decoder()
@@ -211,8 +210,6 @@ class WristSource:
             meta["refused_streams"] = json.dumps(self._refused, sort_keys=True)
         if self._band_info:
             meta["band_info"] = json.dumps(self._band_info, sort_keys=True)
-        if self._latency is not None:
-            meta["latency_exchange"] = json.dumps(self._latency.snapshot(), sort_keys=True)
         return meta
 
     def status(self) -> dict[str, Any]:
@@ -352,17 +349,14 @@ class WristSource:
                 self._time_exchange(ev.data)
 
     def _time_exchange(self, data: bytes) -> None:
-        """One two-way time exchange (open profile v2): it bounds the band's latency."""
-        from agent.clock.oneway import OneWayFit
-        from agent.wrist.latency_bound import LatencyBound
-
+        """One two-way time exchange (open profile v2) into the band's clock, which then
+        observes the latency instead of assuming it (agent.clock.band)."""
         fit = self._fit
-        if not isinstance(fit, OneWayFit) or len(data) != 24:
+        if getattr(fit, "kind", "") != "two-way" or len(data) != 32:
             return
-        sent, device_us, _arrival = struct.unpack("<QQQ", data)
-        if self._latency is None:
-            self._latency = LatencyBound()
-        self._latency.add(fit, sent, device_us * 1000)
+        sent, rx_us, tx_us, arrival = struct.unpack("<QQQQ", data)
+        fit.observe_exchange(sent, rx_us * 1000, arrival, tx_us * 1000)
+        self.stats["time_exchanges"] += 1
 
     def _refuse(self, stream: str, reason: str) -> None:
         """The band refused ``stream``: it is absent (never filled), with the band's reason."""
@@ -401,11 +395,13 @@ class WristSource:
         self._tail_done = True
         if self._gap is not None or self._prev is None:
             return  # not streaming: the open gap runs to the end (closed below)
-        from agent.wrist.imu_batch import host_times
+        from agent.wrist import timing
 
-        t0, period = host_times(self._fit, self._prev)
-        last = t0 + round((self._prev.n - 1) * period)
-        slack = round(2 * max(period, 1e9 / max(self.band.rate_hz, 1.0)))
+        t = timing.peek(self._fit, self._prev)
+        period = t.period_ns
+        last = t.t0_ns + round((self._prev.n - 1) * period)
+        # short by more than two samples, beyond what the mapping itself may be off by
+        slack = round(2 * max(period, 1e9 / max(self.band.rate_hz, 1.0))) + t.bound_ns
         stop = self._stop_ns
         if stop - last > slack:
             self._gap_out(last, stop, -1, "stop: no sample after this reached the host; "

@@ -32,9 +32,10 @@ HEADER = struct.Struct("<BBBBIQII")
 INFO = struct.Struct("<BBHHHff")
 INFO_V2 = struct.Struct("<BBHHHffIHH")
 TIME_REQUEST = struct.Struct("<BQ")
-TIME_REPLY = struct.Struct("<QQ")
-"""The params of ``F0 04 00``: the host's send time echoed, the band's clock (µs) when the
-request arrived."""
+TIME_REPLY = struct.Struct("<QQQ")
+"""The params of ``F0 04 00``: the host's send time echoed; the band's clock (µs) at the
+anchor of the connection event the request came in; and at the anchor of the event the reply
+is packed for."""
 FLAG_GYRO = 0x01
 FLAG_ANCHOR = 0x02
 SEQ_MOD = 1 << 32
@@ -113,16 +114,17 @@ def time_request(host_send_ns: int) -> bytes:
     return TIME_REQUEST.pack(OP_TIME, host_send_ns)
 
 
-def time_reply_params(host_send_ns: int, device_us: int) -> bytes:
-    return TIME_REPLY.pack(host_send_ns, device_us)
+def time_reply_params(host_send_ns: int, rx_us: int, tx_us: int) -> bytes:
+    return TIME_REPLY.pack(host_send_ns, rx_us, tx_us)
 
 
-def parse_time_reply(params: bytes) -> tuple[int, int]:
-    """(host send time echoed, band clock µs) from the params of ``F0 04 00``."""
+def parse_time_reply(params: bytes) -> tuple[int, int, int]:
+    """(host send time echoed, band clock µs at the request, at the reply) from the params
+    of ``F0 04 00``."""
     if len(params) < TIME_REPLY.size:
         raise ValueError(f"time reply params are {len(params)} bytes, need {TIME_REPLY.size}")
-    host, dev = TIME_REPLY.unpack_from(params)
-    return int(host), int(dev)
+    host, rx, tx = TIME_REPLY.unpack_from(params)
+    return int(host), int(rx), int(tx)
 
 
 def start_command() -> bytes:
