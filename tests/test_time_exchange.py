@@ -79,5 +79,8 @@ def test_a_2ms_latency_is_bounded_by_the_exchange_and_covered():
     assert (np.abs(err) <= bound).mean() >= 0.99  # from the first sample, all samples
     late = err[len(err) // 3:]
     p99 = float(np.percentile(np.abs(late), 99))
+    print(f"\n2 ms latency unknown to the agent, 30 ms interval, 5 % retransmissions: p99 "
+          f"error after 30 s {p99 / 1e6:.3f} ms, median bound {np.median(bound) / 1e6:.3f} ms, "
+          f"samples inside their bound {(np.abs(err) <= bound).mean():.4f}")
     assert p99 <= 1.0 * MS  # the target with the latency unknown
     assert batches[-1]["clock"]["kind"] == "two-way"
