@@ -78,7 +78,8 @@ def test_records_every_sample_on_a_bounded_timeline(sim):
     meta = src.segment_metadata()
     assert '"two-way band fit' in meta["clock_fit"] and meta["protocol"] == "1.0"
     battery = [m for m in msgs if m.topic == "/head/battery"]
-    assert battery and battery[0].payload["percent"] == [80]
+    # one batch per chunk: a slow machine may hold several readings in it, all 80 %
+    assert battery and set(battery[0].payload["percent"]) == {80}
 
 
 def test_garbage_and_truncated_frames_are_counted_and_skipped(sim):
