@@ -381,9 +381,14 @@ class BandClock:
         # truth is in [env - latency_hi - fit, env - latency_lo]; placed at its middle
         excess = self._fit_part()
         env = self._envelope(key)
-        t0 = env - lat.ns - excess / 2
+        # placed at the excess to expect (the lowest of N waits spread over W: W / (N + 1)),
+        # bounded by the distance to either end of [0, excess]
+        n_obs = max(1, min(f.observations, self._window_obs()))
+        ex_mid = min(excess / 2, self._spread() / (n_obs + 1))
+        t0 = env - lat.ns - ex_mid
         sl = self._slope_part(key, excess)
-        fit_part, lat_part, source = round(excess / 2 + sl), lat.uncertainty_ns, (
+        fit_part, lat_part, source = round(max(excess - ex_mid, ex_mid) + sl), \
+            lat.uncertainty_ns, (
             "rate" if self.kind == "rate" else "one-way")
         tw = self._twoway
         if tw is not None and tw.ready and self.kind == "two-way":
