@@ -92,3 +92,37 @@ def test_stall_is_detected_and_the_upload_resumes(tmp_path, node):
     assert summary.ok, summary.to_dict()
     assert proxy.faults == 1
     assert summary.retries >= 1 and "Timeout" in " ".join(summary.errors), summary.errors
+
+
+def test_tampered_upload_on_a_third_party_server_is_repaired_and_reported(tmp_path, node):
+    """The server holds the segment complete but with other bytes: the download check finds
+    it, the upload is deleted and sent again, and the summary says so (not retries: 0)."""
+    import httpx
+
+    from agent.contract import encode_metadata, segment_metadata
+    from agent.sync.state import State
+
+    (path,) = make_segments(tmp_path / "spool", DEVICE, 1, 300_000, start=4)
+    want = sha256_file(path)
+    bad = bytearray(path.read_bytes())
+    bad[1000] ^= 0xFF  # one flipped byte, same length
+    h = {"Tus-Resumable": "1.0.0", "Upload-Length": str(len(bad)),
+         "Upload-Metadata": encode_metadata(segment_metadata(DEVICE, 4, want))}
+    r = httpx.post(node.url, headers=h)
+    url = httpx.URL(node.url).join(r.headers["location"])
+    r = httpx.patch(url, content=bytes(bad), headers={
+        "Tus-Resumable": "1.0.0", "Upload-Offset": "0",
+        "Content-Type": "application/offset+octet-stream"})
+    assert r.status_code == 204
+    state = State(tmp_path / "spool" / "sync.sqlite3")
+    state.add(path.stem, 4, str(path), path.stat().st_size)
+    state.update(path.stem, sha256=want)
+    state.transition(path.stem, "uploading", upload_url=str(url), upload_offset=len(bad))
+    state.close()
+    summary = run_service(tmp_path, node.url, chunk_bytes=CHUNK)
+    assert summary.ok, summary.to_dict()
+    assert summary.verified == [path.stem]
+    assert summary.repairs == 1, summary.to_dict()
+    assert any("repaired" in e for e in summary.errors), summary.errors
+    assert summary.to_dict()["repairs"] == 1
+    assert want in stored(node)

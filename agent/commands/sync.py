@@ -91,7 +91,9 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(summary.to_dict(), indent=2))
     else:
         print(f"verified {len(summary.verified)} segment(s), evicted {len(summary.evicted)}, "
-              f"sent {summary.bytes_sent} bytes")
+              f"sent {summary.bytes_sent} bytes"
+              + (f", repaired {summary.repairs} upload(s) the server held with wrong bytes"
+                 if summary.repairs else ""))
         for item in summary.left:
             print(f"  left: {item['id']} ({item['state']}): "
                   f"{item['last_error'] or item['why']}")

@@ -59,8 +59,10 @@ class Summary:
     reason: str = ""
     bytes_sent: int = 0
     retries: int = 0
+    repairs: int = 0
+    """Uploads the server held with wrong bytes, found, deleted and sent again."""
     errors: list[str] = field(default_factory=list)
-    """The last few failure reasons, newest last."""
+    """The last few failure (and repair) reasons, newest last."""
 
     @property
     def ok(self) -> bool:
@@ -69,7 +71,7 @@ class Summary:
     def to_dict(self) -> dict[str, Any]:
         return {"ok": self.ok, "verified": self.verified, "evicted": self.evicted,
                 "left": self.left, "reason": self.reason, "bytes_sent": self.bytes_sent,
-                "retries": self.retries, "errors": self.errors}
+                "retries": self.retries, "repairs": self.repairs, "errors": self.errors}
 
 
 class SyncService:
@@ -77,7 +79,12 @@ class SyncService:
                  client: httpx.Client | None = None, probes: Probes | None = None,
                  clock: Callable[[], float] = time.time, rng: random.Random | None = None,
                  on_progress: Callable[[str, int, int], None] | None = None,
-                 watch: bool = True) -> None:
+                 watch: bool = True, sleep: Callable[[float], None] | None = None,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
+        """``clock`` (wall time: schedules, verification and eviction times), ``monotonic``
+        (intervals: watchdog and status pacing) and ``sleep`` are injectable: a test drives
+        the loop through hours of controlled time. Without ``sleep``, the service sleeps on
+        an event that :meth:`stop` and newly sealed segments interrupt."""
         self._stop_flag = threading.Event()
         self._wake = threading.Event()
         self.cfg, self.sc = cfg, cfg.sync
@@ -85,6 +92,8 @@ class SyncService:
         self.once = once
         self.watch = watch and not once
         self.clock = clock
+        self.monotonic = monotonic
+        self._sleep_fn = sleep
         self.rng = rng or random.Random()
         self.sealed = spool / "sealed"
         self.state = State(Path(os.path.expanduser(self.sc.state_db))
@@ -97,11 +106,12 @@ class SyncService:
             self.sc.connect_timeout, self.sc.read_timeout,
             min(self.sc.write_timeout, self.sc.stall_seconds)))
         rate = self.sc.bandwidth_kbps * 1000 / 8
-        bucket = policy.TokenBucket(rate, max(rate / 4, 64 * 1024)) if rate else None
+        bucket = policy.TokenBucket(rate, max(rate / 4, 64 * 1024), clock=monotonic,
+                                    sleep=sleep or time.sleep) if rate else None
         self.uploader = Uploader(self.client, self.state, base_url=self.sc.url, token=token,
                                  chunk_bytes=self.sc.chunk_bytes, bucket=bucket,
                                  should_stop=self._stop_flag.is_set, on_progress=on_progress,
-                                 heartbeat=self._heartbeat)
+                                 heartbeat=self._heartbeat, on_repair=self._repaired)
         self._found: queue.SimpleQueue[Found] = queue.SimpleQueue()
         self._status_written = (0.0, "")
         self.reachable = False
@@ -130,9 +140,16 @@ class SyncService:
 
     # -- control
 
+    def _repaired(self, seg_id: str, reason: str) -> None:
+        self.summary.repairs += 1
+        note = f"{seg_id}: repaired: {reason}"
+        self.summary.errors = [*self.summary.errors[-9:], note]
+        log.warning("%s: the server held other bytes than the file; discarding them and "
+                    "uploading again (%s)", seg_id, reason)
+
     def _heartbeat(self) -> None:
         """systemd watchdog ping, at most once a second (the loop and every block sent)."""
-        now = time.monotonic()
+        now = self.monotonic()
         if now - self._beat >= 1.0:
             self._beat = now
             sdnotify.notify("WATCHDOG=1")
@@ -142,6 +159,9 @@ class SyncService:
         self._wake.set()
 
     def _sleep(self, seconds: float) -> None:
+        if self._sleep_fn is not None:
+            self._sleep_fn(max(0.0, seconds))
+            return
         self._wake.wait(max(0.0, seconds))
         self._wake.clear()
 
@@ -380,7 +400,7 @@ class SyncService:
             "disk_free_bytes": free,
             "reserve_bytes": reserve,
             "disk_full_of_backlog": free < reserve and c["verified"][0] == 0,
-            "updated": time.time(),
+            "updated": self.clock(),
         }
 
     def write_status(self, force: bool = False) -> None:
@@ -388,7 +408,7 @@ class SyncService:
         key = json.dumps({k: v for k, v in data.items()
                           if k not in ("updated", "disk_free_bytes")}, sort_keys=True)
         last_t, last_key = self._status_written
-        if not force and key == last_key and time.monotonic() - last_t < STATUS_EVERY:
+        if not force and key == last_key and self.monotonic() - last_t < STATUS_EVERY:
             return
         if key != last_key:  # systemd's view: uploading, or idle and why
             sdnotify.notify(f"STATUS={'uploading' if data['uploading'] else 'idle'} "
@@ -401,4 +421,4 @@ class SyncService:
         except OSError as exc:
             log.warning("cannot write %s: %s", path, exc)
             return
-        self._status_written = (time.monotonic(), key)
+        self._status_written = (self.monotonic(), key)

@@ -117,11 +117,14 @@ class Unverifiable:
 @dataclass(frozen=True, slots=True)
 class Restarted:
     reason: str
+    repair: bool = False
+    """The server held bytes other than the file's; they are discarded and sent again."""
 
 
 @dataclass(frozen=True, slots=True)
 class Resync:
     reason: str
+    repair: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -366,14 +369,15 @@ class TusUpload:
         return Resync(reason)
 
     def _terminate(self, reason: str) -> Event:
+        """The server's upload holds other bytes than the file: a repair, always reported."""
         if self.caps.termination:
             self.phase = Phase.TERMINATE
-            return Resync(reason)
-        return self._forget(reason)
+            return Resync(reason, repair=True)
+        return self._forget(reason, repair=True)
 
-    def _forget(self, reason: str) -> Event:
+    def _forget(self, reason: str, repair: bool = False) -> Event:
         self.url, self.offset, self.phase = None, None, Phase.CREATE
         self._restarts += 1
         if self._restarts > MAX_RESTARTS:
             return Retry(f"{reason} (restarted {self._restarts} times)")
-        return Restarted(reason)
+        return Restarted(reason, repair)

@@ -54,8 +54,12 @@ class Uploader:
                  chunk_bytes: int, bucket: TokenBucket | None = None,
                  should_stop: Callable[[], bool] = lambda: False,
                  on_progress: Callable[[str, int, int], None] | None = None,
-                 heartbeat: Callable[[], None] = lambda: None) -> None:
+                 heartbeat: Callable[[], None] = lambda: None,
+                 on_repair: Callable[[str, str], None] = lambda seg, why: None) -> None:
         self.client = client
+        self.on_repair = on_repair
+        """Called with (segment id, reason) when the server held wrong bytes and they are
+        being replaced: never silent."""
         self.heartbeat = heartbeat
         """Called per block sent, hashed or downloaded: progress is liveness (watchdog)."""
         self.state = state
@@ -120,6 +124,8 @@ class Uploader:
                 else:
                     ev = m.receive(resp)
             seg = self._record(seg, m, ev)
+            if isinstance(ev, (tus.Resync, tus.Restarted)) and ev.repair:
+                self.on_repair(seg.id, ev.reason)
             if isinstance(ev, (*tus.TERMINAL, tus.Retry)):
                 return ev
         return tus.Retry("too many requests without finishing")
