@@ -28,6 +28,7 @@ from agent.config import Config
 from agent.errors import SyncError
 from agent.sync import policy, retention, tus
 from agent.sync.backoff import backoff
+from agent.sync.ballast import BALLAST_NAME, LOW_FREE, Ballast, disk_free, is_disk_full
 from agent.sync.state import PENDING, State
 from agent.sync.uploader import Stopped, Uploader, timeouts
 from agent.sync.watcher import Found, Watcher, scan
@@ -60,6 +61,8 @@ class Summary:
     bytes_sent: int = 0
     retries: int = 0
     repairs: int = 0
+    ballast_released: int = 0
+    """Times the service released its ballast because the disk was full."""
     """Uploads the server held with wrong bytes, found, deleted and sent again."""
     errors: list[str] = field(default_factory=list)
     """The last few failure (and repair) reasons, newest last."""
@@ -71,7 +74,8 @@ class Summary:
     def to_dict(self) -> dict[str, Any]:
         return {"ok": self.ok, "verified": self.verified, "evicted": self.evicted,
                 "left": self.left, "reason": self.reason, "bytes_sent": self.bytes_sent,
-                "retries": self.retries, "repairs": self.repairs, "errors": self.errors}
+                "retries": self.retries, "repairs": self.repairs,
+                "ballast_released": self.ballast_released, "errors": self.errors}
 
 
 class SyncService:
@@ -96,8 +100,10 @@ class SyncService:
         self._sleep_fn = sleep
         self.rng = rng or random.Random()
         self.sealed = spool / "sealed"
-        self.state = State(Path(os.path.expanduser(self.sc.state_db))
-                           if self.sc.state_db else spool / "sync.sqlite3", clock=clock)
+        self.ballast = Ballast(spool / BALLAST_NAME)
+        self.ballast_released = 0
+        self.state = self._open_state(Path(os.path.expanduser(self.sc.state_db))
+                                      if self.sc.state_db else spool / "sync.sqlite3")
         self.probes = probes or self._default_probes()
         self.rules = policy.Rules(tuple(self.sc.allowed_networks), self.sc.only_while_charging,
                                   self.sc.charging_unknown_allows, self.sc.pause_while_recording)
@@ -124,6 +130,23 @@ class SyncService:
 
         self.reporter = Reporter(self.client, self.sc.url, token, cfg.device.id, spool)
         """Status documents and selftest reports for the fleet dashboard (agent.fleetstatus)."""
+
+    def _open_state(self, path: Path) -> State:
+        """The state database, even on a disk with no free byte: release the ballast."""
+        try:
+            return State(path, clock=self.clock)
+        except (sqlite3.Error, OSError) as exc:
+            if not is_disk_full(exc) and disk_free(path.parent) >= LOW_FREE:
+                raise SyncError(f"cannot open the sync state {path}: {exc}") from exc
+            if not self.ballast.release():
+                raise SyncError(f"disk full: cannot open the sync state {path} ({exc}), and "
+                                f"no ballast is left to release") from exc
+            self.ballast_released += 1
+        try:
+            return State(path, clock=self.clock)
+        except (sqlite3.Error, OSError) as exc:
+            raise SyncError(f"cannot open the sync state {path} even after releasing the "
+                            f"ballast: {exc}") from exc
 
     def _default_probes(self) -> Probes:
         battery = Path(os.path.expanduser(self.sc.battery_file)) if self.sc.battery_file \
@@ -287,6 +310,7 @@ class SyncService:
             if watcher:
                 watcher.stop()
             self.summary.bytes_sent = self.uploader.bytes_sent
+            self.summary.ballast_released = self.ballast_released
             self._finish()
         return self.summary
 
@@ -341,9 +365,23 @@ class SyncService:
 
     def _retain(self, now: float) -> None:
         rc = self.cfg.retention
-        ids = retention.run(self.state, spool=self.spool, keep_hours=rc.keep_verified_hours,
-                            reserve_bytes=self.cfg.spool.reserve_mb * 1024 * 1024, now=now)
+        reserve = self.cfg.spool.reserve_mb * 1024 * 1024
+        try:
+            ids = retention.run(self.state, spool=self.spool,
+                                keep_hours=rc.keep_verified_hours, reserve_bytes=reserve,
+                                now=now)
+        except (sqlite3.Error, OSError) as exc:
+            if not is_disk_full(exc):
+                raise
+            ids = []
         self.summary.evicted.extend(ids)
+        free = disk_free(self.spool)
+        if free < LOW_FREE:
+            # evicting found nothing more to free: our own ballast makes room for our state
+            if self.ballast.release():
+                self.ballast_released += 1
+        elif free > 3 * self.ballast.size + reserve:
+            self.ballast.ensure(reserve)
 
     def _finish(self) -> None:
         if self.once and not self.summary.reason and self._stop_flag.is_set():
