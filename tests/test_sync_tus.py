@@ -299,3 +299,17 @@ def test_hostile_server_never_crashes_or_fakes_verification(answers):
         if isinstance(ev, tus.TERMINAL):
             assert m.next_request() is None
             break
+
+
+def test_phase_transitions_live_in_one_table():
+    from agent.sync.tus import TRANSITIONS, Phase
+
+    assert not [k for k in TRANSITIONS if k[0] is Phase.DONE]  # DONE is final
+    # every phase but DONE can be left, and every phase is reachable
+    assert {k[0] for k in TRANSITIONS} == set(Phase) - {Phase.DONE}
+    assert set(TRANSITIONS.values()) | {Phase.CREATE} == set(Phase)
+    m = tus.TusUpload(base_url="http://h/files/", length=10, sha256="0" * 64, metadata={},
+                      caps=tus.Caps(), chunk_bytes=4)
+    m.phase = Phase.DONE
+    with pytest.raises(RuntimeError, match="no transition"):
+        m._go("created")

@@ -40,6 +40,9 @@ class PostgresStore(SqlStore):
         self.url = url
         self._errors: tuple[type[Exception], ...] = (psycopg.Error,)
         try:
+            # one direct connection first: a wrong URL fails at once with the server's reason,
+            # not after the pool's retries
+            psycopg.connect(url, connect_timeout=max(1, int(timeout))).close()
             self.pool: Any = ConnectionPool(
                 url, min_size=min_size, max_size=max_size, timeout=timeout, open=False,
                 kwargs={"row_factory": dict_row, "autocommit": False,

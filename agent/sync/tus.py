@@ -52,6 +52,29 @@ class Phase(enum.Enum):
     DONE = "done"
 
 
+_C, _H, _P, _D, _T, _X = (Phase.CREATE, Phase.HEAD, Phase.PATCH, Phase.DOWNLOAD,
+                          Phase.TERMINATE, Phase.DONE)
+TRANSITIONS: dict[tuple[Phase, str], Phase] = {
+    # the upload's lifecycle, at a glance: (phase, what the answer meant) -> next phase
+    (_C, "created"): _H,      # Location stored: ask where the server stands
+    (_H, "partial"): _P,      # the server holds a prefix: send the rest
+    (_H, "complete"): _D,     # all bytes there, not confirmed: download and hash
+    (_P, "progress"): _P,
+    (_P, "complete"): _H,     # last chunk sent, not confirmed: a HEAD may confirm it
+    (_P, "resync"): _H,       # 409/460/odd offset: ask again
+    (_P, "failed"): _H,       # any other error: ask again after the backoff
+    (_P, "cut"): _H,          # no answer: the offset is unknown
+    (_D, "cut"): _H,
+    (_H, "mismatch"): _T,     # the server holds other bytes: delete them (termination)
+    (_D, "mismatch"): _T,
+    (_T, "terminated"): _C,
+    **{(ph, "gone"): _C for ph in (_H, _P, _D, _T)},  # 404/410 or no termination: anew
+    **{(ph, "finished"): _X for ph in (_C, _H, _P, _D, _T)},  # a terminal event
+}
+"""Every phase change of :class:`TusUpload` goes through this table (``_go``); a pair not in
+it is a bug, raised at once."""
+
+
 # ---------------------------------------------------------------- records
 
 
@@ -257,14 +280,22 @@ class TusUpload:
         if handler is None:
             raise RuntimeError(f"no response expected in phase {self.phase.value}")
         ev = handler(resp)
-        if isinstance(ev, TERMINAL):
-            self.phase = Phase.DONE
+        if isinstance(ev, TERMINAL) and self.phase is not Phase.DONE:
+            self._go("finished")
         return ev
+
+    def _go(self, outcome: str) -> None:
+        try:
+            self.phase = TRANSITIONS[(self.phase, outcome)]
+        except KeyError:
+            raise RuntimeError(f"tus client: no transition from {self.phase.value} on "
+                               f"{outcome}") from None
 
     def network_error(self, reason: str) -> Event:
         """The request failed without an answer (connect, cut, timeout, stall)."""
         if self.phase in (Phase.PATCH, Phase.DOWNLOAD):
-            self.phase, self.offset = Phase.HEAD, None
+            self._go("cut")
+            self.offset = None
         elif self.phase is Phase.TERMINATE:
             return self._forget(f"termination failed ({reason}); creating anew")
         return Retry(reason)
@@ -274,11 +305,11 @@ class TusUpload:
         if sha256 is None:
             if status is not None and status >= 500:
                 return Retry(f"download for verification: HTTP {status}", status)
-            self.phase = Phase.DONE
+            self._go("finished")
             return Unverifiable("complete on the server, which can neither confirm its "
                                 f"SHA-256 nor serve it back (HTTP {status})")
         if sha256 == self.sha256:
-            self.phase = Phase.DONE
+            self._go("finished")
             return Verified(sha256)
         return self._terminate(f"server holds different bytes (sha256 {sha256[:16]}...)")
 
@@ -292,7 +323,8 @@ class TusUpload:
         url = self._location(resp.headers.get("location"))
         if url is None:
             return Retry("create: missing or foreign Location", resp.status)
-        self.url, self.offset, self.phase = url, None, Phase.HEAD
+        self.url, self.offset = url, None
+        self._go("created")
         return Created(url)
 
     def _on_head(self, resp: Response) -> Event:
@@ -310,11 +342,11 @@ class TusUpload:
         self.offset = offset
         if offset == self.length:
             if self._verified_by(resp):
-                self.phase = Phase.DONE
+                self._go("finished")
                 return Verified(self.sha256)
-            self.phase = Phase.DOWNLOAD
+            self._go("complete")
             return Progress(offset)
-        self.phase = Phase.PATCH
+        self._go("partial")
         return Progress(offset)
 
     def _on_patch(self, resp: Response) -> Event:
@@ -326,7 +358,8 @@ class TusUpload:
             what = "offset mismatch" if resp.status == 409 else "checksum mismatch"
             return self._resync(_reason(resp, f"patch: {what}"), resp.status)
         if resp.status not in (200, 204):
-            self.phase, self.offset = Phase.HEAD, None
+            self._go("failed")
+            self.offset = None
             return _failure(resp, "patch")
         offset = parse_int(resp.headers.get("upload-offset"))
         if offset is None or not start < offset <= start + n:
@@ -336,9 +369,11 @@ class TusUpload:
         self.offset, self._resyncs = offset, 0
         if offset == self.length:
             if self._verified_by(resp):
-                self.phase = Phase.DONE
+                self._go("finished")
                 return Verified(self.sha256)
-            self.phase = Phase.HEAD  # a HEAD may carry the verified header
+            self._go("complete")  # a HEAD may carry the verified header
+        else:
+            self._go("progress")
         return Progress(offset)
 
     def _on_terminate(self, resp: Response) -> Event:
@@ -361,7 +396,8 @@ class TusUpload:
         return url
 
     def _resync(self, reason: str, status: int | None) -> Event:
-        self.phase, self.offset = Phase.HEAD, None
+        self._go("resync")
+        self.offset = None
         self._resyncs += 1
         if self._resyncs > MAX_RESYNCS:
             self._resyncs = 0
@@ -371,12 +407,13 @@ class TusUpload:
     def _terminate(self, reason: str) -> Event:
         """The server's upload holds other bytes than the file: a repair, always reported."""
         if self.caps.termination:
-            self.phase = Phase.TERMINATE
+            self._go("mismatch")
             return Resync(reason, repair=True)
         return self._forget(reason, repair=True)
 
     def _forget(self, reason: str, repair: bool = False) -> Event:
-        self.url, self.offset, self.phase = None, None, Phase.CREATE
+        self._go("terminated" if self.phase is Phase.TERMINATE else "gone")
+        self.url, self.offset = None, None
         self._restarts += 1
         if self._restarts > MAX_RESTARTS:
             return Retry(f"{reason} (restarted {self._restarts} times)")
