@@ -42,6 +42,7 @@ from agent.collector.auth import Principal
 from agent.collector.dashboard import Dashboard
 from agent.collector.fleet import FleetRoutes
 from agent.collector.guard import Guard, mark_authenticated
+from agent.collector.s3staging import S3PatchWriter
 from agent.collector.service import Collector, PatchWriter
 from agent.collector.store import Upload
 from agent.errors import CollectorError, InputError
@@ -113,7 +114,8 @@ class CollectorApp:
         h = tus.upload_headers(up.offset, up.length, up.state, up.sha256, up.expires)
         return Response(status_code=status, headers=_tus({**h, **extra}))
 
-    async def _stream_into(self, request: Request, slot: _Slot, writer: PatchWriter) -> Upload:
+    async def _stream_into(self, request: Request, slot: _Slot,
+                           writer: PatchWriter | S3PatchWriter) -> Upload:
         """Feed the body to ``writer``; returns the committed upload state."""
         with anyio.CancelScope() as scope:
             slot.streaming = scope

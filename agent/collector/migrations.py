@@ -88,6 +88,19 @@ MIGRATIONS: tuple[Migration, ...] = (
             "used_at DOUBLE PRECISION, used_by TEXT, revoked INTEGER NOT NULL DEFAULT 0)",
         ),
     ),
+    Migration(
+        4, "uploads staged in the object store, and the lease of the node writing one",
+        sqlite=(
+            "ALTER TABLE uploads ADD COLUMN staging TEXT NOT NULL DEFAULT ''",
+            "ALTER TABLE uploads ADD COLUMN lease TEXT NOT NULL DEFAULT ''",
+            "ALTER TABLE uploads ADD COLUMN lease_until REAL NOT NULL DEFAULT 0",
+        ),
+        postgresql=(
+            "ALTER TABLE uploads ADD COLUMN staging TEXT NOT NULL DEFAULT ''",
+            "ALTER TABLE uploads ADD COLUMN lease TEXT NOT NULL DEFAULT ''",
+            "ALTER TABLE uploads ADD COLUMN lease_until DOUBLE PRECISION NOT NULL DEFAULT 0",
+        ),
+    ),
 )
 
 

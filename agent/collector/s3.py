@@ -36,7 +36,10 @@ class S3Backend:
         self.client = client or boto3.client(
             "s3", endpoint_url=endpoint_url or None, region_name=region,
             config=Config(connect_timeout=10, read_timeout=60,
-                          retries={"max_attempts": 5, "mode": "standard"}))
+                          retries={"max_attempts": 5, "mode": "standard"},
+                          # a self-hosted endpoint (SeaweedFS, MinIO, an address) has no
+                          # per-bucket DNS names
+                          s3={"addressing_style": "path" if endpoint_url else "auto"}))
         self.transfer = TransferConfig(multipart_threshold=MULTIPART,
                                        multipart_chunksize=MULTIPART, max_concurrency=2)
 
@@ -77,7 +80,24 @@ class S3Backend:
         if int(head.get("ContentLength", -1)) != upload.length:
             raise CollectorError(f"s3://{self.bucket}/{key}: stored size "
                                  f"{head.get('ContentLength')} != {upload.length}")
+        stored = self.sha256(key)  # verify what the store holds, not what we sent
+        if stored != upload.sha256:
+            self.delete(key)
+            raise CollectorError(f"s3://{self.bucket}/{key}: the store holds sha256 {stored}, "
+                                 f"not {upload.sha256}")
         return key
+
+    def key_for(self, upload: Upload) -> str:
+        return self.prefix + upload.object_name()
+
+    def sha256(self, key: str) -> str:
+        """SHA-256 of what the store holds under ``key``, read back in full."""
+        import hashlib
+
+        h = hashlib.sha256()
+        for block in self.read(key):
+            h.update(block)
+        return h.hexdigest()
 
     def read(self, key: str) -> Iterator[bytes]:
         from botocore.exceptions import BotoCoreError, ClientError

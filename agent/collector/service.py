@@ -18,6 +18,7 @@ from pathlib import Path
 
 from agent.collector.auth import Principal
 from agent.collector.objects import Backend, LocalBackend, Staging
+from agent.collector.s3staging import S3PatchWriter, S3Staging, Staged
 from agent.collector.store import Store, Upload, open_store
 from agent.collector.tus import CHECKSUM_MISMATCH, Checksum, SegmentMeta, TusError, next_state
 from agent.errors import CollectorError, InputError
@@ -46,9 +47,13 @@ class Collector:
                  store: Store | None = None,
                  max_size: int = DEFAULT_MAX_SIZE,
                  expire_seconds: float = DEFAULT_EXPIRE_SECONDS,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 shared_staging: S3Staging | None = None) -> None:
+        """``shared_staging``: unfinished uploads live in the object store, so any node
+        sharing the store and the bucket continues any upload (``s3staging.py``)."""
         open_data_dir(data)
         self.data = data
+        self.shared = shared_staging
         self.store: Store = store or open_store(data)
         self.staging = Staging(data / "staging")
         self.backend: Backend = backend or LocalBackend(data / "objects")
@@ -56,8 +61,10 @@ class Collector:
         self.expire_seconds = expire_seconds
         self.clock = clock
         self.local = LocalBackend(data / "objects")
-        self._recover_moved()
-        fixed = self.reconcile()
+        fixed = 0
+        if self.shared is None:  # local staging: this node's disk must agree with the store
+            self._recover_moved()
+            fixed = self.reconcile()
         if fixed:
             log.info("reconciled %d unfinished uploads with their staged bytes", fixed)
 
@@ -104,8 +111,14 @@ class Collector:
     def _expire(self, up: Upload) -> None:
         next_state(up.state, "expire")
         self.store.set_state(up.id, "expired")
-        self.staging.remove(up.id)
+        self._drop_staged(up)
         log.info("expired upload %s (%s)", up.id, up.segment_id)
+
+    def _drop_staged(self, up: Upload) -> None:
+        if self.shared is not None:
+            self.shared.discard(up, Staged.from_json(up.staging))
+        else:
+            self.staging.remove(up.id)
 
     def sweep_expired(self) -> int:
         now = self.clock()
@@ -138,7 +151,8 @@ class Collector:
             now = self.clock()
             up = Upload(secrets.token_hex(16), who.device, meta.segment_id, meta.seq,
                         meta.sha256, length, 0, "open", now, now + self.expire_seconds, "", "")
-            self.staging.create(up.id)
+            if self.shared is None:
+                self.staging.create(up.id)
             if self.store.insert_upload(up, meta.to_json()):
                 log.info("created upload %s for %s (%d bytes)", up.id, up.segment_id, length)
                 return up, True
@@ -146,16 +160,19 @@ class Collector:
         raise TusError(503, f"segment {meta.segment_id} is being created concurrently; retry")
 
     # --- patch -----------------------------------------------------------------------------
-    def open_patch(self, up: Upload, checksum: Checksum | None) -> PatchWriter:
+    def open_patch(self, up: Upload, checksum: Checksum | None) -> PatchWriter | S3PatchWriter:
         if up.state != "open":
             raise TusError(409, f"upload is {up.state}", {"Upload-Offset": str(up.offset)})
+        if self.shared is not None:
+            return S3PatchWriter(self, up, checksum, self.shared)
         return PatchWriter(self, up, checksum)
 
-    def committed(self, up: Upload, new_offset: int) -> Upload:
-        """Record ``new_offset`` (its bytes are already fsynced)."""
+    def committed(self, up: Upload, new_offset: int, staging: str | None = None) -> Upload:
+        """Record ``new_offset`` (its bytes are already durable)."""
         state = next_state(up.state, "last_patch" if new_offset == up.length else "patch")
         expires = self.clock() + self.expire_seconds
-        if not self.store.set_offset(up.id, new_offset, state, expires, expect=up.offset):
+        if not self.store.set_offset(up.id, new_offset, state, expires, expect=up.offset,
+                                     staging=staging):
             raise TusError(409, "another request advanced this upload meanwhile")
         return replace(up, offset=new_offset, state=state, expires=expires)
 
@@ -164,6 +181,8 @@ class Collector:
         """Hash a complete upload; verified -> into the backend, mismatch -> discarded + 460."""
         if up.state != "complete":
             return up
+        if self.shared is not None:
+            return self._finalize_shared(up)
         digest = self.staging.sha256(up.id)
         if digest != up.sha256:
             next_state(up.state, "hash_mismatch")
@@ -188,13 +207,40 @@ class Collector:
         return replace(up, state="verified", expires=None, backend=self.backend.name,
                        object_key=key)
 
+    def _finalize_shared(self, up: Upload) -> Upload:
+        """Complete the multipart upload, read the object back and hash it."""
+        assert self.shared is not None
+        staged = Staged.from_json(up.staging)
+        try:
+            digest = self.shared.complete(up, staged)
+        except CollectorError as exc:
+            raise TusError(503, f"complete, but assembling it failed: {exc}; retry") from exc
+        key = self.shared.key(up)
+        if digest != up.sha256:
+            next_state(up.state, "hash_mismatch")
+            self.shared.backend.delete(key)
+            self.store.delete_upload(up.id)
+            log.warning("upload %s (%s) discarded: the store holds sha256 %s, metadata says "
+                        "%s", up.id, up.segment_id, digest, up.sha256)
+            raise TusError(CHECKSUM_MISMATCH,
+                           f"whole-file SHA-256 mismatch for {up.segment_id}: the stored "
+                           f"object hashes to {digest}, metadata says {up.sha256}; the upload "
+                           f"was discarded, start this segment over")
+        next_state(up.state, "hash_match")
+        self.store.set_verified(up.id, self.backend.name, key, self.clock())
+        log.info("verified upload %s (%s) sha256=%s, read back from %s", up.id, up.segment_id,
+                 digest, self.backend.name)
+        return replace(up, state="verified", expires=None, backend=self.backend.name,
+                       object_key=key)
+
     # --- termination and reading -----------------------------------------------------------
     def terminate(self, up: Upload) -> None:
         next_state(up.state, "terminate")
         if up.state == "verified":
             self._backend_for(up).delete(up.object_key)
         self.store.delete_upload(up.id)
-        self.staging.remove(up.id)
+        if up.state != "verified":
+            self._drop_staged(up)
         log.info("terminated upload %s (%s)", up.id, up.segment_id)
 
     def read(self, up: Upload) -> Iterator[bytes]:

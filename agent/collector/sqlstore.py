@@ -27,7 +27,7 @@ Query = Callable[[str, Sequence[Any]], tuple[Rows, int]]
 """Runs one statement in the open transaction: (rows as dicts, rowcount)."""
 
 _UPLOAD_COLUMNS = ('id, device, segment_id, seq, sha256, length, "offset", state, created, '
-                   'expires, backend, object_key, verified_at')
+                   'expires, backend, object_key, verified_at, staging')
 
 
 class SqlStore:
@@ -126,15 +126,27 @@ class SqlStore:
         return n == 1
 
     def set_offset(self, upload_id: str, offset: int, state: str, expires: float | None,
-                   *, expect: int | None = None) -> bool:
-        if expect is None:
-            _, n = self._q('UPDATE uploads SET "offset" = ?, state = ?, expires = ? '
-                           "WHERE id = ?", (offset, state, expires, upload_id))
-        else:
-            _, n = self._q('UPDATE uploads SET "offset" = ?, state = ?, expires = ? '
-                           'WHERE id = ? AND "offset" = ?',
-                           (offset, state, expires, upload_id, expect))
+                   *, expect: int | None = None, staging: str | None = None) -> bool:
+        sets, params = 'UPDATE uploads SET "offset" = ?, state = ?, expires = ?', \
+            [offset, state, expires]
+        if staging is not None:
+            sets += ", staging = ?"
+            params.append(staging)
+        where, params = " WHERE id = ?", [*params, upload_id]
+        if expect is not None:
+            where += ' AND "offset" = ?'
+            params.append(expect)
+        return self._q(sets + where, params)[1] == 1
+
+    def take_lease(self, upload_id: str, owner: str, until: float, now: float) -> bool:
+        _, n = self._q("UPDATE uploads SET lease = ?, lease_until = ? WHERE id = ? AND "
+                       "(lease = '' OR lease = ? OR lease_until < ?)",
+                       (owner, until, upload_id, owner, now))
         return n == 1
+
+    def release_lease(self, upload_id: str, owner: str) -> None:
+        self._q("UPDATE uploads SET lease = '', lease_until = 0 WHERE id = ? AND lease = ?",
+                (upload_id, owner))
 
     def set_verified(self, upload_id: str, backend: str, key: str, now: float) -> None:
         self._q("UPDATE uploads SET state = 'verified', expires = NULL, verified_at = ?, "

@@ -44,12 +44,16 @@ class Upload:
     backend: str
     object_key: str
     verified_at: float | None = None
+    staging: str = ""
+    """Where the committed bytes of an unfinished upload are, when not in local staging:
+    JSON of the object-store staging (multipart id, parts, tail object)."""
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Upload:
         return cls(row["id"], row["device"], row["segment_id"], int(row["seq"]), row["sha256"],
                    int(row["length"]), int(row["offset"]), row["state"], row["created"],
-                   row["expires"], row["backend"], row["object_key"], row["verified_at"])
+                   row["expires"], row["backend"], row["object_key"], row["verified_at"],
+                   row.get("staging") or "")
 
     def object_name(self) -> str:
         """``<device>/<device>-<seq:08d>.mcap`` from enrolled device id and integer seq."""
@@ -124,9 +128,16 @@ class Store(Protocol):
         ...
 
     def set_offset(self, upload_id: str, offset: int, state: str, expires: float | None,
-                   *, expect: int | None = None) -> bool:
-        """Record a committed offset; with ``expect``, only if the stored offset is that."""
+                   *, expect: int | None = None, staging: str | None = None) -> bool:
+        """Record a committed offset (and where its bytes are staged); with ``expect``, only
+        if the stored offset is that."""
         ...
+
+    def take_lease(self, upload_id: str, owner: str, until: float, now: float) -> bool:
+        """Become the one writer of an upload until ``until`` (False: another holds it)."""
+        ...
+
+    def release_lease(self, upload_id: str, owner: str) -> None: ...
 
     def set_verified(self, upload_id: str, backend: str, key: str, now: float) -> None: ...
 

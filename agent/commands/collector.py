@@ -105,6 +105,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "(off by default: recordings show workers' homes)")
     p.add_argument("--s3-create-bucket", action="store_true",
                    help="create the bucket if it does not exist")
+    p.add_argument("--staging", choices=("local", "s3"), default="local",
+                   help="where unfinished uploads live: 'local' (--data/staging, one node) or "
+                        "'s3' (multipart parts in the bucket: any node sharing --store and the "
+                        "bucket continues any upload)")
+    p.add_argument("--s3-part-mib", type=int, default=8, metavar="MIB",
+                   help="multipart part size with --staging s3 (>= 5, S3's minimum; default 8)")
     sub = p.add_subparsers(dest="action", metavar="ACTION")
     e = sub.add_parser("enroll", help="enroll a device; prints its token once")
     e.add_argument("device_id", metavar="DEVICE_ID")
@@ -352,8 +358,18 @@ def _serve(args: argparse.Namespace) -> int:
     limits = guard.limits
     logging.getLogger("agent.collector").setLevel(logging.INFO)
     data = Path(args.data)
+    backend = _backend(args)
+    shared = None
+    if args.staging == "s3":
+        from agent.collector.s3staging import PART_MIN, S3Staging
+
+        if backend is None:
+            raise UsageError("--staging s3 needs --s3-bucket")
+        if args.s3_part_mib * 1024 * 1024 < PART_MIN:
+            raise UsageError(f"--s3-part-mib must be at least {PART_MIN >> 20}")
+        shared = S3Staging(backend, data / "scratch", part_bytes=args.s3_part_mib << 20)
     store = open_store(args.store) if args.store else None
-    collector = Collector(data, backend=_backend(args), store=store,
+    collector = Collector(data, backend=backend, store=store, shared_staging=shared,
                           max_size=args.max_size or DEFAULT_MAX_SIZE,
                           expire_seconds=args.expire_hours * 3600)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET

@@ -1,0 +1,157 @@
+"""Two collector nodes on one PostgreSQL and one SeaweedFS (real servers, with auth): an upload
+begun on one node is finished on the other; parts are >= 5 MiB but the last; the stored
+object is read back and hashed before it is called verified; a node dying between sending
+parts and committing loses no acknowledged byte."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from agent.collector.s3 import S3Backend
+from agent.collector.s3staging import PART_MIN, S3Staging, Staged
+from agent.collector.store import open_store
+from tests.pg import PgServer
+from tests.seaweed import Seaweed
+from tests.test_collector_support import ServerThread, checksum, metadata
+
+pytestmark = pytest.mark.services
+DEV = "fleet-0001"
+BUCKET = "wearcap-test"
+CHUNK = 4 * 1024 * 1024  # the device's sync.chunk_bytes: smaller than S3's part minimum
+
+
+@pytest.fixture(scope="module")
+def pg() -> Iterator[PgServer]:
+    server = PgServer.start(Path(tempfile.mkdtemp(prefix="wearcap-pg-")))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def s3() -> Iterator[Seaweed]:
+    server = Seaweed.start(Path(tempfile.mkdtemp(prefix="wearcap-s3-")))
+    server.client().create_bucket(Bucket=BUCKET)
+    yield server
+    server.stop()
+
+
+class Fleet:
+    """N collector nodes sharing one database and one bucket."""
+
+    def __init__(self, root: Path, pg: PgServer, s3: Seaweed, n: int = 2) -> None:
+        url = pg.new_database()
+        self.bucket = BUCKET  # one bucket (one SeaweedFS collection); a prefix per fleet
+        self.prefix = "f" + os.urandom(4).hex()
+        self.client = s3.client()
+        self.nodes: list[ServerThread] = []
+        self.stagings: list[S3Staging] = []
+        for i in range(n):
+            backend = S3Backend(self.bucket, endpoint_url=s3.endpoint, client=s3.client(),
+                                prefix=self.prefix)
+            staging = S3Staging(backend, root / f"node{i}" / "scratch", node=f"node{i}")
+            self.stagings.append(staging)
+            self.nodes.append(ServerThread(root / f"node{i}", store=open_store(url),
+                                           backend=backend, shared_staging=staging).start())
+
+    def parts(self) -> list[tuple[str, int, int, bool]]:
+        return [p for s in self.stagings for p in s.log.sizes]
+
+    def keys(self) -> dict[str, int]:
+        listing = self.client.list_objects_v2(Bucket=self.bucket, Prefix=self.prefix + "/")
+        return {o["Key"][len(self.prefix) + 1:]: o["Size"] for o in listing.get("Contents", [])}
+
+    def stop(self) -> None:
+        for n in self.nodes:
+            n.stop()
+
+
+@pytest.fixture
+def fleet(tmp_path: Path, pg: PgServer, s3: Seaweed) -> Iterator[Fleet]:
+    f = Fleet(tmp_path, pg, s3)
+    yield f
+    f.stop()
+
+
+def test_upload_begun_on_one_node_finishes_on_the_other(fleet: Fleet) -> None:
+    a, b = fleet.nodes
+    token = a.enroll(DEV, first_seq=1)
+    data = os.urandom(3 * CHUNK + 12345)  # 12.0 MiB in 4 MiB PATCHes
+    ca, cb = a.client(token), b.client(token)
+    r = ca.create(DEV, 1, data)
+    assert r.status_code == 201, r.text
+    loc = r.headers["location"]
+    for i, node in enumerate((ca, cb, ca, cb)):  # alternate nodes, as a balancer may
+        offset = int(node.head(loc).headers["upload-offset"])
+        assert offset == min(i * CHUNK, len(data))
+        part = data[offset:offset + CHUNK]
+        r = node.patch(loc, offset, part, **{"Upload-Checksum": checksum("sha1", part)})
+        assert r.status_code == 204, r.text
+    sha = hashlib.sha256(data).hexdigest()
+    assert r.headers["wearcap-verified"] == f"sha256={sha}"
+    assert cb.head(loc).headers["wearcap-verified"] == f"sha256={sha}"
+    assert ca.get(loc).content == data
+    # S3's rule: every part but the last >= 5 MiB (SeaweedFS would not insist; we do)
+    parts = fleet.parts()
+    assert len(parts) >= 2
+    assert all(size >= PART_MIN for _, _, size, last in parts if not last), parts
+    assert sum(size for *_, size, _ in parts) == len(data)
+    # nothing staged is left behind: only the segment's object
+    assert fleet.keys() == {f"{DEV}/{DEV}-00000001.mcap": len(data)}
+    report = cb.get(f"/devices/{DEV}/segments").json()
+    assert report["verified"] == 1 and report["complete"]
+
+
+def test_node_dying_after_sending_parts_before_committing_loses_nothing(fleet: Fleet) -> None:
+    """Parts and a tail written, the offset never committed (the node was killed): another
+    node continues from the committed offset, overwriting those part numbers."""
+    a, b = fleet.nodes
+    token = a.enroll(DEV)
+    data = os.urandom(2 * CHUNK + 777)
+    ca, cb = a.client(token), b.client(token)
+    loc = ca.create(DEV, 2, data).headers["location"]
+    assert ca.patch(loc, 0, data[:CHUNK]).status_code == 204
+    # what node a would have done with the next PATCH before dying: send parts, no commit
+    store = a.collector.store if a.collector else None
+    assert store is not None
+    up = store.upload(loc.rsplit("/", 1)[1])
+    assert up is not None and up.offset == CHUNK
+    scratch = Path(tempfile.mkstemp()[1])
+    scratch.write_bytes(os.urandom(CHUNK))  # other bytes than the file's
+    ghost = fleet.stagings[0].append(up, Staged.from_json(up.staging), scratch, CHUNK)
+    scratch.unlink()
+    assert ghost.parts and store.upload(up.id) == up  # sent, not committed
+    # the device resumes on node b from the server's offset
+    offset = int(cb.head(loc).headers["upload-offset"])
+    assert offset == CHUNK
+    while offset < len(data):
+        r = cb.patch(loc, offset, data[offset:offset + CHUNK])
+        assert r.status_code == 204, r.text
+        offset = int(r.headers["upload-offset"])
+    assert r.headers["wearcap-verified"] == f"sha256={hashlib.sha256(data).hexdigest()}"
+    assert cb.get(loc).content == data
+
+
+def test_bytes_that_do_not_hash_to_the_metadata_are_refused_after_read_back(
+        fleet: Fleet) -> None:
+    a, _ = fleet.nodes
+    token = a.enroll(DEV)
+    data = os.urandom(6 * 1024 * 1024)
+    c = a.client(token)
+    r = c.create(DEV, 3, data, meta=metadata(DEV, 3, hashlib.sha256(b"other").hexdigest()))
+    loc = r.headers["location"]
+    r = c.patch(loc, 0, data)
+    assert r.status_code == 460, r.text
+    assert c.head(loc).status_code == 404
+    assert fleet.keys() == {}  # the object, its parts and tails are gone
+
+
+def test_part_size_below_the_s3_minimum_is_refused(tmp_path: Path, s3: Seaweed) -> None:
+    backend = S3Backend("x", endpoint_url=s3.endpoint, client=s3.client())
+    with pytest.raises(ValueError, match="at least"):
+        S3Staging(backend, tmp_path, part_bytes=4 * 1024 * 1024)
