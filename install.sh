@@ -62,7 +62,8 @@ if [ "$mode" = pi ]; then
   say "done. Next: wearcap provision, then wearcap selftest"
 else
   # postgresql: the collector's shared-store tests start a private server (tests/pg.py)
-  apt_install python3-venv dbus ffmpeg postgresql libpq5
+  # haproxy: the balancer of the collector's reference deployment (deploy/fleet.py)
+  apt_install python3-venv dbus ffmpeg postgresql libpq5 haproxy
   command -v npm >/dev/null || apt_install nodejs npm
   # systemd-analyze: the tests verify the units and hold their security exposure to budget.
   command -v systemd-analyze >/dev/null || apt_install systemd

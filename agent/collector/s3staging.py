@@ -40,7 +40,10 @@ if TYPE_CHECKING:
 PART_MIN = 5 * 1024 * 1024
 """S3's minimum size of every part but the last."""
 READ_BLOCK = 1024 * 1024
-LEASE_SECONDS = 120.0
+LEASE_SECONDS = 6.0
+"""How long a node's claim on an upload lasts unless renewed (every LEASE_RENEW seconds while
+its PATCH body streams): a killed node blocks the upload for at most this long."""
+LEASE_RENEW = 2.0
 
 
 @dataclass(frozen=True)
@@ -235,6 +238,7 @@ class S3PatchWriter:
 
             raise TusError(409, "this upload is being written through another node; "
                                 "retry after a HEAD", {"Upload-Offset": str(up.offset)})
+        self.renewed = now
         self.checksum = checksum
         self.hasher = checksum.hasher() if checksum else None
         self.written = 0
@@ -248,6 +252,10 @@ class S3PatchWriter:
         if self.written + len(data) > self.limit:
             raise TusError(413, f"body runs past Upload-Length {self.up.length}")
         self.f.write(data)
+        now = self.c.clock()
+        if now - self.renewed >= LEASE_RENEW:
+            self.renewed = now
+            self.c.store.take_lease(self.up.id, self.staging.node, now + LEASE_SECONDS, now)
         if self.hasher is not None:
             self.hasher.update(data)
         self.written += len(data)

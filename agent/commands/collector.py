@@ -380,6 +380,8 @@ def _serve(args: argparse.Namespace) -> int:
         collector.close()
         raise CollectorError(f"cannot listen on {args.listen}: {exc.strerror or exc}") from exc
     bound = sock.getsockname()[1]
+    if shared is not None:  # a restarted node takes its own leases back at once
+        shared.node = f"{socket.gethostname()}:{bound}"
     shown = f"[{host}]" if family == socket.AF_INET6 else host
     public = _public_url(args)
     config = uvicorn.Config(build_app(collector, public_url=public, guard=guard,

@@ -1,0 +1,211 @@
+"""Load harness: hundreds of simulated devices upload to the reference deployment (HAProxy,
+collector nodes, PostgreSQL, SeaweedFS), and one node is killed with kill -9 mid-run.
+
+Each device has its own id and token and uploads several segments over real tus through the
+balancer (create, HEAD, PATCH in chunks; on any failure it asks the server for its offset and
+goes on from there, as the sync service does). The same load runs against one node and then
+two, each node held to the same CPU quota, so the ratio measures the collector, not the
+machine. Prints, per run: segments verified, lost and duplicated, MB/s, p99 request latency,
+CPU seconds per GB stored per node; then the 2-node/1-node ratio.
+
+    nice -n 10 .venv/bin/python bench/bench_fleet.py                 # 200 devices x 3
+    .venv/bin/python bench/bench_fleet.py --devices 20 --segments 2  # quick look
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import queue
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from agent.contract import encode_metadata, segment_metadata  # noqa: E402
+from deploy.fleet import Fleet  # noqa: E402
+from tests.pg import PgServer  # noqa: E402
+from tests.seaweed import Seaweed  # noqa: E402
+
+OCTET = "application/offset+octet-stream"
+
+
+def segment_bytes(device: str, seq: int, size: int) -> bytes:
+    block = hashlib.sha256(f"{device}:{seq}".encode()).digest() * 256  # 8 KiB per segment
+    return (block * (size // len(block) + 1))[:size]
+
+
+class Device:
+    def __init__(self, did: str, token: str, url: str, segments: int, size: int,
+                 chunk: int, latencies: list[float], stats: dict[str, int]) -> None:
+        self.id, self.url, self.n, self.size, self.chunk = did, url, segments, size, chunk
+        self.headers = {"Tus-Resumable": "1.0.0", "Authorization": f"Bearer {token}"}
+        self.latencies, self.stats = latencies, stats
+        self.http = httpx.Client(timeout=httpx.Timeout(30.0, connect=5.0))
+
+    def _req(self, method: str, url: str, **kw: object) -> httpx.Response | None:
+        t = time.perf_counter()
+        try:
+            r = self.http.request(method, url, **kw)  # type: ignore[arg-type]
+        except httpx.HTTPError:
+            self.stats["network_errors"] += 1
+            return None
+        self.latencies.append(time.perf_counter() - t)
+        return r
+
+    def run(self) -> None:
+        for seq in range(self.n):
+            self.upload(seq)
+        self.http.close()
+
+    def upload(self, seq: int) -> None:
+        data = segment_bytes(self.id, seq, self.size)
+        sha = hashlib.sha256(data).hexdigest()
+        meta = encode_metadata(segment_metadata(self.id, seq, sha))
+        loc: str | None = None
+        offset: int | None = None
+        for attempt in range(400):
+            if attempt:
+                time.sleep(min(2.0, 0.05 * attempt))
+            if loc is None:
+                r = self._req("POST", self.url, headers={
+                    **self.headers, "Upload-Length": str(len(data)), "Upload-Metadata": meta})
+                if r is None or r.status_code != 201:
+                    self.stats["retries"] += 1
+                    continue
+                loc = r.headers["location"]
+                if r.headers.get("wearcap-verified") == f"sha256={sha}":
+                    return
+                offset = int(r.headers["upload-offset"])
+            if offset is None:
+                r = self._req("HEAD", loc, headers=self.headers)
+                if r is None or r.status_code != 200:
+                    if r is not None and r.status_code in (404, 410):
+                        loc = None
+                    self.stats["retries"] += 1
+                    continue
+                if r.headers.get("wearcap-verified") == f"sha256={sha}":
+                    return
+                offset = int(r.headers["upload-offset"])
+            body = data[offset:offset + self.chunk]
+            r = self._req("PATCH", loc, content=body, headers={
+                **self.headers, "Upload-Offset": str(offset), "Content-Type": OCTET})
+            self.stats["bytes_sent"] += len(body)
+            if r is None or r.status_code != 204:
+                offset = None
+                self.stats["retries"] += 1
+                continue
+            if r.headers.get("wearcap-verified") == f"sha256={sha}":
+                return
+            offset = int(r.headers["upload-offset"])
+        self.stats["gave_up"] += 1
+
+
+def run_load(fleet: Fleet, devices: int, segments: int, size: int, chunk: int,
+             workers: int, kill: bool) -> dict[str, float]:
+    ids = [f"bench-{i:04d}" for i in range(devices)]
+    tokens = fleet.enroll_many(ids)
+    latencies: list[float] = []
+    stats = {"retries": 0, "network_errors": 0, "bytes_sent": 0, "gave_up": 0}
+    todo: queue.Queue[Device] = queue.Queue()
+    for d in ids:
+        todo.put(Device(d, tokens[d], fleet.url, segments, size, chunk, latencies, stats))
+    done = [0]
+
+    def worker() -> None:
+        while True:
+            try:
+                dev = todo.get_nowait()
+            except queue.Empty:
+                return
+            dev.run()
+            done[0] += 1
+
+    cpu0 = fleet.node_cpu()
+    t0 = time.perf_counter()
+    threads = [threading.Thread(target=worker, daemon=True) for _ in range(workers)]
+    for t in threads:
+        t.start()
+    killed = False
+    while any(t.is_alive() for t in threads):
+        if kill and not killed and done[0] >= devices * 0.4:
+            fleet.kill9(0)
+            time.sleep(1.0)
+            fleet.restart(0)
+            killed = True
+        time.sleep(0.2)
+    elapsed = time.perf_counter() - t0
+    cpu = {i: c - cpu0.get(i, 0.0) for i, c in fleet.node_cpu().items()}
+    objects = fleet.objects()
+    expected = {f"{d}/{d}-{s:08d}.mcap" for d in ids for s in range(segments)}
+    verified = len(expected & objects.keys())
+    stray = [k for k in objects if k not in expected]
+    from agent.collector.store import open_store
+
+    store = open_store(fleet.store_url)
+    rows = store._rows(  # type: ignore[attr-defined]
+        "SELECT device, segment_id, COUNT(*) AS n FROM uploads WHERE state = 'verified' "
+        "GROUP BY device, segment_id HAVING COUNT(*) > 1")
+    store.close()
+    stored_gb = verified * size / 1e9
+    latencies.sort()
+    p99 = latencies[int(len(latencies) * 0.99) - 1] if latencies else float("nan")
+    return {"devices": devices, "segments": devices * segments, "verified": verified,
+            "lost": len(expected) - verified, "duplicated": len(rows) + len(stray),
+            "mb_s": verified * size / 1e6 / elapsed, "p99_ms": p99 * 1000,
+            "requests": len(latencies), "seconds": elapsed, "killed": killed,
+            **{f"cpu_s_per_gb_node{i}": c / stored_gb if stored_gb else 0.0
+               for i, c in cpu.items()},
+            **stats}
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description="collector fleet load harness")
+    p.add_argument("--devices", type=int, default=200)
+    p.add_argument("--segments", type=int, default=3)
+    p.add_argument("--size", type=int, default=512 * 1024, help="bytes per segment")
+    p.add_argument("--chunk", type=int, default=256 * 1024, help="bytes per PATCH")
+    p.add_argument("--workers", type=int, default=48, help="devices uploading at once")
+    p.add_argument("--cpu-quota", type=float, default=0.4,
+                   help="each node's share of one CPU (the same for every node)")
+    args = p.parse_args()
+    root = Path(tempfile.mkdtemp(prefix="wearcap-bench-fleet-"))
+    pg = PgServer.start(root / "postgres")
+    s3 = Seaweed.start(root / "seaweedfs")
+    results = {}
+    try:
+        for nodes in (1, 2):
+            fleet = Fleet.start(root / f"fleet{nodes}", nodes=nodes, cpu_quota=args.cpu_quota,
+                                pg=pg, s3=s3)
+            try:
+                r = run_load(fleet, args.devices, args.segments, args.size, args.chunk,
+                             args.workers, kill=nodes == 2)
+            finally:
+                fleet.stop(services=False)
+            results[nodes] = r
+            cpu = ", ".join(f"node{k[-1]} {v:.1f}" for k, v in r.items()
+                            if k.startswith("cpu_s_per_gb"))
+            print(f"{nodes} node(s), CPU quota {args.cpu_quota:.2f} each"
+                  f"{', node0 killed -9 mid-run and restarted' if r['killed'] else ''}: "
+                  f"{r['devices']} devices, {r['segments']} segments: {r['verified']} verified, "
+                  f"{r['lost']} lost, {r['duplicated']} duplicated; {r['mb_s']:.1f} MB/s; "
+                  f"p99 request {r['p99_ms']:.0f} ms over {r['requests']} requests; "
+                  f"CPU s per GB stored: {cpu}; retries {r['retries']}, network errors "
+                  f"{r['network_errors']}, gave up {r['gave_up']}", flush=True)
+    finally:
+        pg.stop()
+        s3.stop()
+    ratio = results[2]["mb_s"] / results[1]["mb_s"]
+    print(f"throughput 2 nodes / 1 node under the same per-node CPU quota: {ratio:.2f}x "
+          f"(budget >= 1.6x)")
+    return 0 if all(r["lost"] == 0 and r["duplicated"] == 0 for r in results.values()) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
