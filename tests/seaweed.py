@@ -73,12 +73,13 @@ class Seaweed:
         (root / "s3.json").write_text(json.dumps({"identities": [{
             "name": "wearcap", "credentials": [{"accessKey": access, "secretKey": secret}],
             "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}))
-        # grpc ports are the http ports + 10000 unless given; give them all explicitly
-        m, mg, v, vg, f, fg, s3, s3g = _ports(8)
+        # every listener on a free port (grpc would be http + 10000; iceberg and lance fixed)
+        m, mg, v, vg, f, fg, s3, s3g, ice, lance = _ports(10)
         cmd = [weed, "server", f"-dir={root / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
                f"-master.port={m}", f"-master.port.grpc={mg}", f"-volume.port={v}",
                f"-volume.port.grpc={vg}", "-filer", f"-filer.port={f}",
                f"-filer.port.grpc={fg}", "-s3", f"-s3.port={s3}", f"-s3.port.grpc={s3g}",
+               f"-s3.port.iceberg={ice}", f"-s3.port.lance={lance}",
                f"-s3.config={root / 's3.json'}", "-master.volumeSizeLimitMB=64",
                "-volume.max=200", "-master.telemetry=false"]
         log = open(root / "weed.log", "wb")  # noqa: SIM115
