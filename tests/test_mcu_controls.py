@@ -65,3 +65,35 @@ def test_led_table_priorities():
     assert led(RigState(paused=True, discarding=True)) == (FAST, AMBER)
     assert led(RigState(paused=True, fault=True, low_battery=True)) == (FAST, RED)
     assert led(RigState(recording=False)) == (0, 0)
+
+
+def test_the_led_shows_syncing_from_the_sync_status_file(tmp_path):
+    import json
+    import time
+
+    from agent.mcu.led import BLUE, BREATHE
+    from agent.mcu.wearer import SYNC_STATUS, Wearer
+
+    class Leds:
+        battery = None
+        sent: list[tuple[int, int]] = []
+
+        def set_led(self, pattern, rgb):
+            self.sent.append((pattern, rgb))
+
+        def haptic(self, pattern, ms):
+            pass
+
+    src = Leds()
+    w = Wearer(src, tmp_path)
+    w.poll(10 * S)
+    assert src.sent[-1] == (SOLID, GREEN)
+    (tmp_path / SYNC_STATUS).write_text(json.dumps(
+        {"uploading": True, "backlog_segments": 3, "updated": time.time()}))
+    w.poll(16 * S)
+    assert src.sent[-1] == (BREATHE, BLUE)
+    w.poll(17 * S)
+    w.on_button(True, 18 * S)
+    w.on_button(False, int(18.2 * S))
+    w.poll(19 * S)
+    assert src.sent[-1] == (SLOW, AMBER)

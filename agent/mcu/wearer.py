@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,9 @@ from agent.mcu.led import RigState, led
 from agent.record.discard import DISCARD_DIR
 
 log = logging.getLogger("wearcap.wearer")
+
+SYNC_STATUS = "sync-status.json"
+"""Written by the sync service in the spool (agent.sync.service.STATUS_FILE)."""
 
 
 
@@ -55,6 +59,7 @@ class Wearer:
         self._led_at = 0
         self.fault = False
         self.syncing = False
+        self._sync_read_at = 0
         self._low_sent = False
         self.requests: list[Path] = []
 
@@ -91,9 +96,23 @@ class Wearer:
                         low_battery=self._low_battery(), paused=self.paused,
                         recording=True, syncing=self.syncing)
 
+    def _read_sync(self, now_ns: int) -> None:
+        """Syncing: the sync service's status file (agent.sync.service) says it is uploading
+        a backlog, and was written within the last minute."""
+        if self.spool_root is None or now_ns - self._sync_read_at < 5e9:
+            return
+        self._sync_read_at = now_ns
+        try:
+            st = json.loads((self.spool_root / SYNC_STATUS).read_text())
+            fresh = time.time() - float(st.get("updated", 0)) < 60
+            self.syncing = bool(fresh and st.get("uploading") and st.get("backlog_segments"))
+        except (OSError, ValueError, TypeError, AttributeError):
+            self.syncing = False
+
     def _update_led(self, now_ns: int) -> None:
         if self.source is None:
             return
+        self._read_sync(now_ns)
         want = led(self.state())
         if want != self._led or now_ns - self._led_at >= self.s.led_refresh_s * 1e9:
             self._led, self._led_at = want, now_ns
