@@ -3,7 +3,8 @@
 #
 #   ./install.sh          on a Raspberry Pi: system packages (incl. python3-picamera2), a venv
 #                         that sees them, the service user, directories and systemd units.
-#                         elsewhere: the dev setup (same as --dev).
+#                         elsewhere: the dev setup (as --dev, but without the LeRobot
+#                         environment, which only the export tests need: ~6 GB).
 #   ./install.sh --dev    a venv in .venv with the dev extras, plus what the simulated rig and
 #                         the tests need (dbus-daemon for the private BlueZ, ffmpeg's ffprobe,
 #                         Node.js for the third-party tus server and Foxglove's MCAP reader,
@@ -20,12 +21,18 @@ for arg in "$@"; do
   case "$arg" in
     --dev) mode=dev ;;
     --pi) mode=pi ;;
-    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
     *) echo "install.sh: unknown option $arg (use --dev or --pi)" >&2; exit 2 ;;
   esac
 done
 if [ "$mode" = auto ]; then
-  if grep -qi 'raspberry pi' /proc/device-tree/model 2>/dev/null; then mode=pi; else mode=dev; fi
+  if grep -qi 'raspberry pi' /proc/device-tree/model 2>/dev/null; then
+    mode=pi
+  else
+    mode=dev
+    # the main job on the simulated rig needs no LeRobot loader; `--dev` (the tests) builds it
+    export WEARCAP_SKIP_LEROBOT="${WEARCAP_SKIP_LEROBOT:-1}"
+  fi
 fi
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
