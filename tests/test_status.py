@@ -169,6 +169,9 @@ def test_status_on_a_terminal_is_a_live_view_until_ctrl_c(tmp_path: Path) -> Non
     main, sub = pty.openpty()
     proc = subprocess.Popen([sys.executable, "-m", "agent", "status"], stdin=sub, stdout=sub,
                             stderr=sub, cwd=Path(__file__).resolve().parent.parent,
+                            # a runner started in the background may ignore SIGINT, and a child
+                            # inherits that: Ctrl-C must reach the view as on a terminal
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
                             env={**os.environ, "WEARCAP_RUN_DIR": str(run_dir),
                                  "COLUMNS": "120", "LINES": "40"})
     os.close(sub)
