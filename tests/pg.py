@@ -103,7 +103,11 @@ class PgServer:
             start_new_session=True)
         log.close()
         srv = cls(bindir, root, port, proc, user)
-        srv._wait_ready()
+        try:
+            srv._wait_ready()
+        except BaseException:
+            srv.stop()
+            raise
         return srv
 
     def _wait_ready(self, timeout: float = 60.0) -> None:

@@ -81,13 +81,20 @@ class Seaweed:
                f"-filer.port.grpc={fg}", "-s3", f"-s3.port={s3}", f"-s3.port.grpc={s3g}",
                f"-s3.port.iceberg={ice}", f"-s3.port.lance={lance}",
                f"-s3.config={root / 's3.json'}", "-master.volumeSizeLimitMB=64",
-               "-volume.max=200", "-master.telemetry=false"]
+               "-volume.max=200", "-master.telemetry=false",
+               # the default (1 % of the disk free) turns every volume read-only on a big,
+               # nearly full disk shared with others, which says nothing about the collector
+               "-volume.minFreeSpace=256MiB"]
         log = open(root / "weed.log", "wb")  # noqa: SIM115
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=root,
                                 start_new_session=True)
         log.close()
         srv = cls(proc, root, s3, access, secret)
-        srv._wait(timeout)
+        try:
+            srv._wait(timeout)
+        except BaseException:
+            srv.stop()
+            raise
         return srv
 
     def client(self) -> Any:
@@ -111,9 +118,10 @@ class Seaweed:
                 c.put_object(Bucket=name, Key="probe", Body=b"x")
                 c.delete_object(Bucket=name, Key="probe")
                 return
-            except Exception:
+            except Exception as exc:
                 if time.monotonic() > deadline:
-                    raise
+                    raise RuntimeError(f"SeaweedFS not ready after {timeout:.0f} s ({exc}):\n"
+                                       + (self.root / "weed.log").read_text()[-3000:]) from exc
                 time.sleep(0.3)
 
     def env(self) -> dict[str, str]:

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO
+from conftest import NOT_APPLICABLE, REPO
 from sync_servers import DEVICE, make_segments, sha256_file, write_config
 
 pytestmark = pytest.mark.services
@@ -71,5 +71,42 @@ def test_device_survives_kill_9_of_each_node_behind_the_balancer(tmp_path: Path,
             assert hashlib.sha256(body).hexdigest() == sha256_file(p)
         print(f"fleet: {n} segments, {kills} node kills (kill -9), {summary['bytes_sent']} "
               f"bytes sent for {total}; 0 lost, 0 duplicated")
+        # the load harness's short version, on the same deployment
+        from bench.bench_fleet import run_load
+
+        r = run_load(fleet, 6, 2, 300_000, 128 * 1024, 3, kill=True)
+        assert r["killed"] and r["verified"] == 12, r
+        assert r["lost"] == 0 and r["duplicated"] == 0 and r["gave_up"] == 0, r
+        assert set(r["cpu_s"]) >= {"node0", "node1", "clients", "postgresql", "seaweedfs",
+                                   "haproxy"}, r
+        assert r["cpu_s"]["postgresql"] > 0 and r["cpu_s"]["seaweedfs"] > 0, r
     finally:
         fleet.stop()
+
+
+@pytest.mark.parametrize("method", ["cgroup", "duty"])
+def test_a_cpu_quota_holds_a_busy_process_to_its_share(method: str) -> None:
+    """The quota the fleet bench relies on really limits a process here (a busy loop would
+    otherwise take a whole core); load from elsewhere can only lower what it gets."""
+    from deploy.fleet import CpuQuota, make_quota, tree_cpu
+
+    if method == "cgroup" and CpuQuota("wearcap-probe", 0.2).path is None:
+        pytest.skip(f"{NOT_APPLICABLE}no writable cgroup cpu controller "
+                    "(the duty-cycle fallback is tested)")
+    CpuQuota("wearcap-probe", 0.2).remove()
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    quota = make_quota(f"wearcap-test-{method}", 0.2, method)
+    try:
+        assert quota.add(busy.pid)
+        c0, t0 = tree_cpu(busy.pid), time.monotonic()
+        time.sleep(3)
+        share = (tree_cpu(busy.pid) - c0) / (time.monotonic() - t0)
+        periods, throttled = quota.throttled()
+        print(f"quota 0.20 by {quota.method}: the busy loop got {share:.2f} CPU, "
+              f"throttled in {throttled} of {periods} periods")
+        assert share < 0.3  # the duty cycle may overrun by a poll interval per period
+        assert throttled > 0
+    finally:
+        busy.kill()
+        busy.wait()
+        quota.remove()
