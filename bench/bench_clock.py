@@ -82,7 +82,9 @@ def band_params(c: Cell) -> BandParams:
                       write_jitter_ns=500_000.0, **LINKS[c.link], **extra)
 
 
-def run_cell(c: Cell) -> dict[str, Any]:
+def run_cell(c: Cell, trace: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One cell's figures; with ``trace`` (a dict), its per-sample arrays are put there too
+    (index, truth, error, bound, arrival, source) for a closer look."""
     p = band_params(c)
     model = BandModel(p, T0)
     rate = RATES[c.profile]
@@ -94,6 +96,7 @@ def run_cell(c: Cell) -> dict[str, Any]:
     host: list[np.ndarray] = []
     bound: list[np.ndarray] = []
     arrival: list[np.ndarray] = []
+    source: list[np.ndarray] = []
     parts: dict[str, list[int]] = {"fit_ns": [], "latency_ns": [], "quantisation_ns": [],
                                    "slew_ns": []}
     claimed_lost = 0
@@ -113,6 +116,8 @@ def run_cell(c: Cell) -> dict[str, Any]:
             host.append(t.t0_ns + np.rint(i * t.period_ns).astype(np.int64))
             bound.append(np.full(ch.n, b, dtype=np.int64))
             arrival.append(np.full(ch.n, ch.arrival_ns, dtype=np.int64))
+            if trace is not None:
+                source.append(np.full(ch.n, t.source))
         pending.clear()
 
     rng = np.random.default_rng(c.seed + 11)
@@ -136,6 +141,7 @@ def run_cell(c: Cell) -> dict[str, Any]:
             if d.exchange is not None:
                 send, rx, tx = d.exchange
                 clock.observe_exchange(send, rx, d.host_ns, tx)
+                aim.exchange(clock, send, rx)
                 continue
             delivered += d.n
             for ch in dec.feed(d.packet, d.host_ns):
@@ -166,6 +172,10 @@ def run_cell(c: Cell) -> dict[str, Any]:
     counted_missing = max(0, lost_real - claimed_lost)  # lost with no gap counting them
     false_lost = max(0, claimed_lost - lost_real)
     late = (truth - T0) >= 60e9
+    settled = (truth - T0) >= 10e9
+    if trace is not None:
+        trace.update(index=k, truth=truth, error=err, bound=bnd, arrival=arr,
+                     source=np.concatenate(source), model=model, clock=clock)
     naive = np.abs(arr - truth)
     p99 = float(np.percentile(ae, 99))
     med_bound = float(np.median(bnd))
@@ -180,6 +190,8 @@ def run_cell(c: Cell) -> dict[str, Any]:
         "p50_us": float(np.percentile(ae, 50)) / 1e3, "p99_us": p99 / 1e3,
         "max_us": float(ae.max()) / 1e3,
         "p99_after_60s_us": float(np.percentile(ae[late], 99)) / 1e3 if late.any() else None,
+        "p99_after_10s_us": float(np.percentile(ae[settled], 99)) / 1e3
+        if settled.any() else None,
         "mean_error_us": float(err.mean()) / 1e3,
         "coverage": float(np.mean(ae <= bnd)),
         "median_bound_us": med_bound / 1e3,

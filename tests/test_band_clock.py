@@ -30,6 +30,19 @@ def test_a_2ms_latency_the_agent_is_not_told_stays_inside_the_bound():
     assert r["p50_us"] < 700 and r["exchanges"] > 500
 
 
+def test_the_open_profile_measures_its_latency_by_the_exchange():
+    """The two-way exchange observes the sum of the write and notification latencies (the
+    envelope at the event a request went on air in, less its send time): a 3 ms host the
+    agent is not told is placed within 1 ms once a few hundred exchanges have come, and a
+    0.3 ms host gets a bound of a few hundred us, not the configured +-1.5 ms range."""
+    r = run_cell(Cell("wearcap-open", "default", 3.0, 1, 0.5))
+    assert r["coverage"] >= 0.99 and r["backward_steps"] == 0
+    assert r["p99_after_10s_us"] < 1000
+    r = run_cell(Cell("wearcap-open", "fast", 0.3, 1, 0.5))
+    assert r["coverage"] >= 0.99 and r["p99_after_10s_us"] < 200
+    assert r["bound_parts_median_us"]["latency_ns"] < 300
+
+
 def test_start_up_frames_whose_timestamps_jump_never_step_time_back():
     """Polar's first frames carry timestamps 2 s off that settle over 3.5 s: the old fit's
     slope reached 2 and host time stepped back by up to 2 s. Now the fit is restarted, the

@@ -18,7 +18,12 @@ in sample order: it is what keeps host time monotonic.
   of arrival vs device time, agent/clock/oneway.py) sits the constant latency above the
   truth and cannot observe it; the mapper subtracts the configured ``Latency.ns`` and counts
   ``Latency.uncertainty_ns`` in the bound. It is never taken from a simulator. A two-way
-  exchange (agent/clock/twoway.py) observes it instead: that part is then 0.
+  exchange (the open profile's time request) observes it instead: the envelope at the event
+  a request went on air in, less the request's send time, is the sum of the notification
+  and write latencies (plus the least wait); the notification latency is half of it, give
+  or take half their difference (``asymmetry``: at most half their sum) and half the wait
+  still possible (judged from how the sums spread). Where that range and the configured one
+  overlap, the latency is in both: the latency part is half of what is left.
 - ``fit_ns``: how far the envelope may be above the floor it estimates (the wait for a
   connection event, jitter) and what its slope error adds at the newest sample. While the
   fit has few bins it is ``wait_prior_ns / bins`` (the largest plausible wait, shrinking as
@@ -65,8 +70,10 @@ MAX_RATE_ERROR = 0.10
 TWO_WAY_ASYMMETRY = 0.5
 """Two-way exchange: the write and the notification cross the same stack (D-Bus, BlueZ, the
 kernel, HCI, the controller) in opposite directions; their constant latencies are taken to
-differ by at most this share of their sum. The exchange is placed at its midpoint, and this
-is the latency part of its bound (the band of the tightest exchange is the whole range)."""
+differ by at most this share of their sum (one may be three times the other). Two-way time
+transfer cannot observe the difference: this assumption is what the latency part holds."""
+RTT_WINDOW = 1024
+"""Two-way round trips kept to judge how much wait the tightest one may still hold."""
 SUSPECT_NS = 1_500_000_000
 """A young fit's chunks are placed by arrival when every observation of this long is far
 (``jump_ns``) from it."""
@@ -151,6 +158,11 @@ class BandClock:
         self.clamped = 0
         """Placements whose fitted slope was outside the physical range (clamped)."""
         self.exchanges = 0
+        self._rtts: deque[int] = deque(maxlen=RTT_WINDOW)
+        self._xch: deque[tuple[int, int]] = deque(maxlen=RTT_WINDOW)  # device rx, send
+        self._lat_cache: tuple[tuple[int, int, int], tuple[float, float] | None] = (
+            (-1, -1, -1), None)
+        self._wait_cache = (-1, 0.0)
         self._spread_at: tuple[int, int] = (-1, -1)
         self._checked = -1
         self._spread_cache = 0.0
@@ -300,8 +312,56 @@ class BandClock:
         if self._twoway is None:
             self._twoway = TwoWayFit(max_drift_ppm=self.max_slope_dev * 1e6)
         between = max(0, device_tx_ns - device_rx_ns) * (1.0 - self.max_slope_dev)
-        if self._twoway.add(host_send_ns, device_rx_ns, host_recv_ns - round(between)):
+        recv = host_recv_ns - round(between)
+        if self._twoway.add(host_send_ns, device_rx_ns, recv):
             self.exchanges += 1
+            self._rtts.append(recv - host_send_ns)
+            self._xch.append((device_rx_ns, host_send_ns))
+
+    def _measured_latency(self) -> tuple[float, float] | None:
+        """(S, wait): the least of ``envelope(device_rx) - host_send`` over the recent
+        exchanges, and how much of it may still be wait. The envelope at the event a
+        request went on air in is that event plus the notification latency ``Ln`` (what an
+        unhindered notification from it would show), and the request left ``Lw`` + its wait
+        before the event, so S = Ln + Lw + the least wait: the exchange observes the sum of
+        the two latencies whatever the reply's own delay was (a retransmitted reply, its
+        jitter). Recomputed when the fit moves, or every 32 exchanges."""
+        f = self.fit
+        if not f.ready or not self._xch:
+            return None
+        key = (f.refits, self._epoch, self.exchanges // 32)
+        if self._lat_cache[0] == key:
+            return self._lat_cache[1]
+        sums = sorted(s for s in (self._envelope(rx) - send for rx, send in self._xch)
+                      if s > 0)
+        out: tuple[float, float] | None = None
+        if sums:
+            n, low = len(sums), sums[0]
+            if n < 8:
+                wait = low
+            else:
+                w = (sums[int(0.9 * (n - 1))] - low) / 0.9
+                wait = min(low, w * 4.6 / n)
+            out = (low, wait)
+        self._lat_cache = (key, out)
+        return out
+
+    def _exchange_wait(self) -> float:
+        """How much of the tightest exchange's round trip may still be waits and jitter
+        rather than the two constant latencies: the lowest of N excesses spread over [0, W)
+        stays above W ln(100) / N with 1 % chance (W: the excesses' 90th percentile / 0.9).
+        Recomputed every 32 exchanges; the whole round trip while there are few."""
+        n = len(self._rtts)
+        if self._wait_cache[0] == self.exchanges // 32 and n >= 32:
+            return self._wait_cache[1]
+        r = sorted(self._rtts)
+        if n < 8:
+            return float(r[0]) if r else 0.0
+        ex = [x - r[0] for x in r]
+        w = ex[int(0.9 * (n - 1))] / 0.9
+        wait = min(float(r[0]), w * 4.6 / n)
+        self._wait_cache = (self.exchanges // 32, wait)
+        return wait
 
     # ---------------------------------------------------------------- results
     @property
@@ -390,26 +450,21 @@ class BandClock:
         fit_part, lat_part, source = round(max(excess - ex_mid, ex_mid) + sl), \
             lat.uncertainty_ns, (
             "rate" if self.kind == "rate" else "one-way")
-        tw = self._twoway
-        if tw is not None and tw.ready and self.kind == "two-way":
-            # the two-way band holds whatever the latencies are; where it and the one-way
-            # interval overlap, the truth is in both
-            tm, tb = float(tw.map(round(key))), int(tw.bound_ns(round(key)))
-            half = (tw.best_rtt_ns or 0) / 2
-            asym = self.asymmetry * half  # the two directions' latencies differ by <= this
-            rest = max(0.0, tb - half)  # the fit's own part (slope, spread of the bands)
-            q = self.quantisation_ns
-            lo = max(tm - asym - rest, env - lat.ns - lat.uncertainty_ns - excess - sl - q)
-            hi = min(tm + asym + rest, env - lat.ns + lat.uncertainty_ns + sl + q)
-            if lo > hi:  # they disagree: the one-way assumption is wrong, trust the exchange
-                lo, hi = tm - asym - rest, tm + asym + rest
-            est = min(max(tm, lo), hi)
-            b = max(est - lo, hi - est)
-            if b < fit_part + lat_part or tw.converged:
-                t0 = est
-                lat_part = round(min(asym, b))
-                fit_part, source = round(b) - lat_part, "two-way"
-                spacing = (period_ns or self.nominal_period_ns) * tw.slope
+        m = self._measured_latency() if self.kind == "two-way" else None
+        if m is not None:
+            # the exchanges observe Ln + Lw (+ the least wait): Ln is half of it, give or
+            # take half the two latencies' difference (<= asymmetry x their sum) and half
+            # the wait; where that and the configured range overlap, Ln is in both. Placed
+            # at the middle of what is left, bounded by the distance to either end.
+            total, wait = m
+            l_lo = max(0.0, (total - wait) / 2 * (1 - self.asymmetry))
+            l_hi = total / 2 * (1 + self.asymmetry)
+            c_lo, c_hi = lat.ns - lat.uncertainty_ns, lat.ns + lat.uncertainty_ns
+            if c_lo <= l_hi and l_lo <= c_hi:
+                l_lo, l_hi = max(l_lo, c_lo), min(l_hi, c_hi)
+            ln = (l_lo + l_hi) / 2
+            t0 = env - ln - ex_mid
+            lat_part, source = round((l_hi - l_lo) / 2), "two-way"
         return t0, spacing, fit_part, lat_part, source
 
     def _by_arrival(self, n: int, arrival_ns: int,

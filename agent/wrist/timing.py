@@ -19,6 +19,7 @@ from a simulator.
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -132,22 +133,39 @@ def peek(clock: BandClock, chunk: ImuChunk) -> ChunkTime:
 
 
 class PingAimer:
-    """When to send the open profile's time requests so that some reach the band with no
-    wait: a write waits for the next connection event, and that wait is on the exchange's
-    low side. Events are where the band's anchors map to; the request is sent a lead
-    before one, the lead spread over [0, lead_max_ns] so that whatever the (unknown) write
-    latency is, some arrive just in time (those that miss wait an interval: looser
-    exchanges, which the two-way fit ranks below the tight ones).
+    """When to send the open profile's time requests so that most reach the band with no
+    wait. A write reaches the controller a write latency after it is sent (unknown; the
+    host stack's, 0.3-5 ms) and then waits for the next connection event; that wait is on
+    the exchange's low side, so it widens the exchange and biases its midpoint. Events are
+    where the band's anchors map to; a request is sent a lead before one.
+
+    Until exchanges come back the lead is spread over [0, lead_max_ns] so that whatever
+    the write latency is, some arrive just in time. Told each exchange (``exchange``), the
+    aimer learns the write side (event - send, lowest of the recent ones: the write latency
+    plus the least wait) and sends most requests with a lead just around it, the rest
+    still spread over the whole interval (so a changed latency is found again). Both the
+    event grid and the write side are measured through the same mapping, so its own error
+    cancels in the aim.
 
         aim = PingAimer(); aim.feed(clock, chunk) for each chunk
+        aim.exchange(clock, host_send_ns, device_rx_ns) for each reply
         t = aim.next(now_ns, u)    # u uniform in [0, 1): the send time (None: no grid yet)
     """
 
-    def __init__(self, lead_max_ns: int = 4_000_000) -> None:
+    AIMED = 0.75
+    """Share of requests sent at the learned lead (the rest explore)."""
+    EARLY_NS = 300_000
+    LATE_NS = 700_000
+    """The aimed lead is spread over [write side - EARLY_NS, write side + LATE_NS]."""
+
+    def __init__(self, lead_max_ns: int = 8_000_000, window: int = 64) -> None:
         self.lead_max_ns = lead_max_ns
         self.interval_ns: float | None = None
         self._event_host: float | None = None
         self._last_anchor: int | None = None
+        self._write: deque[float] = deque(maxlen=window)
+        self.write_ns: float | None = None
+        """The learned write side (write latency + least wait), ns; None until told."""
 
     def feed(self, clock: BandClock, chunk: ImuChunk) -> None:
         a = chunk.tx_device_ns
@@ -165,11 +183,28 @@ class PingAimer:
         self._last_anchor = a
         self._event_host = clock.peek(float(a)).t0_ns + 0.0
 
+    def exchange(self, clock: BandClock, host_send_ns: int, device_rx_ns: int) -> None:
+        """A reply came: the request sent at ``host_send_ns`` went on air in the event the
+        band stamped ``device_rx_ns``."""
+        if not clock.ready:
+            return
+        w = clock.peek(float(device_rx_ns)).t0_ns - host_send_ns
+        if w < 0 or (self.interval_ns and w > 4 * self.interval_ns):
+            return  # not yet a usable mapping
+        self._write.append(float(w))
+        self.write_ns = min(self._write)
+
     def next(self, now_ns: int, u: float) -> int | None:
         ev, iv = self._event_host, self.interval_ns
         if ev is None or iv is None or iv <= 0:
             return None
-        lead = u * self.lead_max_ns
+        wr = self.write_ns
+        if wr is not None and u < self.AIMED:
+            v = u / self.AIMED
+            lead = max(0.0, wr - self.EARLY_NS + v * (self.EARLY_NS + self.LATE_NS))
+        else:
+            v = (u - self.AIMED) / (1 - self.AIMED) if wr is not None else u
+            lead = v * min(float(self.lead_max_ns), 0.9 * iv if wr is not None else 1e18)
         k = max(1, int((now_ns + lead - ev) // iv) + 1)
         return round(ev + k * iv - lead)
 
