@@ -2,15 +2,15 @@
 rolls, at flush() and at stop (with what decoders hold back), a band that is configured but
 never streams showing up as gaps, and every counted loss one gap, never counted twice.
 
-The link is a small stand-in for ``BleLink`` (same attributes WristSource reads); packets come
-from the pure band simulation and are pushed the way the BLE callback pushes them."""
+The link is the fake of ``BleLink`` (tests/fakes/ble_link.py, held to the real API by
+tests/test_ble_fake_canary.py); packets come from the pure band simulation and are pushed
+the way the BLE callback pushes them."""
 
 from __future__ import annotations
 
 import itertools
 import json
 from dataclasses import replace
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -21,6 +21,7 @@ from agent.sources import GAP_TOPIC
 from agent.wrist.ble import LinkEvent
 from agent.wrist.imu_batch import decode_payload
 from agent.wrist.source import WristSource
+from tests.fakes.ble_link import FakeBleLink, FakeLinks
 
 BAND = WristBand(name="left", address="00:AA:BB:CC:DD:01", profile="wearcap-open", rate_hz=200)
 MS = 1_000_000
@@ -34,24 +35,16 @@ class Clock:
         return self.now
 
 
-class FakeLink:
-    def __init__(self) -> None:
-        self.running = False
-        self.lifecycle = SimpleNamespace(state=SimpleNamespace(value="scanning"), reconnects=0)
-        self.last_error = ""
-
-    def start(self) -> None:
-        self.running = True
-
-    def stop(self) -> None:
-        self.running = False
-        self.lifecycle.state.value = "stopped"
-
-
 class Source(WristSource):
-    def _make_link(self) -> FakeLink:  # type: ignore[override]
-        self.fake = FakeLink()
-        return self.fake
+    """A WristSource on the fake link (tests/fakes/ble_link.py), made by its factory."""
+
+    def __init__(self, band: WristBand, ble: BleSection, **kw: Any) -> None:
+        self.links = FakeLinks()
+        super().__init__(band, ble, link_factory=self.links, **kw)
+
+    @property
+    def fake(self) -> FakeBleLink:
+        return self.links.last
 
 
 def make(batch_s: float = 0.5) -> tuple[Source, Clock]:
@@ -79,8 +72,7 @@ def gaps(msgs: list) -> list[dict]:
 
 
 def connect(src: Source, clock: Clock) -> BandModel:
-    src._on_event(LinkEvent(clock.now, "connected"))
-    src.fake.lifecycle.state.value = "streaming"
+    src.fake._fake_streaming(clock.now)
     return BandModel(BandParams(profile="wearcap-open", seed=3), clock.now)
 
 
@@ -96,18 +88,18 @@ def test_samples_are_batched_and_flushed_at_a_roll_and_at_stop():
     for p in full:  # each batch written once it spans the batch length
         d = decode_payload(p)
         assert p["n"] >= 100 or d["host_ns"][-1] - d["host_ns"][0] >= 400 * MS
-    pending = src._batch_n
+    pending = src.stream.pending_samples
     assert pending > 0  # the tail waits for more
     meta = src.segment_metadata()  # a roll: what is pending goes out at the next drain
     assert meta["streaming"] == "yes" and meta["batch_seconds"] == "0.5"
     rolled = src.drain()
-    assert sum(p["n"] for p in imu(rolled)) == pending and src._batch_n == 0
+    assert sum(p["n"] for p in imu(rolled)) == pending and src.stream.pending_samples == 0
     msgs += rolled
     stream(src, clock, model, 0.3, msgs)
-    assert src._batch_n > 0
+    assert src.stream.pending_samples > 0
     src.stop()
     msgs += src.drain()
-    assert src._batch_n == 0
+    assert src.stream.pending_samples == 0
     idx = [int(i) for p in imu(msgs) for i in decode_payload(p)["index"]]
     assert len(idx) == src.stats["samples"] and idx == list(range(idx[0], idx[0] + len(idx)))
     (start,) = gaps(msgs)  # only the time it took to connect
@@ -148,15 +140,15 @@ def test_a_lost_link_flushes_the_batch_and_the_gap_counts_the_samples_lost():
     model = connect(src, clock)
     msgs: list = []
     stream(src, clock, model, 0.6, msgs)
-    assert imu(msgs) == [] and src._batch_n > 0  # a 2 s batch is still filling
-    src._on_event(LinkEvent(clock.now, "lost", "link-lost"))
+    assert imu(msgs) == [] and src.stream.pending_samples > 0  # a 2 s batch is still filling
+    src.fake._fake_lost(clock.now)
     out = src.drain()
-    assert len(imu(out)) == 1 and src._batch_n == 0  # never a batch across a gap
+    assert len(imu(out)) == 1 and src.stream.pending_samples == 0  # never a batch across a gap
     msgs += out
     clock.now += 1_000 * MS
     skipped = model.skip_until(clock.now)  # the band sampled on while the link was down
     model.connect(clock.now)
-    src._on_event(LinkEvent(clock.now, "connected"))
+    src.fake._fake_streaming(clock.now)
     stream(src, clock, model, 0.5, msgs)
     src.stop()
     msgs += src.drain()
@@ -176,8 +168,7 @@ def make_band(band: WristBand, batch_s: float = 0.5, **kw: Any) -> tuple[Source,
 
 
 def connect_model(src: Source, clock: Clock, **params: object) -> BandModel:
-    src._on_event(LinkEvent(clock.now, "connected"))
-    src.fake.lifecycle.state.value = "streaming"
+    src.fake._fake_streaming(clock.now)
     p = BandParams(profile=src.band.profile, rate_hz=src.band.rate_hz, **params)  # type: ignore[arg-type]
     return BandModel(p, clock.now)
 
@@ -270,12 +261,12 @@ def witmotion_reconnect(roll_before_count: bool) -> tuple[list, int, Source]:
     model = connect_model(src, clock, interval_ms=(7.5, 7.5), seed=1)
     msgs: list = []
     stream(src, clock, model, 30, msgs)
-    src._on_event(LinkEvent(clock.now, "lost", "link-lost"))
+    src.fake._fake_lost(clock.now)
     away = model.disconnect(clock.now)
     clock.now += 3_000 * MS
     away += model.skip_until(clock.now)
     model.connect(clock.now)
-    src._on_event(LinkEvent(clock.now, "connected"))
+    src.fake._fake_streaming(clock.now)
     msgs += src.drain()
     stream(src, clock, model, 0.5, msgs)
     if roll_before_count:
@@ -315,12 +306,12 @@ def test_flush_writes_the_pending_batch_once_and_the_roll_after_it_adds_nothing(
     model = connect_model(src, clock, seed=3)
     msgs: list = []
     stream(src, clock, model, 0.7, msgs)
-    pending = src._batch_n
+    pending = src.stream.pending_samples
     assert imu(msgs) == [] and pending > 0
     src.flush()
     src.flush()  # twice before the drain: the same
     out = src.drain()
-    assert [p["n"] for p in imu(out)] == [pending] and src._batch_n == 0
+    assert [p["n"] for p in imu(out)] == [pending] and src.stream.pending_samples == 0
     src.flush()  # again with nothing new: nothing
     assert src.drain() == []
     src.segment_metadata()  # the roll right after the flush: no second, empty cut
@@ -419,7 +410,7 @@ def test_polar_stopped_mid_frame_writes_every_sample_it_delivered():
     sent = {d.first_sample + i for d in acc_only for i in range(d.n)}
     idx = set(indices(msgs))
     assert sent <= idx and len(idx) == src.stats["samples"]
-    assert src._decoder.flush() == []  # nothing left behind
+    assert src.stream.decoder.flush() == []  # nothing left behind
 
 
 def test_a_refused_gyro_is_absent_with_the_bands_reason_never_filled():

@@ -31,8 +31,7 @@ def record(exchange: bool, seconds: float = 90.0,
     src.segment_metadata()
     info = replace(Info.default(200), version=2 if exchange else 1)
     src._on_event(LinkEvent(clock.now, "info", data=info.encode()))
-    src._on_event(LinkEvent(clock.now, "connected"))
-    src.fake.lifecycle.state.value = "streaming"
+    src.fake._fake_streaming(clock.now)
     model = BandModel(BandParams(profile="wearcap-open", seed=4, latency_ns=latency_ns,
                                  interval_ms=(30, 30), retransmit_prob=0.05), clock.now)
     rng = random.Random(4)
