@@ -102,7 +102,26 @@ def case_documents(store: Store) -> None:
 
 def store_contract_cases() -> list[Callable[[Store], None]]:
     return [case_devices_and_tokens, case_uploads_and_offsets, case_large_numbers,
-            case_documents, case_enrollment_codes]
+            case_documents, case_enrollment_codes, case_reader_role_and_device_uploads]
+
+
+def case_reader_role_and_device_uploads(store: Store) -> None:
+    auth.enroll(store, "d")
+    reader = auth.role_token(store, "reader")
+    admin = auth.admin_token(store)
+    assert auth.authenticate(store, f"Bearer {reader}").can_read_data
+    assert not auth.authenticate(store, f"Bearer {auth.enroll(store, 'e')}").can_read_data
+    assert store.revoke_role("reader") and not store.revoke_role("reader")
+    assert store.token(auth.hash_token(reader)) is None
+    assert store.token(auth.hash_token(admin)) is not None  # only the reader's went
+    ups = [_upload("d", q) for q in (7, 2, 5)]
+    for u in ups:
+        assert store.insert_upload(u, {})
+    store.set_state(ups[2].id, "expired")
+    store.set_verified(ups[0].id, "local", "d/d-00000007.mcap", 10.0)
+    got = store.device_uploads("d")
+    assert [(u.seq, u.state) for u in got] == [(2, "open"), (7, "verified")]
+    assert store.device_uploads("e") == []
 
 
 def case_enrollment_codes(store: Store) -> None:

@@ -11,6 +11,7 @@
     POST    /devices               {"device_id": ..., "first_seq": 0} -> token (admin)
     POST    /enroll, /devices/{id}/status, /devices/{id}/selftest   see agent/collector/fleet.py
     GET     /dashboard             the fleet dashboard (admin), see agent/collector/dashboard.py
+    GET     /data/...              list, download (admin or reader), see agent/collector/data.py
 
 Blocking work (SQLite, fsync, hashing, object-store transfers) runs in worker threads. A PATCH
 body is written as it arrives, so memory does not grow with chunk size. A newer PATCH for the
@@ -40,6 +41,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from agent.collector import auth, completeness, tus
 from agent.collector.auth import Principal
 from agent.collector.dashboard import Dashboard
+from agent.collector.data import DataRoutes
 from agent.collector.fleet import FleetRoutes
 from agent.collector.guard import Guard, mark_authenticated
 from agent.collector.s3staging import S3PatchWriter
@@ -282,6 +284,7 @@ class CollectorApp:
             Route("/devices", self.all_devices, methods=["GET"]),
             Route("/devices", self.enroll, methods=["POST"]),
             Route("/devices/{device_id}/segments", self.device_segments, methods=["GET"]),
+            *DataRoutes(self).routes(),  # /data/... for admin and reader tokens (data.py)
             *FleetRoutes(self).routes(),  # enrollment by code, status, selftest (fleet.py)
             *Dashboard(self, self.thumbnails).routes(),  # /dashboard (dashboard.py)
         ]

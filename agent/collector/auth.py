@@ -4,8 +4,10 @@ A token is 32 random bytes (``wc_`` + URL-safe base64), shown once at enrollment
 database keeps only its SHA-256: with that much entropy a slow hash adds nothing, and a
 lookup by hash followed by :func:`hmac.compare_digest` checks it in constant time.
 
-Roles: ``device`` (may touch only its own namespace) and ``admin`` (enrolls devices over
-HTTP, reads every completeness report). Enrolling a device again replaces its token.
+Roles: ``device`` (may touch only its own namespace), ``admin`` (enrolls devices over
+HTTP, reads every completeness report, reads data) and ``reader`` (read-only data access for
+data engineers: list, download, export; ``agent/collector/data.py``). Enrolling a device
+again replaces its token; issuing a role token again replaces that role's token.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from agent.contract import DEVICE_ID_PATTERN, SEQ_MAX, is_device_id, is_seq
 from agent.errors import InputError
 
 TOKEN_PREFIX = "wc_"
+DATA_ROLES = ("admin", "reader")
+"""Roles without a device: their token is issued by ``wearcap collector token --role``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +36,11 @@ class Principal:
     @property
     def is_admin(self) -> bool:
         return self.role == "admin"
+
+    @property
+    def can_read_data(self) -> bool:
+        """Admin or reader: may list, download and export every device's data."""
+        return self.role in ("admin", "reader")
 
 
 def hash_token(token: str) -> str:
@@ -64,9 +73,16 @@ def revoke(store: Store, device_id: str) -> bool:
 
 def role_token(store: Store, role: str) -> str:
     """Issue a new token of a device-less role (admin, reader), replacing any earlier one."""
+    if role not in DATA_ROLES:
+        raise InputError(f"role must be one of {', '.join(DATA_ROLES)}, not {role!r}")
     token = new_token()
     store.replace_token(role, hash_token(token), time.time())
     return token
+
+
+def revoke_role(store: Store, role: str) -> bool:
+    """Revoke the token of a device-less role; False if there was none."""
+    return store.revoke_role(role)
 
 
 def admin_token(store: Store) -> str:

@@ -92,6 +92,9 @@ class SqlStore:
             q("INSERT INTO tokens (token_hash, role, device, created) VALUES (?, ?, NULL, ?)",
               (token_hash, role, now))
 
+    def revoke_role(self, role: str) -> bool:
+        return self._q("DELETE FROM tokens WHERE role = ? AND device IS NULL", (role,))[1] > 0
+
     def token(self, token_hash: str) -> Token | None:
         row = self._one("SELECT token_hash, role, device FROM tokens WHERE token_hash = ?",
                         (token_hash,))
@@ -165,6 +168,11 @@ class SqlStore:
     def segment_rows(self, device: str) -> list[tuple[int, str, int]]:
         return [(int(r["seq"]), r["state"], int(r["length"])) for r in self._rows(
             "SELECT seq, state, length FROM uploads WHERE device = ?", (device,))]
+
+    def device_uploads(self, device: str) -> list[Upload]:
+        return [Upload.from_row(r) for r in self._rows(
+            f"SELECT {_UPLOAD_COLUMNS} FROM uploads WHERE device = ? AND state != 'expired' "
+            "ORDER BY seq", (device,))]
 
     # --- enrollment codes ------------------------------------------------------------------
     def add_code(self, code_hash: str, expires: float, now: float) -> None:

@@ -110,6 +110,10 @@ class Store(Protocol):
         """Make ``token_hash`` the only token of a device-less ``role`` (admin, reader)."""
         ...
 
+    def revoke_role(self, role: str) -> bool:
+        """Remove the token of a device-less role; False if it had none."""
+        ...
+
     def token(self, token_hash: str) -> Token | None: ...
 
     def device(self, device_id: str) -> Device | None: ...
@@ -151,6 +155,10 @@ class Store(Protocol):
 
     def segment_rows(self, device: str) -> list[tuple[int, str, int]]:
         """(seq, state, length) of every upload of ``device`` (for completeness)."""
+        ...
+
+    def device_uploads(self, device: str) -> list[Upload]:
+        """The live (not expired) uploads of ``device``, lowest seq first."""
         ...
 
     # --- enrollment codes (agent/collector/enrollment.py) ----------------------------------

@@ -21,6 +21,8 @@ Enrolling again replaces the token.
 Other actions::
 
     wearcap collector admin-token --data D    token for POST /devices, GET /devices, any report
+    wearcap collector token --role reader --data D [--json]   read-only data token (GET /data/...)
+    wearcap collector token --role reader --revoke --data D   revoke it
     wearcap collector report --data D [--json] [--device ID]   completeness per device
     wearcap collector revoke DEVICE_ID --data D
     wearcap collector code --expires 24h --data D   one-time enrollment code(s) (provision)
@@ -121,6 +123,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     a = sub.add_parser("admin-token", help="issue the admin token (replaces the old one)")
     a.add_argument("--json", action="store_true")
     _data_arg(a, False)
+    t = sub.add_parser("token", help="issue (or --revoke) the token of a role: reader = "
+                                     "read-only data access, admin = everything")
+    t.add_argument("--role", required=True, choices=("reader", "admin"))
+    t.add_argument("--revoke", action="store_true", help="revoke the role's token instead")
+    t.add_argument("--json", action="store_true")
+    _data_arg(t, False)
     r = sub.add_parser("report", help="completeness per device: received, verified, missing")
     r.add_argument("--device", help="only this device")
     r.add_argument("--json", action="store_true")
@@ -188,6 +196,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _enroll(args)
     if action == "admin-token":
         return _admin(args)
+    if action == "token":
+        return _token(args)
     if action == "report":
         return _report(args)
     if action == "revoke":
@@ -216,6 +226,29 @@ def _admin(args: argparse.Namespace) -> int:
 
     token = auth.admin_token(_db(args))
     print(json.dumps({"token": token}) if args.json else token)
+    return 0
+
+
+def _token(args: argparse.Namespace) -> int:
+    from agent.collector import auth
+    from agent.errors import InputError
+
+    store = _db(args)
+    if args.revoke:
+        if not auth.revoke_role(store, args.role):
+            raise InputError(f"there is no {args.role} token to revoke")
+        if args.json:
+            print(json.dumps({"role": args.role, "revoked": True}))
+        else:
+            print(f"revoked the {args.role} token", file=sys.stderr)
+        return 0
+    token = auth.role_token(store, args.role)
+    if args.json:
+        print(json.dumps({"role": args.role, "token": token}))
+    else:
+        print(token)
+        print(f"issued the {args.role} token (any earlier one stops working); it is not "
+              "shown again", file=sys.stderr)
     return 0
 
 
