@@ -10,6 +10,8 @@
 - **tus**: version 1.0.0, the wearcap extras (``Wearcap-Verified: sha256=<hex>``, status 460
   for a checksum mismatch), and the ``Upload-Metadata`` codec with the keys a segment upload
   carries.
+- **Discard requests**: ``POST /devices/<id>/discard`` with the device's token, its body codec,
+  and the tombstone reasons (a sequence number that holds no data on purpose).
 
 Pure functions and constants only: no I/O, no imports from the rest of ``agent``.
 """
@@ -144,3 +146,63 @@ def segment_metadata(device_id: str, seq: int, sha256: str,
     sid = segment_id(device_id, seq)
     return {"device_id": device_id, "segment_id": sid, "seq": str(seq), "sha256": sha256,
             "filename": filename or sid + SEALED_SUFFIX}
+
+
+# ---------------------------------------------------------------- discard requests
+
+DISCARD_PATH: Final = "/devices/{device}/discard"
+"""``POST`` with the device's own token: the collector deletes what it holds of these
+segments, purges everything derived from them, and keeps a tombstone per sequence number
+(that number is never accepted again). Answer 200 ``{"discarded": [...]}``; idempotent."""
+DISCARD_MAX_SEGMENTS: Final = 1000
+"""Most segments in one discard request (a 5-minute window holds a handful)."""
+TOMBSTONE_REASONS: Final = ("wearer-discard", "retention")
+"""Why a sequence number holds no data: the wearer threw it away, or the collector's
+retention expired it. Either way it is not a loss."""
+_SHA256_RE: Final = re.compile(r"[0-9a-f]{64}")
+
+
+class DiscardError(ValueError):
+    """A discard request body that does not follow the contract."""
+
+
+def discard_path(device_id: str) -> str:
+    return DISCARD_PATH.format(device=device_id)
+
+
+def discard_body(request: str, segments: list[tuple[str, str | None, int | None]]
+                 ) -> dict[str, object]:
+    """The body a device sends: its request name and (segment id, sha256 or None, size or
+    None) per segment (None: the device no longer knows, e.g. it evicted the file)."""
+    return {"request": request,
+            "segments": [{"segment_id": s, "sha256": h, "size": n} for s, h, n in segments]}
+
+
+def parse_discard_body(doc: object, device_id: str
+                       ) -> tuple[str, list[tuple[str, int, str | None, int | None]]]:
+    """(request, [(segment id, seq, sha256 or None, size or None)]); every segment must be
+    ``device_id``'s own. A DiscardError says what is wrong."""
+    if not isinstance(doc, dict):
+        raise DiscardError("body must be a JSON object")
+    request, segs = doc.get("request", ""), doc.get("segments")
+    if not isinstance(request, str) or len(request) > 128:
+        raise DiscardError("request must be a string of at most 128 characters")
+    if not isinstance(segs, list) or not segs or len(segs) > DISCARD_MAX_SEGMENTS:
+        raise DiscardError(f"segments must be a list of 1..{DISCARD_MAX_SEGMENTS} entries")
+    out: list[tuple[str, int, str | None, int | None]] = []
+    for s in segs:
+        if not isinstance(s, dict) or not isinstance(s.get("segment_id"), str):
+            raise DiscardError("each segment needs a segment_id string")
+        parsed = parse_segment_id(s["segment_id"])
+        if parsed is None:
+            raise DiscardError(f"not a segment id: {s['segment_id'][:90]!r}")
+        if parsed[0] != device_id:
+            raise DiscardError(f"{s['segment_id']} is not a segment of {device_id}")
+        sha, size = s.get("sha256"), s.get("size")
+        if sha is not None and not (isinstance(sha, str) and _SHA256_RE.fullmatch(sha)):
+            raise DiscardError(f"{s['segment_id']}: sha256 must be 64 lowercase hex digits")
+        if size is not None and (not isinstance(size, int) or isinstance(size, bool)
+                                 or not is_seq(size)):
+            raise DiscardError(f"{s['segment_id']}: size must be an integer 0..{SEQ_MAX}")
+        out.append((s["segment_id"], parsed[1], sha, size))
+    return request, out

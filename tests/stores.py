@@ -102,7 +102,27 @@ def case_documents(store: Store) -> None:
 
 def store_contract_cases() -> list[Callable[[Store], None]]:
     return [case_devices_and_tokens, case_uploads_and_offsets, case_large_numbers,
-            case_documents, case_enrollment_codes, case_reader_role_and_device_uploads]
+            case_documents, case_enrollment_codes, case_reader_role_and_device_uploads,
+            case_tombstones]
+
+
+def case_tombstones(store: Store) -> None:
+    from agent.collector.store import Tombstone
+
+    big = 2**63 - 1
+    t = Tombstone("d", 4, "d-00000004", "c" * 64, 123, "wearer-discard", "req-1", 50.0)
+    assert store.add_tombstone(t) == t
+    # the first one stays: a resent request (or a later retention) does not rewrite it
+    later = Tombstone("d", 4, "d-00000004", "", None, "retention", "", 60.0)
+    assert store.add_tombstone(later) == t
+    store.add_tombstone(Tombstone("d", big, f"d-{big}", "", None, "retention", "", 61.0))
+    store.add_tombstone(Tombstone("e", 4, "e-00000004", "", None, "retention", "", 62.0))
+    assert store.tombstone("d", 5) is None
+    store.set_purged("d", 4, 70.0)
+    got = store.tombstone("d", 4)
+    assert got is not None and got.purged == 70.0 and got.length == 123
+    assert [(x.seq, x.reason) for x in store.tombstones("d")] == [(4, "wearer-discard"),
+                                                                  (big, "retention")]
 
 
 def case_reader_role_and_device_uploads(store: Store) -> None:

@@ -155,3 +155,38 @@ def test_part_size_below_the_s3_minimum_is_refused(tmp_path: Path, s3: Seaweed) 
     backend = S3Backend("x", endpoint_url=s3.endpoint, client=s3.client())
     with pytest.raises(ValueError, match="at least"):
         S3Staging(backend, tmp_path, part_bytes=4 * 1024 * 1024)
+
+
+def test_discard_purges_objects_parts_and_tails_from_the_bucket(fleet: Fleet) -> None:
+    """The wearer's discard on SeaweedFS: a verified object, and an unfinished upload's
+    multipart parts and tail object, all gone; the node that purges is not the one that
+    received the bytes."""
+    from agent.contract import discard_body, discard_path
+
+    a, b = fleet.nodes
+    token = a.enroll(DEV, first_seq=1)
+    ca, cb = a.client(token), b.client(token)
+    small = os.urandom(300_000)
+    ca.upload(DEV, 1, small, chunk=CHUNK)
+    big = os.urandom(3 * CHUNK)
+    loc = ca.create(DEV, 2, big).headers["location"]
+    for off in (0, CHUNK):  # 8 MiB committed: a 5 MiB part plus a 3 MiB tail object
+        assert ca.patch(loc, off, big[off:off + CHUNK]).status_code == 204
+    keys = fleet.keys()
+    assert f"{DEV}/{DEV}-00000001.mcap" in keys and len(keys) >= 2, keys  # object + tail
+    uploads = fleet.client.list_multipart_uploads(Bucket=fleet.bucket,
+                                                  Prefix=fleet.prefix + "/")
+    assert len(uploads.get("Uploads", [])) == 1
+    body = discard_body("r", [(f"{DEV}-00000001", hashlib.sha256(small).hexdigest(), None),
+                              (f"{DEV}-00000002", None, None)])
+    r = cb.http.post(discard_path(DEV), headers=cb.headers, json=body)
+    assert r.status_code == 200, r.text
+    assert [d["held"] for d in r.json()["discarded"]] == ["verified", "open"]
+    assert fleet.keys() == {}
+    uploads = fleet.client.list_multipart_uploads(Bucket=fleet.bucket,
+                                                  Prefix=fleet.prefix + "/")
+    assert uploads.get("Uploads", []) == []
+    assert ca.patch(loc, 2 * CHUNK, big[2 * CHUNK:]).status_code == 404
+    assert ca.create(DEV, 2, big).status_code == 410
+    rep = cb.get(f"/devices/{DEV}/segments").json()
+    assert rep["discarded"] == [[1, 2]] and rep["missing"] == []

@@ -91,6 +91,6 @@ def test_the_sync_service_carries_out_a_request_and_never_uploads_the_segment(tm
     svc.rescan()  # discovery carries out pending discards first
     assert sorted(p.stem for p in (spool_dir / "sealed").glob("*.mcap")) == [ids[0], ids[2]]
     seg = svc.state.get(ids[1])
-    assert seg is not None and seg.state == "missing"  # never to be uploaded
+    assert seg is not None and seg.state == "discarded"  # never to be uploaded
     assert "discarded by the wearer" in (seg.last_error or "")
     assert ids[1] in tombstones(spool_dir) and not pending(spool_dir)

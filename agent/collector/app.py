@@ -9,6 +9,7 @@
     GET     /devices/{id}/segments completeness of one device (that device or admin)
     GET     /devices               completeness of every device (admin)
     POST    /devices               {"device_id": ..., "first_seq": 0} -> token (admin)
+    POST    /devices/{id}/discard  the wearer's discard (that device), see collector/discard.py
     POST    /enroll, /devices/{id}/status, /devices/{id}/selftest   see agent/collector/fleet.py
     GET     /dashboard             the fleet dashboard (admin), see agent/collector/dashboard.py
     GET     /data/...              list, download (admin or reader), see agent/collector/data.py
@@ -232,6 +233,35 @@ class CollectorApp:
             raise tus.TusError(404, "no such device")
         return JSONResponse(report)
 
+    async def discard(self, request: Request) -> Response:
+        """The wearer's discard (agent.contract.DISCARD_PATH): that device's token only."""
+        from agent.collector.discard import purge
+        from agent.contract import DiscardError, parse_discard_body
+
+        who = await self._who(request)
+        device = request.path_params["device_id"]
+        if who.device != device:
+            raise tus.TusError(403, "only the device itself may discard its segments")
+        body = await request.body()
+        if len(body) > 256 * 1024:
+            raise tus.TusError(413, "discard request larger than 256 KiB")
+        try:
+            req, items = parse_discard_body(json.loads(body or b"null"), device)
+        except (ValueError, DiscardError) as exc:
+            raise tus.TusError(400, f"discard request: {exc}") from exc
+        done = []
+        for sid, seq, sha, size in items:
+            up = await run(self.c.store.find_segment, device, sid)
+            if up is not None:  # cancel a PATCH streaming into it, and hold it meanwhile
+                async with self.locks.hold(up.id):
+                    done.append(await run(purge, self.c, device, seq, sid,
+                                          reason="wearer-discard", request=req, sha256=sha,
+                                          length=size))
+            else:
+                done.append(await run(purge, self.c, device, seq, sid, reason="wearer-discard",
+                                      request=req, sha256=sha, length=size))
+        return JSONResponse({"request": req, "discarded": done})
+
     async def all_devices(self, request: Request) -> Response:
         who = await self._who(request)
         if not who.is_admin:
@@ -284,6 +314,7 @@ class CollectorApp:
             Route("/devices", self.all_devices, methods=["GET"]),
             Route("/devices", self.enroll, methods=["POST"]),
             Route("/devices/{device_id}/segments", self.device_segments, methods=["GET"]),
+            Route("/devices/{device_id}/discard", self.discard, methods=["POST"]),
             *DataRoutes(self).routes(),  # /data/... for admin and reader tokens (data.py)
             *FleetRoutes(self).routes(),  # enrollment by code, status, selftest (fleet.py)
             *Dashboard(self, self.thumbnails).routes(),  # /dashboard (dashboard.py)

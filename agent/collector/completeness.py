@@ -4,6 +4,10 @@ A device numbers its segments ``first_seq, first_seq+1, ...`` and never repeats 
 number between ``first_seq`` (set at enrollment, 0 by default) and the highest number the
 collector has seen that is not verified is reported missing, as inclusive ranges. Numbers
 above the highest seen cannot be known yet; ``highest_seq`` says where knowledge ends.
+
+A tombstoned number (``agent/collector/discard.py``) is accounted for, not missing: it is
+reported under ``discarded`` (the wearer threw it away) or ``expired`` (the collector's
+retention removed it after it was verified), with counts and ranges.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from agent.collector.store import Store
+from agent.collector.store import Store, Tombstone
 
 
 def missing_ranges(have: Iterable[int], first: int, last: int) -> list[tuple[int, int]]:
@@ -29,11 +33,27 @@ def missing_ranges(have: Iterable[int], first: int, last: int) -> list[tuple[int
     return out
 
 
-def summarize(device: str, first_seq: int, rows: Iterable[tuple[int, str, int]]) -> dict[str, Any]:
+def _ranges(seqs: list[int]) -> list[list[int]]:
+    out: list[list[int]] = []
+    for q in sorted(set(seqs)):
+        if out and out[-1][1] == q - 1:
+            out[-1][1] = q
+        else:
+            out.append([q, q])
+    return out
+
+
+def summarize(device: str, first_seq: int, rows: Iterable[tuple[int, str, int]],
+              tombstones: Iterable[Tombstone] = ()) -> dict[str, Any]:
     """``rows`` are (seq, state, length) of a device's uploads."""
     received = verified = verified_bytes = 0
     highest: int | None = None
     have: list[int] = []
+    gone: dict[str, list[int]] = {"wearer-discard": [], "retention": []}
+    for t in tombstones:
+        gone.setdefault(t.reason, []).append(t.seq)
+        have.append(t.seq)
+        highest = t.seq if highest is None else max(highest, t.seq)
     for seq, state, length in rows:
         if state == "expired":
             continue
@@ -55,6 +75,10 @@ def summarize(device: str, first_seq: int, rows: Iterable[tuple[int, str, int]])
         "missing_count": sum(b - a + 1 for a, b in gaps),
         "missing": [[a, b] for a, b in gaps],
         "complete": highest is not None and not gaps,
+        "discarded_count": len(gone["wearer-discard"]),
+        "discarded": _ranges(gone["wearer-discard"]),
+        "expired_count": len(gone["retention"]),
+        "expired": _ranges(gone["retention"]),
     }
 
 
@@ -62,11 +86,13 @@ def device_report(store: Store, device: str) -> dict[str, Any] | None:
     dev = store.device(device)
     if dev is None:
         return None
-    return summarize(device, dev.first_seq, store.segment_rows(device))
+    return summarize(device, dev.first_seq, store.segment_rows(device),
+                     store.tombstones(device))
 
 
 def fleet_report(store: Store) -> list[dict[str, Any]]:
-    return [summarize(d.id, d.first_seq, store.segment_rows(d.id)) for d in store.devices()]
+    return [summarize(d.id, d.first_seq, store.segment_rows(d.id), store.tombstones(d.id))
+            for d in store.devices()]
 
 
 def format_ranges(ranges: list[list[int]], limit: int = 8) -> str:

@@ -1,7 +1,8 @@
 """The collector's data routes for data engineers: list, download (and export, ``export.py``).
 
     GET /data/devices                            completeness of every device
-    GET /data/devices/{id}                       completeness of one device, and its segments
+    GET /data/devices/{id}                       completeness of one device, its segments
+                                                 and its tombstones (discarded, expired)
     GET /data/devices/{id}/segments/{segment}    the verified bytes of one segment
 
 Every route needs an ``admin`` or ``reader`` token (``wearcap collector token --role
@@ -73,6 +74,7 @@ class DataRoutes:
             if rep is None:
                 return None
             rep["segments"] = [segment_entry(u) for u in store.device_uploads(device)]
+            rep["tombstones"] = [t.to_dict() for t in store.tombstones(device)]
             return rep
 
         rep = await run(report)

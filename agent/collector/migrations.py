@@ -101,6 +101,22 @@ MIGRATIONS: tuple[Migration, ...] = (
             "ALTER TABLE uploads ADD COLUMN lease_until DOUBLE PRECISION NOT NULL DEFAULT 0",
         ),
     ),
+    Migration(
+        5, "tombstones: sequence numbers that hold no data on purpose (discard, retention)",
+        sqlite=(
+            "CREATE TABLE tombstones (device TEXT NOT NULL, seq INTEGER NOT NULL, "
+            "segment_id TEXT NOT NULL, sha256 TEXT NOT NULL DEFAULT '', "
+            "length INTEGER, reason TEXT NOT NULL, request TEXT NOT NULL DEFAULT '', "
+            "created REAL NOT NULL, purged REAL, PRIMARY KEY (device, seq))",
+        ),
+        postgresql=(
+            "CREATE TABLE tombstones (device TEXT NOT NULL, seq BIGINT NOT NULL, "
+            "segment_id TEXT NOT NULL, sha256 TEXT NOT NULL DEFAULT '', "
+            "length BIGINT, reason TEXT NOT NULL, request TEXT NOT NULL DEFAULT '', "
+            "created DOUBLE PRECISION NOT NULL, purged DOUBLE PRECISION, "
+            "PRIMARY KEY (device, seq))",
+        ),
+    ),
 )
 
 

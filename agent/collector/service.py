@@ -17,6 +17,7 @@ from io import FileIO
 from pathlib import Path
 
 from agent.collector.auth import Principal
+from agent.collector.discard import Derived
 from agent.collector.objects import Backend, LocalBackend, Staging
 from agent.collector.s3staging import S3PatchWriter, S3Staging, Staged
 from agent.collector.store import Store, Upload, open_store
@@ -61,6 +62,8 @@ class Collector:
         self.expire_seconds = expire_seconds
         self.clock = clock
         self.local = LocalBackend(data / "objects")
+        self.derived: list[Derived] = []
+        """Hooks that purge what is derived from a segment (exports), see discard.py."""
         fixed = 0
         if self.shared is None:  # local staging: this node's disk must agree with the store
             self._recover_moved()
@@ -134,6 +137,7 @@ class Collector:
         """A new upload, or the existing one for the same (device, segment, sha256)."""
         if who.device is None:
             raise TusError(403, "only device tokens may upload")
+        self.refuse_tombstoned(who.device, meta.seq)
         for _ in range(3):  # a concurrent create (another thread or node) may win the insert
             old = self.store.find_segment(who.device, meta.segment_id)
             if old is not None and old.state == "open" and old.expires is not None \
@@ -159,6 +163,13 @@ class Collector:
             self.staging.remove(up.id)
         raise TusError(503, f"segment {meta.segment_id} is being created concurrently; retry")
 
+    def refuse_tombstoned(self, device: str, seq: int) -> None:
+        """A sequence number that was discarded or expired is never accepted again."""
+        t = self.store.tombstone(device, seq)
+        if t is not None:
+            raise TusError(410, f"sequence number {seq} of {device} was removed ({t.reason}); "
+                                f"it is never accepted again")
+
     # --- patch -----------------------------------------------------------------------------
     def open_patch(self, up: Upload, checksum: Checksum | None) -> PatchWriter | S3PatchWriter:
         if up.state != "open":
@@ -181,6 +192,15 @@ class Collector:
         """Hash a complete upload; verified -> into the backend, mismatch -> discarded + 460."""
         if up.state != "complete":
             return up
+        if self.store.tombstone(up.device, up.seq) is not None:
+            # discarded while its last bytes were on their way (or created in the same
+            # moment as the discard): purge it rather than verify it
+            from agent.collector.discard import purge
+
+            t = self.store.tombstone(up.device, up.seq)
+            assert t is not None
+            purge(self, up.device, up.seq, up.segment_id, reason=t.reason, request=t.request)
+            self.refuse_tombstoned(up.device, up.seq)
         if self.shared is not None:
             return self._finalize_shared(up)
         digest = self.staging.sha256(up.id)
@@ -247,6 +267,15 @@ class Collector:
         if up.state != "verified":
             raise TusError(404, "upload is not complete and verified")
         return self._backend_for(up).read(up.object_key)
+
+    def delete_everywhere(self, up: Upload) -> None:
+        """Delete the object under ``up``'s name in every configured backend (and the
+        local directory), whatever the store says: a crash between storing and recording
+        can leave one behind."""
+        self.local.delete(up.object_name())
+        if self.backend is not self.local and self.backend.name != "local":
+            key_for = getattr(self.backend, "key_for", None)
+            self.backend.delete(key_for(up) if key_for else up.object_name())
 
     def _backend_for(self, up: Upload) -> Backend:
         if up.backend == self.backend.name:

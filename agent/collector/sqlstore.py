@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.collector.migrations import MIGRATIONS
-from agent.collector.store import Device, Document, Token, Upload
+from agent.collector.store import Device, Document, Token, Tombstone, Upload
 from agent.errors import CollectorError
 
 Rows = list[dict[str, Any]]
@@ -173,6 +173,35 @@ class SqlStore:
         return [Upload.from_row(r) for r in self._rows(
             f"SELECT {_UPLOAD_COLUMNS} FROM uploads WHERE device = ? AND state != 'expired' "
             "ORDER BY seq", (device,))]
+
+    # --- tombstones ------------------------------------------------------------------------
+    @staticmethod
+    def _tomb(r: Mapping[str, Any]) -> Tombstone:
+        return Tombstone(r["device"], int(r["seq"]), r["segment_id"], r["sha256"],
+                         None if r["length"] is None else int(r["length"]), r["reason"],
+                         r["request"], r["created"], r["purged"])
+
+    def add_tombstone(self, t: Tombstone) -> Tombstone:
+        with self._tx() as q:
+            q("INSERT INTO tombstones (device, seq, segment_id, sha256, length, reason, "
+              "request, created) VALUES (?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING",
+              (t.device, t.seq, t.segment_id, t.sha256, t.length, t.reason, t.request,
+               t.created))
+            rows, _ = q("SELECT * FROM tombstones WHERE device = ? AND seq = ?",
+                        (t.device, t.seq))
+            return self._tomb(rows[0])
+
+    def tombstone(self, device: str, seq: int) -> Tombstone | None:
+        row = self._one("SELECT * FROM tombstones WHERE device = ? AND seq = ?", (device, seq))
+        return self._tomb(row) if row else None
+
+    def tombstones(self, device: str) -> list[Tombstone]:
+        return [self._tomb(r) for r in self._rows(
+            "SELECT * FROM tombstones WHERE device = ? ORDER BY seq", (device,))]
+
+    def set_purged(self, device: str, seq: int, now: float) -> None:
+        self._q("UPDATE tombstones SET purged = ? WHERE device = ? AND seq = ?",
+                (now, device, seq))
 
     # --- enrollment codes ------------------------------------------------------------------
     def add_code(self, code_hash: str, expires: float, now: float) -> None:

@@ -85,6 +85,29 @@ class Document:
     body: dict[str, Any]
 
 
+@dataclass(frozen=True, slots=True)
+class Tombstone:
+    """A sequence number that holds no data on purpose; it is never accepted again."""
+
+    device: str
+    seq: int
+    segment_id: str
+    sha256: str
+    """What the segment hashed to ('' if neither side knew it)."""
+    length: int | None
+    reason: str
+    """``wearer-discard`` or ``retention`` (agent.contract.TOMBSTONE_REASONS)."""
+    request: str
+    created: float
+    purged: float | None = None
+    """When every byte and everything derived was gone (None: the purge has not finished)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"segment_id": self.segment_id, "seq": self.seq, "sha256": self.sha256,
+                "length": self.length, "reason": self.reason, "request": self.request,
+                "created": self.created, "purged": self.purged}
+
+
 class Store(Protocol):
     """What the collector keeps about devices and uploads. Every method is one transaction."""
 
@@ -160,6 +183,19 @@ class Store(Protocol):
     def device_uploads(self, device: str) -> list[Upload]:
         """The live (not expired) uploads of ``device``, lowest seq first."""
         ...
+
+    # --- tombstones (agent/collector/discard.py) -------------------------------------------
+    def add_tombstone(self, t: Tombstone) -> Tombstone:
+        """Insert, unless (device, seq) has one already; returns the one stored."""
+        ...
+
+    def tombstone(self, device: str, seq: int) -> Tombstone | None: ...
+
+    def tombstones(self, device: str) -> list[Tombstone]:
+        """Every tombstone of ``device``, lowest seq first."""
+        ...
+
+    def set_purged(self, device: str, seq: int, now: float) -> None: ...
 
     # --- enrollment codes (agent/collector/enrollment.py) ----------------------------------
     def add_code(self, code_hash: str, expires: float, now: float) -> None: ...

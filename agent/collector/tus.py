@@ -54,6 +54,10 @@ TRANSITIONS: Final[dict[tuple[str, str], str]] = {
     ("complete", "hash_mismatch"): "gone",
     ("complete", "terminate"): "gone",
     ("verified", "terminate"): "gone",
+    ("open", "discard"): "gone",  # the wearer threw it away (agent/collector/discard.py)
+    ("complete", "discard"): "gone",
+    ("verified", "discard"): "gone",
+    ("verified", "retention"): "gone",  # kept as long as the collector's retention says
 }
 
 

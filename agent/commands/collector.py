@@ -312,7 +312,7 @@ def _report(args: argparse.Namespace) -> int:
 
     table = Table(title=f"wearcap collector: {args.data}")
     for col in ("device", "received", "verified", "in progress", "highest seq", "missing",
-                "missing seqs", "GB"):
+                "missing seqs", "discarded", "expired", "GB"):
         table.add_column(col, justify="left" if col in ("device", "missing seqs") else "right")
     for r in reports:
         style = "green" if r["complete"] else ("red" if r["missing_count"] else "")
@@ -320,6 +320,7 @@ def _report(args: argparse.Namespace) -> int:
                       str(r["in_progress"]),
                       "-" if r["highest_seq"] is None else str(r["highest_seq"]),
                       str(r["missing_count"]), completeness.format_ranges(r["missing"]),
+                      str(r["discarded_count"]), str(r["expired_count"]),
                       f"{r['verified_bytes'] / 1e9:.3f}", style=style)
     from agent.termout import console
 

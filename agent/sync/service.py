@@ -66,6 +66,8 @@ class Summary:
     """Uploads the server held with wrong bytes, found, deleted and sent again."""
     errors: list[str] = field(default_factory=list)
     """The last few failure (and repair) reasons, newest last."""
+    discarded: list[str] = field(default_factory=list)
+    """Segments the wearer discarded that the collector confirmed purged in this run."""
 
     @property
     def ok(self) -> bool:
@@ -75,7 +77,8 @@ class Summary:
         return {"ok": self.ok, "verified": self.verified, "evicted": self.evicted,
                 "left": self.left, "reason": self.reason, "bytes_sent": self.bytes_sent,
                 "retries": self.retries, "repairs": self.repairs,
-                "ballast_released": self.ballast_released, "errors": self.errors}
+                "ballast_released": self.ballast_released, "errors": self.errors,
+                "discarded": self.discarded}
 
 
 class SyncService:
@@ -130,6 +133,11 @@ class SyncService:
 
         self.reporter = Reporter(self.client, self.sc.url, token, cfg.device.id, spool)
         """Status documents and selftest reports for the fleet dashboard (agent.fleetstatus)."""
+        from agent.sync import discards
+
+        self.discards = discards.Reporter(self.client, self.sc.url, token, cfg.device.id)
+        """The wearer's discards, sent to the collector (agent.sync.discards)."""
+        self._discards_due = False
 
     def _open_state(self, path: Path) -> State:
         """The state database, even on a disk with no free byte: release the ballast."""
@@ -196,18 +204,20 @@ class SyncService:
 
     def _discards(self) -> None:
         """The wearer's discard requests (agent.record.discard): whole segments become
-        tombstones; one not yet verified is never uploaded (it is marked missing, with the
-        reason). Deleting what the collector already holds is the collector's part."""
+        tombstones, ``discarded`` in the state (never uploaded), and the collector is asked
+        to delete its copies (agent.sync.discards)."""
         from agent.record.discard import carry_out, pending
 
-        if not pending(self.spool):
-            return
-        for t in carry_out(self.spool, now_ns=time.monotonic_ns()):
-            seg = self.state.get(t["id"])
-            if seg is not None and seg.state in ("sealed", "uploading", "uploaded",
-                                                 "rejected"):
-                self.state.transition(t["id"], "missing",
-                                      last_error="discarded by the wearer (tombstone kept)")
+        if pending(self.spool):
+            carry_out(self.spool, now_ns=time.monotonic_ns())
+        self._discards_due = self.discards.mark(self.spool, self.state) > 0
+
+    def _send_discards(self) -> None:
+        """Ask the collector to delete what it holds of discarded segments (when it is
+        reachable; an unconfirmed request is sent again after the next scan)."""
+        if self._discards_due:
+            self._discards_due = self.discards.send(self.spool, self.state) > 0
+            self.summary.discarded = list(self.discards.confirmed)
 
     def rescan(self) -> int:
         self._discards()
@@ -272,6 +282,7 @@ class SyncService:
                 self.write_status()
                 if self.reachable:
                     self.reporter.cycle(self.status)
+                    self._send_discards()
                 if not self.decision.upload:
                     if self.once and (self.reachable or probes_failed >= ONCE_PROBES):
                         self.summary.reason = self.decision.reason
@@ -431,6 +442,7 @@ class SyncService:
             "rejected_segments": c["rejected"][0],
             "unverified_segments": c["uploaded"][0],
             "missing_segments": c["missing"][0],
+            "discarded_segments": c["discarded"][0],
             "last_error": errors[-1].last_error if errors else None,
             "collector_reachable": self.reachable,
             "uploading": self.decision.upload,

@@ -21,15 +21,19 @@ from agent.errors import SyncError
 
 # The segment lifecycle, at a glance. ``uploaded`` = complete on a server that cannot confirm
 # the SHA-256 (never evicted); ``rejected`` = refused for good (retried on the next start);
-# ``missing`` = the sealed file vanished before verification (reported, never hidden).
+# ``missing`` = the sealed file vanished before verification (reported, never hidden);
+# ``discarded`` = the wearer threw it away (a tombstone is kept; agent/sync/discards.py asks
+# the collector to delete its copy): from any state, and for good.
 TRANSITIONS: dict[str, frozenset[str]] = {
-    "sealed":    frozenset({"uploading", "rejected", "missing"}),
-    "uploading": frozenset({"sealed", "uploaded", "verified", "rejected", "missing"}),
-    "uploaded":  frozenset({"sealed", "verified", "rejected", "missing"}),
-    "rejected":  frozenset({"sealed", "missing"}),
-    "missing":   frozenset({"sealed"}),
-    "verified":  frozenset({"evicted"}),
-    "evicted":   frozenset(),
+    "sealed":    frozenset({"uploading", "rejected", "missing", "discarded"}),
+    "uploading": frozenset({"sealed", "uploaded", "verified", "rejected", "missing",
+                            "discarded"}),
+    "uploaded":  frozenset({"sealed", "verified", "rejected", "missing", "discarded"}),
+    "rejected":  frozenset({"sealed", "missing", "discarded"}),
+    "missing":   frozenset({"sealed", "discarded"}),
+    "verified":  frozenset({"evicted", "discarded"}),
+    "evicted":   frozenset({"discarded"}),
+    "discarded": frozenset(),
 }
 STATES = tuple(TRANSITIONS)
 PENDING = ("sealed", "uploading", "uploaded")
