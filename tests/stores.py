@@ -103,7 +103,26 @@ def case_documents(store: Store) -> None:
 def store_contract_cases() -> list[Callable[[Store], None]]:
     return [case_devices_and_tokens, case_uploads_and_offsets, case_large_numbers,
             case_documents, case_enrollment_codes, case_reader_role_and_device_uploads,
-            case_tombstones]
+            case_tombstones, case_exports]
+
+
+def case_exports(store: Store) -> None:
+    from agent.collector.store import Export
+
+    a = Export("d", "d-00000002-00000005", "mcap", 2, 5, "local", "_exports/d/a.mcap", 10, 1.0)
+    b = Export("d", "d-00000006", "mp4", 6, 6, "s3", "p/_exports/d/b.mp4", 20, 2.0)
+    store.put_export(a)
+    store.put_export(b)
+    store.put_export(Export("e", "e-00000002", "mcap", 2, 2, "local", "k", 1, 3.0))
+    assert store.export("d", a.take, "mcap") == a and store.export("d", a.take, "mp4") is None
+    assert store.exports_covering("d", 5) == [a] and store.exports_covering("d", 6) == [b]
+    assert store.exports_covering("d", 1) == []
+    assert [e.take for e in store.exports_before(2.5)] == [a.take, b.take]
+    newer = Export("d", a.take, "mcap", 2, 5, "local", "_exports/d/a2.mcap", 11, 4.0)
+    store.put_export(newer)  # made again: replaces
+    assert store.export("d", a.take, "mcap") == newer
+    store.delete_export("d", a.take, "mcap")
+    assert store.export("d", a.take, "mcap") is None and store.exports_covering("d", 3) == []
 
 
 def case_tombstones(store: Store) -> None:

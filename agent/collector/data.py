@@ -4,6 +4,8 @@
     GET /data/devices/{id}                       completeness of one device, its segments
                                                  and its tombstones (discarded, expired)
     GET /data/devices/{id}/segments/{segment}    the verified bytes of one segment
+    GET /data/devices/{id}/takes                 its takes; .../takes/{take}.mcap|.mp4 one
+                                                 take exported (agent/collector/exports.py)
 
 Every route needs an ``admin`` or ``reader`` token (``wearcap collector token --role
 reader``); a device token is refused with 403, whatever device it belongs to (a rig has no
@@ -46,7 +48,36 @@ class DataRoutes:
             Route(f"{PREFIX}/devices/{{device_id}}", self.device, methods=["GET"]),
             Route(f"{PREFIX}/devices/{{device_id}}/segments/{{segment_id}}", self.segment,
                   methods=["GET"]),
+            Route(f"{PREFIX}/devices/{{device_id}}/takes", self.takes, methods=["GET"]),
+            Route(f"{PREFIX}/devices/{{device_id}}/takes/{{name}}", self.export,
+                  methods=["GET"]),
         ]
+
+    async def takes(self, request: Request) -> Response:
+        from agent.collector import exports
+        from agent.collector.app import run
+
+        await self.reader(request)
+        device = str(request.path_params["device_id"])
+        if await run(self.api.c.store.device, device) is None:
+            raise tus.TusError(404, f"no device {device!r}")
+        return JSONResponse(await run(exports.list_takes, self.api.c, device))
+
+    async def export(self, request: Request) -> Response:
+        from agent.collector import exports
+        from agent.collector.app import run
+
+        await self.reader(request)
+        device = str(request.path_params["device_id"])
+        take, _, fmt = str(request.path_params["name"]).rpartition(".")
+        if fmt not in exports.FORMATS or not take:
+            raise tus.TusError(404, f"ask for TAKE.mcap (Foxglove) or TAKE.mp4, not "
+                                    f"{request.path_params['name']!r}")
+        e = await run(exports.get_export, self.api.c, device, take, fmt)
+        body = await run(exports.read_export, self.api.c, e)
+        return StreamingResponse(body, media_type=exports.MEDIA[fmt], headers={
+            "Content-Length": str(e.length),
+            "Content-Disposition": f'attachment; filename="{take}.{fmt}"'})
 
     async def reader(self, request: Request) -> Principal:
         """The asking admin or reader; 401 without a valid token, 403 for a device."""

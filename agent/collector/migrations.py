@@ -117,6 +117,23 @@ MIGRATIONS: tuple[Migration, ...] = (
             "PRIMARY KEY (device, seq))",
         ),
     ),
+    Migration(
+        6, "exports cached in the object backend, by the seq range of their take",
+        sqlite=(
+            "CREATE TABLE exports (device TEXT NOT NULL, take TEXT NOT NULL, "
+            "format TEXT NOT NULL, first_seq INTEGER NOT NULL, last_seq INTEGER NOT NULL, "
+            "backend TEXT NOT NULL, object_key TEXT NOT NULL, length INTEGER NOT NULL, "
+            "created REAL NOT NULL, PRIMARY KEY (device, take, format))",
+            "CREATE INDEX exports_range ON exports(device, first_seq, last_seq)",
+        ),
+        postgresql=(
+            "CREATE TABLE exports (device TEXT NOT NULL, take TEXT NOT NULL, "
+            "format TEXT NOT NULL, first_seq BIGINT NOT NULL, last_seq BIGINT NOT NULL, "
+            "backend TEXT NOT NULL, object_key TEXT NOT NULL, length BIGINT NOT NULL, "
+            "created DOUBLE PRECISION NOT NULL, PRIMARY KEY (device, take, format))",
+            "CREATE INDEX exports_range ON exports(device, first_seq, last_seq)",
+        ),
+    ),
 )
 
 

@@ -68,6 +68,11 @@ class Backend(Protocol):
         """Move the verified staged file into the backend; returns its key."""
         ...
 
+    def put_file(self, key: str, path: Path) -> str:
+        """Store a file the collector made (an export) under ``key``; ``path`` is consumed.
+        Returns the key to read and delete it by (a prefix may be added)."""
+        ...
+
     def read(self, key: str) -> Iterator[bytes]: ...
 
     def delete(self, key: str) -> None: ...
@@ -97,6 +102,15 @@ class LocalBackend:
         os.replace(staged, dest)  # staged was fsynced when its last byte was acknowledged
         fsync_dir(dest.parent)
         fsync_dir(staged.parent)
+        return key
+
+    def put_file(self, key: str, path: Path) -> str:
+        dest = self._path(key)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(path, dest)
+        fsync_dir(dest.parent)
         return key
 
     def read(self, key: str) -> Iterator[bytes]:

@@ -87,6 +87,18 @@ class S3Backend:
                                  f"not {upload.sha256}")
         return key
 
+    def put_file(self, key: str, path: Path) -> str:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        full = self.prefix + key
+        try:
+            with open(path, "rb") as f:
+                self.client.upload_fileobj(f, self.bucket, full, Config=self.transfer)
+        except (BotoCoreError, ClientError, OSError) as exc:
+            raise self._fail(f"storing {full}", exc) from exc
+        path.unlink(missing_ok=True)
+        return full
+
     def key_for(self, upload: Upload) -> str:
         return self.prefix + upload.object_name()
 

@@ -62,7 +62,9 @@ class Collector:
         self.expire_seconds = expire_seconds
         self.clock = clock
         self.local = LocalBackend(data / "objects")
-        self.derived: list[Derived] = []
+        from agent.collector import exports
+
+        self.derived: list[Derived] = [lambda d, q: exports.purge_derived(self, d, q)]
         """Hooks that purge what is derived from a segment (exports), see discard.py."""
         fixed = 0
         if self.shared is None:  # local staging: this node's disk must agree with the store

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.collector.migrations import MIGRATIONS
-from agent.collector.store import Device, Document, Token, Tombstone, Upload
+from agent.collector.store import Device, Document, Export, Token, Tombstone, Upload
 from agent.errors import CollectorError
 
 Rows = list[dict[str, Any]]
@@ -202,6 +202,41 @@ class SqlStore:
     def set_purged(self, device: str, seq: int, now: float) -> None:
         self._q("UPDATE tombstones SET purged = ? WHERE device = ? AND seq = ?",
                 (now, device, seq))
+
+    # --- cached exports --------------------------------------------------------------------
+    @staticmethod
+    def _export(r: Mapping[str, Any]) -> Export:
+        return Export(r["device"], r["take"], r["format"], int(r["first_seq"]),
+                      int(r["last_seq"]), r["backend"], r["object_key"], int(r["length"]),
+                      r["created"])
+
+    def put_export(self, e: Export) -> None:
+        self._q("INSERT INTO exports (device, take, format, first_seq, last_seq, backend, "
+                "object_key, length, created) VALUES (?,?,?,?,?,?,?,?,?) "
+                "ON CONFLICT (device, take, format) DO UPDATE SET first_seq = "
+                "excluded.first_seq, last_seq = excluded.last_seq, backend = excluded.backend, "
+                "object_key = excluded.object_key, length = excluded.length, "
+                "created = excluded.created",
+                (e.device, e.take, e.format, e.first_seq, e.last_seq, e.backend, e.object_key,
+                 e.length, e.created))
+
+    def export(self, device: str, take: str, fmt: str) -> Export | None:
+        row = self._one("SELECT * FROM exports WHERE device = ? AND take = ? AND format = ?",
+                        (device, take, fmt))
+        return self._export(row) if row else None
+
+    def exports_covering(self, device: str, seq: int) -> list[Export]:
+        return [self._export(r) for r in self._rows(
+            "SELECT * FROM exports WHERE device = ? AND first_seq <= ? AND last_seq >= ? "
+            "ORDER BY take, format", (device, seq, seq))]
+
+    def exports_before(self, created: float) -> list[Export]:
+        return [self._export(r) for r in self._rows(
+            "SELECT * FROM exports WHERE created < ? ORDER BY created", (created,))]
+
+    def delete_export(self, device: str, take: str, fmt: str) -> None:
+        self._q("DELETE FROM exports WHERE device = ? AND take = ? AND format = ?",
+                (device, take, fmt))
 
     # --- enrollment codes ------------------------------------------------------------------
     def add_code(self, code_hash: str, expires: float, now: float) -> None:

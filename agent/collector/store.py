@@ -108,6 +108,21 @@ class Tombstone:
                 "created": self.created, "purged": self.purged}
 
 
+@dataclass(frozen=True, slots=True)
+class Export:
+    """A cached export of one take (``agent/collector/exports.py``)."""
+
+    device: str
+    take: str
+    format: str
+    first_seq: int
+    last_seq: int
+    backend: str
+    object_key: str
+    length: int
+    created: float
+
+
 class Store(Protocol):
     """What the collector keeps about devices and uploads. Every method is one transaction."""
 
@@ -196,6 +211,23 @@ class Store(Protocol):
         ...
 
     def set_purged(self, device: str, seq: int, now: float) -> None: ...
+
+    # --- cached exports (agent/collector/exports.py) ----------------------------------------
+    def put_export(self, e: Export) -> None:
+        """Insert or replace the export of (device, take, format)."""
+        ...
+
+    def export(self, device: str, take: str, fmt: str) -> Export | None: ...
+
+    def exports_covering(self, device: str, seq: int) -> list[Export]:
+        """Cached exports of ``device`` whose take contains ``seq``."""
+        ...
+
+    def exports_before(self, created: float) -> list[Export]:
+        """Cached exports made before ``created`` (for retention)."""
+        ...
+
+    def delete_export(self, device: str, take: str, fmt: str) -> None: ...
 
     # --- enrollment codes (agent/collector/enrollment.py) ----------------------------------
     def add_code(self, code_hash: str, expires: float, now: float) -> None: ...
