@@ -103,7 +103,7 @@ def case_documents(store: Store) -> None:
 def store_contract_cases() -> list[Callable[[Store], None]]:
     return [case_devices_and_tokens, case_uploads_and_offsets, case_large_numbers,
             case_documents, case_enrollment_codes, case_reader_role_and_device_uploads,
-            case_tombstones, case_exports]
+            case_tombstones, case_exports, case_verified_before]
 
 
 def case_exports(store: Store) -> None:
@@ -203,3 +203,15 @@ def case_enrollment_codes(store: Store) -> None:
     again = enrollment.redeem(store, taken, "rig-1", now=1003.0)
     assert again.next_seq == 7
     assert store.token(auth.hash_token(got.token)) is None
+
+
+def case_verified_before(store: Store) -> None:
+    auth.enroll(store, "d")
+    ups = [_upload("d", q) for q in range(4)]
+    for i, u in enumerate(ups):
+        assert store.insert_upload(u, {})
+        if i < 3:
+            store.set_verified(u.id, "local", f"k{i}", 100.0 * (3 - i))  # 300, 200, 100
+    assert [u.seq for u in store.verified_before(250.0)] == [2, 1]  # oldest first
+    assert [u.seq for u in store.verified_before(1000.0, limit=1)] == [2]
+    assert store.verified_before(50.0) == []

@@ -36,9 +36,11 @@ def pg() -> Iterator[PgServer]:
 @pytest.fixture(scope="module")
 def s3() -> Iterator[Seaweed]:
     server = Seaweed.start(Path(tempfile.mkdtemp(prefix="wearcap-s3-")))
-    server.client().create_bucket(Bucket=BUCKET)
-    yield server
-    server.stop()
+    try:  # a failure here must not leave the server running
+        server.client().create_bucket(Bucket=BUCKET)
+        yield server
+    finally:
+        server.stop()
 
 
 class Fleet:
@@ -190,3 +192,28 @@ def test_discard_purges_objects_parts_and_tails_from_the_bucket(fleet: Fleet) ->
     assert ca.create(DEV, 2, big).status_code == 410
     rep = cb.get(f"/devices/{DEV}/segments").json()
     assert rep["discarded"] == [[1, 2]] and rep["missing"] == []
+
+
+def test_retention_purges_expired_segments_from_the_bucket(tmp_path: Path, pg: PgServer,
+                                                           s3: Seaweed) -> None:
+    """Retention through the same purge path, on PostgreSQL and SeaweedFS: the expired
+    object leaves the bucket, a fresh one stays, completeness says expired."""
+    prefix = "r" + os.urandom(4).hex()
+    backend = S3Backend(BUCKET, endpoint_url=s3.endpoint, client=s3.client(), prefix=prefix)
+    node = ServerThread(tmp_path / "node", store=open_store(pg.new_database()),
+                        backend=backend, retention_seconds=3600.0).start()
+    try:
+        c = node.client(node.enroll(DEV))
+        c.upload(DEV, 0, os.urandom(50_000))
+        node.clock.now += 7200
+        c.upload(DEV, 1, os.urandom(50_000))
+        assert node.collector is not None
+        node.collector.sweep_retention()
+        listing = s3.client().list_objects_v2(Bucket=BUCKET, Prefix=prefix + "/")
+        assert [o["Key"] for o in listing.get("Contents", [])] == [
+            f"{prefix}/{DEV}/{DEV}-00000001.mcap"]
+        rep = c.get(f"/devices/{DEV}/segments").json()
+        assert rep["expired"] == [[0, 0]] and rep["missing"] == [] and rep["verified"] == 1
+        c.close()
+    finally:
+        node.stop()

@@ -299,6 +299,10 @@ class CollectorApp:
             n = await run(self.c.sweep_expired)
             if n:
                 log.info("expired %d unfinished uploads", n)
+            try:
+                await run(self.c.sweep_retention)
+            except (CollectorError, tus.TusError) as exc:  # the next sweep tries again
+                log.error("retention sweep failed: %s", exc)
             await anyio.sleep(self.sweep_seconds)
 
     def routes(self) -> list[Route]:

@@ -154,7 +154,7 @@ def get_export(c: Collector, device: str, take: str, fmt: str) -> Export:
     # a source discarded while this was built: the export must not outlive it
     if any(c.store.tombstone(device, q) for q in (s.sequence for s in t.segments)
            if q is not None):
-        _drop(c, e)
+        drop(c, e)
         raise TusError(410, f"a segment of take {take} was discarded while it was exported")
     log.info("exported %s as %s (%d bytes)", take, fmt, e.length)
     return e
@@ -168,7 +168,8 @@ def read_export(c: Collector, e: Export) -> Any:
     return _backend(c, e).read(e.object_key)
 
 
-def _drop(c: Collector, e: Export) -> None:
+def drop(c: Collector, e: Export) -> None:
+    """Delete a cached export (its object, then its row)."""
     _backend(c, e).delete(e.object_key)
     c.store.delete_export(e.device, e.take, e.format)
 
@@ -177,6 +178,6 @@ def purge_derived(c: Collector, device: str, seq: int) -> list[str]:
     """Discard/retention hook: delete every cached export whose take contains ``seq``."""
     gone = []
     for e in c.store.exports_covering(device, seq):
-        _drop(c, e)
+        drop(c, e)
         gone.append(f"export:{e.take}.{e.format}")
     return gone

@@ -28,6 +28,9 @@ log = logging.getLogger("agent.collector")
 
 DEFAULT_MAX_SIZE = 4 * 1024**3
 DEFAULT_EXPIRE_SECONDS = 7 * 24 * 3600.0
+DEFAULT_EXPORT_RETENTION = 7 * 24 * 3600.0
+"""Cached exports are remade on request, so they are kept a week by default; verified
+segments are kept for ever unless the collector is told otherwise (--retention-days)."""
 
 
 def open_data_dir(data: Path) -> Path:
@@ -49,9 +52,13 @@ class Collector:
                  max_size: int = DEFAULT_MAX_SIZE,
                  expire_seconds: float = DEFAULT_EXPIRE_SECONDS,
                  clock: Callable[[], float] = time.time,
-                 shared_staging: S3Staging | None = None) -> None:
+                 shared_staging: S3Staging | None = None,
+                 retention_seconds: float = 0.0,
+                 export_retention_seconds: float = DEFAULT_EXPORT_RETENTION) -> None:
         """``shared_staging``: unfinished uploads live in the object store, so any node
-        sharing the store and the bucket continues any upload (``s3staging.py``)."""
+        sharing the store and the bucket continues any upload (``s3staging.py``).
+        ``retention_seconds``: how long a verified segment is kept (0: forever);
+        ``export_retention_seconds``: how long a cached export is kept (0: forever)."""
         open_data_dir(data)
         self.data = data
         self.shared = shared_staging
@@ -61,6 +68,8 @@ class Collector:
         self.max_size = max_size
         self.expire_seconds = expire_seconds
         self.clock = clock
+        self.retention_seconds = retention_seconds
+        self.export_retention_seconds = export_retention_seconds
         self.local = LocalBackend(data / "objects")
         from agent.collector import exports
 
@@ -133,6 +142,32 @@ class Collector:
                 self._expire(up)
                 n += 1
         return n
+
+    def sweep_retention(self) -> tuple[int, int]:
+        """Purge verified segments older than the retention (through the discard path: a
+        ``retention`` tombstone each) and cached exports older than theirs; returns
+        (segments, exports) purged."""
+        from agent.collector import discard, exports
+
+        now = self.clock()
+        segs = n_exp = 0
+        if self.retention_seconds > 0:
+            while True:
+                old = self.store.verified_before(now - self.retention_seconds, 200)
+                for up in old:
+                    discard.purge(self, up.device, up.seq, up.segment_id, reason="retention",
+                                  now=now)
+                segs += len(old)
+                if len(old) < 200:
+                    break
+        if self.export_retention_seconds > 0:
+            for e in self.store.exports_before(now - self.export_retention_seconds):
+                exports.drop(self, e)
+                n_exp += 1
+        if segs or n_exp:
+            log.warning("retention: purged %d verified segment(s) older than %.1f days and "
+                        "%d cached export(s)", segs, self.retention_seconds / 86400, n_exp)
+        return segs, n_exp
 
     # --- creation --------------------------------------------------------------------------
     def create(self, who: Principal, length: int, meta: SegmentMeta) -> tuple[Upload, bool]:

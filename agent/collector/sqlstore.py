@@ -174,6 +174,11 @@ class SqlStore:
             f"SELECT {_UPLOAD_COLUMNS} FROM uploads WHERE device = ? AND state != 'expired' "
             "ORDER BY seq", (device,))]
 
+    def verified_before(self, cutoff: float, limit: int = 1000) -> list[Upload]:
+        return [Upload.from_row(r) for r in self._rows(
+            f"SELECT {_UPLOAD_COLUMNS} FROM uploads WHERE state = 'verified' AND "
+            "verified_at < ? ORDER BY verified_at LIMIT ?", (cutoff, limit))]
+
     # --- tombstones ------------------------------------------------------------------------
     @staticmethod
     def _tomb(r: Mapping[str, Any]) -> Tombstone:

@@ -199,6 +199,10 @@ class Store(Protocol):
         """The live (not expired) uploads of ``device``, lowest seq first."""
         ...
 
+    def verified_before(self, cutoff: float, limit: int = 1000) -> list[Upload]:
+        """Verified uploads whose ``verified_at`` is before ``cutoff``, oldest first."""
+        ...
+
     # --- tombstones (agent/collector/discard.py) -------------------------------------------
     def add_tombstone(self, t: Tombstone) -> Tombstone:
         """Insert, unless (device, seq) has one already; returns the one stored."""

@@ -77,6 +77,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="Tus-Max-Size (default 4 GiB)")
     p.add_argument("--expire-hours", type=positive_float, default=168.0,
                    help="unfinished uploads expire after this long without progress")
+    p.add_argument("--retention-days", type=non_negative_float,
+                   default=os.environ.get("WEARCAP_COLLECTOR_RETENTION_DAYS") or "0", metavar="D",
+                   help="purge verified segments this long after verification, leaving a "
+                        "'retention' tombstone each (default 0: keep for ever; env "
+                        "WEARCAP_COLLECTOR_RETENTION_DAYS)")
+    p.add_argument("--export-retention-days", type=non_negative_float,
+                   default=os.environ.get("WEARCAP_COLLECTOR_EXPORT_RETENTION_DAYS") or "7",
+                   metavar="D", help="purge cached exports this long after they were made "
+                                     "(default 7; 0: keep for ever)")
     p.add_argument("--public-url", metavar="URL", default="",
                    help="base URL clients reach this service at (the load balancer's behind "
                         "one); upload Locations are built from it, never from the Host header "
@@ -144,6 +153,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     v = sub.add_parser("revoke", help="revoke a device's token")
     v.add_argument("device_id", metavar="DEVICE_ID")
     _data_arg(v, False)
+
+
+def non_negative_float(text: str) -> float:
+    from agent.commands import finite_float
+
+    value = finite_float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text!r}")
+    return value
 
 
 def _seq(text: str) -> int:
@@ -405,7 +423,9 @@ def _serve(args: argparse.Namespace) -> int:
     store = open_store(args.store) if args.store else None
     collector = Collector(data, backend=backend, store=store, shared_staging=shared,
                           max_size=args.max_size or DEFAULT_MAX_SIZE,
-                          expire_seconds=args.expire_hours * 3600)
+                          expire_seconds=args.expire_hours * 3600,
+                          retention_seconds=args.retention_days * 86400,
+                          export_retention_seconds=args.export_retention_days * 86400)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     try:
         sock = socket.create_server((host, port), family=family,
