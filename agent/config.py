@@ -152,6 +152,11 @@ class SimSection:
     mcu_drift_ppm: float = _f(35.0, min=-500.0, max=500.0)
     mcu_presses: list[str] = _f([])
     """Scripted button presses of the simulated MCU: "AT_S:HELD_S" each (e.g. "10:0.2")."""
+    band_rssi_dbm: list[float] = _f([])
+    """RSSI the rig's adapter sees for each [[wrist]] band, in order (missing: -50 dBm)."""
+    neighbour_rssi_dbm: list[float] = _f([])
+    """More simulated bands in range that are not in [[wrist]] (another rig's, a spare on the
+    shelf), one per RSSI given: `wearcap pair` must pick the nearest, not the first."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -54,3 +54,27 @@ def test_write_bands_rewrites_an_address_keeping_its_comment(tmp_path):
     text = cfg.read_text()
     assert '  address = "00:AA:BB:CC:DD:07"   # strap no. 4 # spare\n' in text
     assert config.load(cfg).wrist[0].profile == "polar-pmd"
+
+
+def test_pair_picks_the_two_nearest_among_four_bands(tmp_path):
+    """Four simulated bands in range, each at its own RSSI (agent.sim.radio): pair lists each
+    at the RSSI the rig sees and picks the two strongest, whatever their order or address."""
+    from agent.sim.rig import sim_address
+
+    cfg = tmp_path / "agent.toml"
+    cfg.write_text('profile = "sim"\n[device]\nid = "rig-8"\n'
+                   '[[wrist]]\nname = "left"\n[[wrist]]\nname = "right"\n'
+                   '[sim]\nband_rssi_dbm = [-80, -45]\nneighbour_rssi_dbm = [-52, -90]\n')
+    text = run_cli("pair", "--config", str(cfg), "--scan-seconds", "2")
+    marked = [ln.split()[1] for ln in text.stdout.splitlines() if ln.startswith("*")]
+    assert marked == [sim_address(1), sim_address(2)], text.stdout
+    assert "-45 dBm" in text.stdout and "-90 dBm" in text.stdout
+    r = run_cli("pair", "--config", str(cfg), "--scan-seconds", "2", "--json", "--write")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    seen = {b["address"]: b["rssi"] for b in out["bands"]}
+    assert seen == {sim_address(0): -80, sim_address(1): -45, sim_address(2): -52,
+                    sim_address(3): -90}
+    assert out["picked"] == [sim_address(1), sim_address(2)]  # nearest first
+    loaded = config.load(cfg)
+    assert [w.address for w in loaded.wrist] == [sim_address(1), sim_address(2)]

@@ -174,3 +174,32 @@ def test_button_edges_reach_the_controls_with_mapped_times(sim):
     assert abs(t_down - (t + 100_000_000)) < src.fit.bound_ns() + 2_000_000
     assert abs((t_up - t_down) - 300_000_000) < 2_000_000
     assert isinstance(p.Button(0, True, 0), p.Button)
+
+
+@pytest.mark.parametrize("link", ["usb-cdc"])
+def test_ping_round_trip_in_ms_over_the_pty(tmp_path, link):
+    """status() carries the ping round trip (p50/min/max over the last pings), the figure
+    selftest and status show. USB CDC's 1 ms frames make every round trip longer than 1 ms
+    (the request waits for a frame, the answer for a later one): a lower bound that no load
+    can break; the figures must also be exactly those of the stored exchanges."""
+    from agent.selftest import judge_mcu
+
+    with SimMcu(SimMcuParams(directory=str(tmp_path), link=link, seed=5)) as sim:
+        src = McuSource(sim.path, ping_hz=20)
+        src.start()
+        msgs = record(sim, src, 3.0)
+    st = src.status()
+    rows = [m for m in msgs if m.topic == "/head/clock"]
+    rtts = [r - s for m in rows for s, r in zip(m.payload["host_send_ns"],
+                                                 m.payload["host_recv_ns"], strict=True)]
+    rtts = sorted(rtts[-src.RTT_WINDOW:])
+    assert st["rtt_samples"] == len(rtts) >= 10
+    assert 1.0 < st["rtt_ms_min"] <= st["rtt_ms_p50"] <= st["rtt_ms_max"]
+    assert st["rtt_ms_min"] == round(rtts[0] / 1e6, 3)
+    assert st["rtt_ms_max"] == round(rtts[-1] / 1e6, 3)
+    assert st["rtt_ms_p50"] == round(rtts[len(rtts) // 2] / 1e6, 3)
+    st["streaming"] = True  # stopped now; judge the figures as a running link's
+    check = judge_mcu(st)
+    assert check.result == "pass"
+    assert f"ping round trip {st['rtt_ms_p50']:.2f} ms p50" in check.detail
+    assert check.figures["rtt_ms_max"] == st["rtt_ms_max"]

@@ -49,6 +49,8 @@ def test_selftest_passes_on_the_simulated_rig(tmp_path: Path) -> None:
     checks = _checks(res)
     assert res.returncode == 0, res.stdout
     assert checks["camera"]["result"] == "pass", checks["camera"]
+    assert checks["mcu"]["result"] == "pass", checks["mcu"]
+    assert "ms p50" in checks["mcu"]["detail"] and checks["mcu"]["figures"]["rtt_ms_p50"] > 0
     for band in ("band left", "band right"):
         assert checks[band]["result"] in ("pass", "warn"), checks[band]  # warn: converging
         assert abs(checks[band]["figures"]["rate_hz"] - 200) < 20
@@ -140,12 +142,14 @@ def test_selftest_reads_the_running_capture_and_names_a_band_that_is_off(
             with contextlib.suppress(OSError, ValueError):
                 live = json.loads((run_dir / "capture.json").read_text())
                 bands = [s for s in live["streams"] if s.get("name") in ("left", "right")]
+                mcu = [s for s in live["streams"] if s.get("name") == "mcu"]
                 if len(bands) == 2 and all(s.get("streaming") and s.get("rate_hz", 0) > 150
-                                           for s in bands):
+                                           for s in bands) and mcu and mcu[0].get("rtt_ms_p50"):
                     break
             time.sleep(0.5)
         else:
             raise AssertionError("the capture service did not start streaming")
+        live_checks(cfg, run_dir)
         (right,) = [pid for pid, cmd in _children(rec.pid) if "WCAP-right" in cmd]
         os.kill(right, signal.SIGKILL)  # the right band is switched off
 
@@ -173,3 +177,38 @@ def test_selftest_reads_the_running_capture_and_names_a_band_that_is_off(
     assert "switch the right band on" in checks["band right"]["fix"]
     assert checks["band left"]["result"] in ("pass", "warn"), checks["band left"]
     assert checks["camera"]["result"] == "pass", checks["camera"]
+    assert checks["mcu"]["result"] == "pass", checks["mcu"]
+    assert "ms p50" in checks["mcu"]["detail"] and checks["mcu"]["figures"]["rtt_ms_p50"] > 0
+
+
+def live_checks(cfg: Path, run_dir: Path) -> None:
+    """While the capture service records: `status` (human and --json) shows the head MCU's
+    ping round trip, and the Prometheus textfile beside the status parses with
+    prometheus_client's own parser into the gauges of that snapshot."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    st = json.loads(run_cli("status", "--config", str(cfg), "--json").stdout)
+    mcu = next(s for s in st["streams"] if s["name"] == "mcu")
+    assert 0 < mcu["rtt_ms_min"] <= mcu["rtt_ms_p50"] <= mcu["rtt_ms_max"]
+    assert mcu["rtt_samples"] > 0 and mcu["rate_hz"] > 500  # the 1 kHz head IMU
+    text = run_cli("status", "--config", str(cfg)).stdout
+    line = next(ln for ln in text.splitlines() if "head mcu" in ln)
+    assert "ping round trip" in line and "ms p50" in line, text
+    live = json.loads((run_dir / "capture.json").read_text())
+    prom = (run_dir / "wearcap.prom").read_text()
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for fam in text_string_to_metric_families(prom) for s in fam.samples}
+    dev = ("device", live["device_id"])
+    assert samples[("wearcap_recording", (dev,))] in (0.0, 1.0)
+    assert samples[("wearcap_status_updated_seconds", (dev,))] > 1.6e9
+    assert ("wearcap_camera_fps", (dev,)) in samples
+    assert samples[("wearcap_disk_free_bytes", (dev,))] > 0
+    for band in ("left", "right", "mcu"):
+        key = (dev, ("stream", band))
+        assert samples[("wearcap_stream_streaming", key)] == 1.0, band
+        assert samples[("wearcap_stream_rate_hz", key)] > 100, band
+        assert samples[("wearcap_stream_clock_bound_seconds", key)] > 0, band
+    for q in ("p50", "max"):
+        rtt = samples[("wearcap_ping_round_trip_seconds", (dev, ("quantile", q),
+                                                            ("stream", "mcu")))]
+        assert 0 < rtt < 1.0, (q, rtt)

@@ -21,6 +21,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from agent.selftest import rtt_text
+
 HELP = "is it recording, and is it syncing? (a live view; --json for scripts)"
 FRESH_SECONDS = 5.0
 """An active segment written to within this many seconds counts as recording."""
@@ -126,7 +128,7 @@ def collect(spool: Path, reserve_bytes: int, now: float | None = None, *,
     streams = list((live or {}).get("streams") or []) if live_here else []
     for st in streams:
         if st.get("streaming") is False:
-            faults.append(f"band {st.get('name')} absent for {st.get('absent_s', 0):.0f} s "
+            faults.append(f"{stream_label(st)} absent for {st.get('absent_s', 0):.0f} s "
                           f"({st.get('absent_cause') or 'unknown cause'})")
     syncing = bool(sync and sync.get("uploading") and sync_fresh and not sync_error)
     return {
@@ -158,6 +160,11 @@ def collect(spool: Path, reserve_bytes: int, now: float | None = None, *,
         "faults": faults,
         "notes": notes,
     }
+
+
+def stream_label(s: dict[str, Any]) -> str:
+    """'head mcu' for the head MCU's stream, 'band NAME' for a wrist band's."""
+    return "head mcu" if s.get("name") == "mcu" else f"band {s.get('name')}"
 
 
 def _mb(n: int | None) -> str:
@@ -198,7 +205,9 @@ def render(st: dict[str, Any]) -> Any:
             ok = s.get("streaming")
             note = "" if ok else f"absent {s.get('absent_s', 0):.0f} s " \
                                  f"({s.get('absent_cause') or '?'})"
-            t.add_row(f"band {s.get('name')}", "[green]streaming[/]" if ok else
+            if ok and s.get("rtt_ms_p50") is not None:
+                note = f"ping round trip {rtt_text(s)}"
+            t.add_row(stream_label(s), "[green]streaming[/]" if ok else
                       f"[red]{s.get('state', '?')}[/]", f"{_num(s.get('rate_hz'))} Hz",
                       str(s.get("gaps", 0)),
                       _num(s.get("clock_bound_us"), "{:.0f} us")

@@ -52,6 +52,8 @@ G = 9.80665
 
 class McuSource:
     name = "mcu"
+    RTT_WINDOW = 100
+    """Round trips kept for the ping figures of ``status()`` (10 s at the default 10 Hz)."""
 
     def __init__(self, port: str, baud: int = 921_600, *, clock: Clock = monotonic_ns,
                  ping_hz: float = 10.0, batch_seconds: float = 1.0,
@@ -75,7 +77,9 @@ class McuSource:
         self.fit = TwoWayFit()
         self.unwrap = Unwrapper(p.TICK_BITS, p.TICK_NS)
         self._pings: dict[int, int] = {}
+        self._rtts: collections.deque[int] = collections.deque(maxlen=self.RTT_WINDOW)
         self._ping_id = 0
+        self._rate_marks: collections.deque[tuple[int, int]] = collections.deque()
         self._next_ping = 0
         self._host_seq = 0
         self._link: Any = None
@@ -145,7 +149,10 @@ class McuSource:
                               "converged": self.fit.converged,
                               "bound_ns": self.fit.bound_ns() if self.fit.ready else None,
                               "drift_ppm": self.fit.drift_ppm, "battery": self.battery,
-                              "incompatible": self._incompatible}
+                              "incompatible": self._incompatible, **self.rtt_figures()}
+        st["rate_hz"] = self._rate()
+        st["clock_bound_ns"] = st["bound_ns"]
+        st["clock_converged"] = st["converged"]
         if link is not None:
             st["streaming"] = up
             if not up:
@@ -154,6 +161,30 @@ class McuSource:
                 st["absent_cause"] = (self._incompatible or
                                       (self._lost_since[1] if self._lost_since else "no hello"))
         return st
+
+    def _rate(self) -> float | None:
+        """Head IMU samples per second over the last few status calls (>= 1 s apart)."""
+        now, n = self.clock(), self.stats["samples"]
+        marks = self._rate_marks
+        if not marks or now - marks[-1][0] >= 1e9:
+            marks.append((now, n))
+        while len(marks) > 2 and now - marks[1][0] >= 2e9:
+            marks.popleft()
+        t0, n0 = marks[0]
+        return round((n - n0) * 1e9 / (now - t0), 1) if now - t0 >= 0.5e9 else None
+
+    def rtt_figures(self) -> dict[str, Any]:
+        """The ping round trip (host send to pong arrival) over the last ``RTT_WINDOW``
+        answered pings: ``rtt_ms_p50``, ``rtt_ms_min``, ``rtt_ms_max``, ``rtt_samples``
+        (None without an answer). Half the minimum is the floor the link sets on the clock
+        fit (USB CDC: about 0.5 ms or more)."""
+        rtts = sorted(self._rtts)  # a copy: the deque is appended on the writer's thread
+        if not rtts:
+            return {"rtt_ms_p50": None, "rtt_ms_min": None, "rtt_ms_max": None,
+                    "rtt_samples": 0}
+        return {"rtt_ms_p50": round(rtts[len(rtts) // 2] / 1e6, 3),
+                "rtt_ms_min": round(rtts[0] / 1e6, 3), "rtt_ms_max": round(rtts[-1] / 1e6, 3),
+                "rtt_samples": len(rtts)}
 
     # ------------------------------------------------------------ commands to the MCU
     def _send(self, msg: p.Message) -> int | None:
@@ -315,6 +346,7 @@ class McuSource:
             self.stats["stale_pongs"] += 1
             return
         d = self._dev(m.tick)
+        self._rtts.append(arrival - t0)
         if self.fit.add(t0, d, arrival):
             self.stats["pongs"] += 1
         self._rows[records.CLOCK_TOPIC].append(

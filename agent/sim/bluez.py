@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import json
 import os
 import shutil
 import signal
@@ -125,10 +126,13 @@ class PrivateBluez:
     """dbus-daemon + BlueZoo with the given adapter addresses (index i is ``hci<i>``)."""
 
     def __init__(self, adapters: Sequence[str], *, scan_interval: int = 1,
-                 workdir: str | None = None) -> None:
+                 workdir: str | None = None, rssi: dict[str, int] | None = None) -> None:
+        """``rssi``: the RSSI (dBm) the other adapters see for each adapter address
+        (agent.sim.radio; None: BlueZoo's 0 dBm for all). ``set_rssi`` changes it live."""
         if not adapters:
             raise ValueError("at least one adapter")
         self.adapters = list(adapters)
+        self.rssi = dict(rssi) if rssi is not None else None
         self.scan_interval = scan_interval
         self._own_dir = workdir is None and not os.environ.get("WEARCAP_SIM_DEBUG")
         self.dir = Path(workdir or tempfile.mkdtemp(prefix="wearcap-bluez-"))
@@ -163,6 +167,16 @@ class PrivateBluez:
             time.sleep(0.01)
         cmd = bluezoo_command()
         assert cmd is not None
+        if self.rssi is not None:
+            import importlib.util
+
+            if importlib.util.find_spec("bluezoo") is None:
+                raise SourceError("the simulated radio (RSSI per band) needs bluezoo in "
+                                  f"{sys.executable}'s environment (pip install bluezoo)",
+                                  device="sim")
+            self.set_rssi(self.rssi)
+            cmd = [sys.executable, "-m", "agent.sim.radio", "--rssi-file",
+                   str(self.dir / "rssi.json")]
         argv = [*cmd, "--auto-enable", "--scan-interval", str(self.scan_interval),
                 "-v" if os.environ.get("WEARCAP_SIM_DEBUG") else "-q"]
         for a in self.adapters:
@@ -176,6 +190,14 @@ class PrivateBluez:
                 if run_async(_adapters_ready(self.address, want)):
                     return
             time.sleep(0.05)
+
+    def set_rssi(self, rssi: dict[str, int]) -> None:
+        """What each band's RSSI is from the next scan on (a band moved nearer or away)."""
+        self.rssi = {**(self.rssi or {}), **{k.upper(): int(v) for k, v in rssi.items()}}
+        path = self.dir / "rssi.json"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.rssi))
+        os.replace(tmp, path)
 
     def _check_alive(self, what: str, deadline: float) -> None:
         for p in self.procs:

@@ -1,6 +1,7 @@
 """SimRig: the simulated wrist bands of the simulated rig, behind a private user-space BlueZ.
 
     with SimRig(cfg) as rig:            # bus + BlueZoo + one band program per [[wrist]]
+                                        # (and per [sim] neighbour_rssi_dbm entry)
         ...                             # bleak in this process talks to the private bus
         rig.fault("left", "drop")       # scripted faults, see agent.sim.peripheral
         rig.stats("left")               # what the band delivered
@@ -33,6 +34,10 @@ TRUTH_ENV = "WEARCAP_SIM_TRUTH"
 start, phase and period on the host clock), so a recording's timestamps can be checked."""
 
 
+DEFAULT_RSSI_DBM = -50
+"""A band on the wearer's wrist, seen from the head mount, when [sim] band_rssi_dbm is silent."""
+
+
 def sim_address(index: int) -> str:
     """The default address of simulated band ``index`` (0-based)."""
     return f"00:AA:BB:CC:DD:{index + 1:02X}"
@@ -45,6 +50,9 @@ class SimBand:
     adapter: str
     profile: str
     control: str
+    rate_hz: float = 100.0
+    rssi: int = -50
+    """What the rig's adapter sees of this band (agent.sim.radio)."""
     proc: subprocess.Popen[bytes] | None = None
     argv: list[str] = field(default_factory=list)
 
@@ -60,21 +68,34 @@ class SimRig:
         self.band_args = band_args or {}
         self.ready_timeout = ready_timeout
         central = int(cfg.ble.adapter.removeprefix("hci"))
-        n = len(cfg.wrist)
+        sim = cfg.sim
+        n = len(cfg.wrist) + len(sim.neighbour_rssi_dbm)
         if central > n:
             raise SourceError(f"the simulated rig numbers adapters hci0..hci{n}; "
                               f"ble.adapter {cfg.ble.adapter} is outside", device="sim")
         slots = [i for i in range(n + 1) if i != central]
         self.bands = [
             SimBand(name=w.name, address=(w.address or sim_address(i)).upper(),
-                    adapter=f"hci{slots[i]}", profile=profile or w.profile, control="")
+                    adapter=f"hci{slots[i]}", profile=profile or w.profile, control="",
+                    rate_hz=w.rate_hz,
+                    rssi=round(sim.band_rssi_dbm[i]) if i < len(sim.band_rssi_dbm)
+                    else DEFAULT_RSSI_DBM)
             for i, w in enumerate(cfg.wrist)
         ]
+        taken = {b.address for b in self.bands}
+        free = (a for a in (sim_address(i) for i in range(n * 2 + 1)) if a not in taken)
+        first = cfg.wrist[0] if cfg.wrist else None
+        for k, dbm in enumerate(sim.neighbour_rssi_dbm):
+            i = len(cfg.wrist) + k
+            self.bands.append(SimBand(
+                name=f"neighbour{k + 1}", address=next(free), adapter=f"hci{slots[i]}",
+                profile=profile or (first.profile if first else "open"), control="",
+                rate_hz=first.rate_hz if first else 100.0, rssi=round(dbm)))
         addresses = [""] * (n + 1)
         addresses[central] = CENTRAL_ADDRESS
         for b in self.bands:
             addresses[int(b.adapter[3:])] = b.address
-        self.bluez = PrivateBluez(addresses)
+        self.bluez = PrivateBluez(addresses, rssi={b.address: b.rssi for b in self.bands})
         self._saved_env: str | None = None
         self._exported = False
 
@@ -96,12 +117,11 @@ class SimRig:
         self.bluez.start()
         sim = self.cfg.sim
         for i, b in enumerate(self.bands):
-            w = self.cfg.wrist[i]
             prefix = _name_prefix(b.profile)
             b.control = str(self.bluez.dir / f"{b.name}.sock")
             b.argv = [sys.executable, "-m", "agent.sim.peripheral", "--adapter", b.adapter,
                       "--central", self.cfg.ble.adapter, "--profile", b.profile,
-                      "--name", f"{prefix}{b.name}", "--rate", f"{w.rate_hz:g}",
+                      "--name", f"{prefix}{b.name}", "--rate", f"{b.rate_hz:g}",
                       "--seed", str(sim.seed + i), "--drift-ppm", f"{sim.drift_ppm:g}",
                       "--interval-ms", *(f"{x:g}" for x in sim.interval_ms),
                       "--control", b.control, *self.band_args.get(b.name, [])]
@@ -172,6 +192,12 @@ class SimRig:
             if b.name == name:
                 return b
         raise KeyError(name)
+
+    def set_rssi(self, name: str, dbm: int) -> None:
+        """Move a band: the rig sees it at ``dbm`` from the next scan on."""
+        b = self.band(name)
+        b.rssi = int(dbm)
+        self.bluez.set_rssi({b.address: b.rssi})
 
     def fault(self, name: str, command: str, timeout: float = 10.0) -> dict[str, Any]:
         """Send one control command to a band (drop, abort N, vanish S, firmware,

@@ -130,7 +130,7 @@ class WristSource:
             "ring_dropped": self.ring.dropped_records,
             "last_error": link.last_error if link is not None else "",
             "clock_converged": bool(getattr(fit, "converged", False)),
-            "clock_bound_ns": getattr(fit, "error_bound_ns", None),
+            "clock_bound_ns": _bound_ns(fit),
             "clock_drift_ppm": getattr(fit, "drift_ppm", None),
             **s.stats,
         }
@@ -150,3 +150,15 @@ class WristSource:
         ev_q = self._events
         while ev_q and (upto_ticket is None or ev_q[0][0] <= upto_ticket):
             self.stream.event(ev_q.popleft()[1])
+
+
+def _bound_ns(fit: Any) -> int | None:
+    """The mapping's current error bound, as the segment metadata records it (a live
+    status without it shows no clock quality at all)."""
+    if fit is None:
+        return None
+    try:
+        bound = fit.snapshot().get("error_bound_ns")
+    except Exception:  # a fit not yet ready: no figure, never a failed status
+        return None
+    return int(bound) if isinstance(bound, (int, float)) else None
