@@ -22,6 +22,7 @@ from typing import IO, Any
 
 from agent import heap, sdnotify
 from agent.camera.base import Camera, EncodedFrame
+from agent.errors import DiskFullError
 from agent.livestatus import Publisher
 from agent.progress import LiveFigures, live_status, progressing
 from agent.record.recover import Recovery, recover_all
@@ -384,7 +385,11 @@ class CaptureService:
             for r in self.result.recovered:
                 self.status(f"recovered {r.id}: {r.outcome}, {r.frames} frames"
                             + (f" ({r.reason})" if r.reason else ""))
-            self.spool.check_space(self.s.margin_bytes)
+            try:
+                self.spool.check_space(self.s.margin_bytes)
+            except DiskFullError as exc:
+                self._fault_at_start(exc)
+                raise
             self._loop()
         finally:
             self.spool.unlock()
@@ -441,10 +446,41 @@ class CaptureService:
                                 "rest are written as gaps")
                 if end is not None and now >= end:
                     break
-        except BaseException:
+        except BaseException as exc:
+            self._show_fault(exc)
             self._shutdown(started, failing=True)
             raise
         self._shutdown(started, failing=False)
+
+    def _fault_at_start(self, exc: BaseException) -> None:
+        """Nothing is started yet: open the head MCU alone, long enough to show the fault."""
+        from agent.mcu.source import McuSource
+
+        mcus = [s for s in self.sources if isinstance(s, McuSource)]
+        if not mcus or self.wearer is None:
+            return
+        try:
+            mcus[0].start()
+        except Exception as err:
+            self.status(f"could not open the MCU to show the fault: {err}")
+            return
+        try:
+            self._show_fault(exc)
+        finally:
+            mcus[0].stop()
+
+    def _show_fault(self, exc: BaseException) -> None:
+        """A failure that stops recording (disk full, camera failed, ...) is the wearer's
+        fault state: the LED shows it before the sources close (agent.mcu.wearer)."""
+        if isinstance(exc, (KeyboardInterrupt, SystemExit)) or self.wearer is None:
+            return
+        show = getattr(self.wearer, "show_fault", None)
+        if show is None:
+            return
+        try:
+            show(str(exc) or type(exc).__name__)
+        except Exception as err:  # the LED is not worth hiding the failure that stopped us
+            self.status(f"could not show the fault on the LED: {err}")
 
     def _shutdown(self, started: list[Any], failing: bool) -> None:
         """Stop inputs, write what they still hold, seal. When ``failing``, the error that

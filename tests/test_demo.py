@@ -30,6 +30,9 @@ def test_demo_records_uploads_and_verifies_every_segment(tmp_path: Path) -> None
         err = report["timestamp_error"][band]
         assert err["samples"] == report["streams"][f"/wrist/{band}/imu"]["count"]
         assert 0 <= err["p50_us"] <= err["p99_us"] <= err["max_us"]
+        # the share of samples within their stored bound, and the converged error, are reported
+        assert 0 <= err["within_bound_pct"] <= 100
+        assert 0 <= err["converged_samples"] <= err["samples"]
         # an error of a whole sample period (5 ms) would mean misnumbered samples
         assert err["p50_us"] < 5000
     assert report["files"]["sealed"] == str(tmp_path / "spool" / "sealed")

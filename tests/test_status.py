@@ -5,6 +5,7 @@ import json
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 from agent.commands.status import collect
 from tests.conftest import run_cli
@@ -91,13 +92,20 @@ def test_status_reads_the_running_capture_services_spool_and_says_so(tmp_path: P
     spool = _spool(tmp_path / "here")
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    (run_dir / "capture.json").write_text(json.dumps(_live_doc(spool)))
-    (spool / "active" / "rig-1-00000004.mcap.part").write_bytes(b"x")
+    part = spool / "active" / "rig-1-00000004.mcap.part"
+
+    def status(*args: str) -> Any:
+        # a running service rewrites both every second: a loaded machine's slow CLI start
+        # must not make them look stale
+        (run_dir / "capture.json").write_text(json.dumps(_live_doc(spool)))
+        part.write_bytes(b"x")
+        return run_cli("status", *args, env=env)
+
     fd = os.open(spool / "capture.lock", os.O_RDWR | os.O_CREAT)
     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     env = {"WEARCAP_RUN_DIR": str(run_dir)}
     try:
-        res = run_cli("status", "--json", env=env)
+        res = status("--json")
         assert res.returncode == 0, res.stderr
         st = json.loads(res.stdout)
         assert st["spool"] == str(spool) and "capture service" in st["spool_from"]
@@ -105,12 +113,12 @@ def test_status_reads_the_running_capture_services_spool_and_says_so(tmp_path: P
         assert [s["name"] for s in st["streams"]] == ["left", "right"]
         assert any("band right absent" in f and "not found in scan" in f
                    for f in st["faults"])
-        text = run_cli("status", env=env).stdout
+        text = status().stdout
         assert f"{spool} (the running capture service's)" in text
         assert "rig-1-00000004 open" in text and "band left" in text and "310 us" in text
         assert "5.5 h of recording left" in text and "71 %" in text
         other = _spool(tmp_path / "other")
-        res = run_cli("status", "--json", "--spool", str(other), env=env)
+        res = status("--json", "--spool", str(other))
         st = json.loads(res.stdout)
         assert st["spool"] == str(other) and st["spool_from"] == "--spool"
         assert any(f"records into {spool}" in n for n in st["notes"])

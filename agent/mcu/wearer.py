@@ -58,6 +58,7 @@ class Wearer:
         self._led: tuple[int, int] | None = None
         self._led_at = 0
         self.fault = False
+        self.fault_reason = ""
         self.syncing = False
         self._sync_read_at = 0
         self._low_sent = False
@@ -85,6 +86,25 @@ class Wearer:
             self.source.haptic(2, 150)
         self._update_led(now_ns)
         return out
+
+    def show_fault(self, reason: str, *, wait_s: float = 3.0) -> bool:
+        """Recording stopped on a fault (disk full, camera failed): the LED shows the fault
+        row now, not at the next refresh, and the MCU keeps it after this process exits (it
+        holds the last pattern, docs/mcu-protocol.md). If the link is not up yet (a fault
+        at start), waits up to ``wait_s`` for the MCU's hello. True if the command went out."""
+        self.fault, self.fault_reason = True, reason
+        src = self.source
+        if src is None:
+            return False
+        deadline = time.monotonic() + wait_s
+        while not src.status().get("streaming") and time.monotonic() < deadline:
+            src.drain()  # the hello is decoded on this thread
+            time.sleep(0.05)
+        want = led(self.state())
+        self._led, self._led_at = want, time.monotonic_ns()
+        src.set_led(*want)
+        log.error("fault shown on the LED: %s", reason)
+        return bool(src.status().get("streaming"))
 
     def _low_battery(self) -> bool:
         b = getattr(self.source, "battery", None)
