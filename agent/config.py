@@ -26,6 +26,7 @@ from typing import Any, Literal, get_args, get_origin
 
 from agent.contract import DEVICE_ID_PATTERN
 from agent.errors import ConfigError
+from agent.wrist.registry import NAMES as WRIST_PROFILES
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PROFILE_DIRS = (REPO_ROOT / "device_configs", Path("/usr/share/wearcap/device_configs"))
@@ -100,9 +101,7 @@ class BleSection:
 class WristBand:
     name: str = _f("left", pattern=r"[a-z][a-z0-9_]{0,31}")
     address: str = _f("", pattern=r"([0-9A-Fa-f]{2}:){5}[0-9A-Fa-f]{2}")
-    profile: str = _f(
-        "wearcap-open", choices=("wearcap-open", "polar-pmd", "movesense", "witmotion")
-    )
+    profile: str = _f("wearcap-open", choices=WRIST_PROFILES)
     rate_hz: float = _f(200.0, min=1.0, max=2000.0)
     latency_ms: float = _f(-1.0, min=-1.0, max=100.0)
     """Transport latency from the band's connection event to the agent on this host, if

@@ -59,16 +59,26 @@ class Run:
         now = self.rig.stats(self.name)
         delta = {k: now[k] - self.base[k]
                  for k in ("samples", "stop_samples", "connections", "malformed_sent")}
-        # what the band sent at the stop command arrived, or the stop gap says it may not have
-        got, held = self.src.stats["samples"], delta.pop("stop_samples")
-        if got < delta["samples"]:
-            # in flight when the link closed: beyond two samples the stop gap must say so
-            # (within two the source's stop judgement cannot tell them from mapping error)
-            said = any(g["cause"].startswith("stop: no sample after this")
-                       for g in self.all_gaps())
-            assert said or delta["samples"] - got <= 2, (got, delta["samples"])
-            delta["samples"] = got
-        delta["samples"] = got if got <= delta["samples"] + held else delta["samples"] + held
+        # Every sample the band numbered from the first one heard to the last it sent is
+        # written or counted in a gap, exactly: at stop too, where these bands reply with
+        # next_seq, the seq after their last sample (docs/wrist-profile.md).
+        got = self.src.stats["samples"]
+        delta.pop("stop_samples")
+        chunks = [(int(q), int(n)) for p in self.imu()
+                  for q, n in zip(decode_payload(p)["chunks"]["seq"], p["chunk_n"], strict=True)]
+        stop = [g for g in self.all_gaps() if g["cause"].startswith("stop:")]
+        if any("did not reply to the stop command" in g["cause"] for g in stop):
+            # the reply did not come in time (a loaded machine): the end is judged from time
+            # alone, which cannot tell two samples from mapping error; the cause says so
+            assert now["last_sample"] + 1 - max(q + n for q, n in chunks) <= 2 or any(
+                g["lost"] == -1 for g in stop), stop
+        else:
+            at_stop = sum(g["lost"] for g in stop if g["lost"] > 0)
+            assert max(q + n for q, n in chunks) + at_stop == now["last_sample"] + 1, stop
+            counted = sum(g["lost"] for g in self.gaps() if g["lost"] > 0) + at_stop
+            first = min(q for q, _n in chunks)
+            assert got + counted == now["last_sample"] + 1 - first
+        delta["samples"] = got
         return {**delta, "faults": now["faults"][len(self.base["faults"]):]}
 
     def gaps(self) -> list[dict]:

@@ -52,6 +52,7 @@ import numpy as np
 import numpy.typing as npt
 
 from agent.wrist.decode import PROFILES
+from agent.wrist.registry import REGISTRY
 
 POLAR_EPOCH_OFFSET_NS = 757_382_400_000_000_000  # a 2024 wall time, ns since 2000-01-01
 ANCHOR_LEAD_NS = 1_000_000
@@ -120,7 +121,7 @@ class Delivery:
     the request arrived in, band clock at the anchor of the event the reply was packed for)."""
 
 
-DEFAULT_SPP = {"wearcap-open": 4, "polar-pmd": 16, "movesense": 8, "witmotion": 1}
+DEFAULT_SPP = {n: f.sim_samples_per_packet for n, f in REGISTRY.items()}
 
 Encoder = Callable[[int, npt.NDArray[np.int64], npt.NDArray[np.int16],
                     npt.NDArray[np.int16]], list[bytes]]

@@ -25,13 +25,17 @@ import struct
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agent.errors import SourceError
 from agent.timeline import Clock, monotonic_ns
+from agent.wrist import registry
 from agent.wrist.ble_loop import SharedLoop
 from agent.wrist.lifecycle import Lifecycle, State
 from agent.wrist.profiles import SensorProfile
+
+if TYPE_CHECKING:
+    from agent.wrist.control import Reply
 
 log = logging.getLogger(__name__)
 TIME_REPLY_HEAD = b"\xf0\x04\x00"
@@ -123,8 +127,10 @@ class LinkEvent:
     kind: str
     """connected | lost | stale-gatt-cleared | stale-view-cleared | failed | info (``data``:
     the band's info characteristic) | refused (``cause``: ``stream:the band's reason``) |
-    no-reply (``cause``: the command, hex) | time (``data``: u64 host send ns, u64 band
-    clock µs at the request and at the reply, u64 host arrival ns: one time exchange)"""
+    no-reply (``cause``: the command, hex) | stopped (``data``: the params of the band's
+    reply to the stop command; open profile: u32 next_seq) | time (``data``: u64 host send
+    ns, u64 band clock µs at the request and at the reply, u64 host arrival ns: one time
+    exchange)"""
     cause: str = ""
     data: bytes = b""
 
@@ -422,8 +428,9 @@ class BleLink:
             data = bytes(await client.read_gatt_char(prof.info_uuid))
             version = data[0] if data else 0
             self.on_event(LinkEvent(clock(), "info", data=data))
-        self.two_way = prof.name == "wearcap-open" and version >= 2
-        replying = prof.name != "wearcap-open" or version >= 2  # version 1 answers nothing
+        facts = registry.facts(prof.name)
+        self.two_way = facts.two_way(version)
+        replying = facts.answers(version)  # an open band of version 1 answers nothing
         replies = self._replies = await self._control_replies(client) if replying else None
 
         def on_notify(_char: Any, data: bytearray) -> None:
@@ -483,7 +490,7 @@ class BleLink:
             await asyncio.sleep(0.5 if n < 10 else 1.0)
 
     async def _read_reply(self, q: asyncio.Queue[bytes], cmd: bytes, timeout: float = 1.0,
-                          judge: bool = True) -> None:
+                          judge: bool = True) -> Reply | None:
         """Wait for the reply to ``cmd``; with ``judge``, a refusal is a ``refused`` event."""
         from agent.wrist.control import decode_reply, refusal
 
@@ -495,12 +502,13 @@ class BleLink:
                         break
         except TimeoutError:
             self.on_event(LinkEvent(self.clock(), "no-reply", cmd.hex(" ")))
-            return
+            return None
         if judge and not reply.ok:
             log.warning("%s: the band refused %s: %s", self.name, reply.stream or reply.op,
                         refusal(reply))
             self.on_event(LinkEvent(self.clock(), "refused",
                                     f"{reply.stream or 'stream'}:{refusal(reply)}"))
+        return reply
 
     async def _shutdown(self, client: Any) -> None:
         """Stop the band's stream, then disconnect (on the way out)."""
@@ -512,7 +520,9 @@ class BleLink:
                 for cmd in self.profile.stop_commands():
                     await client.write_gatt_char(self.profile.control_uuid, cmd, response=True)
                     if replies is not None:  # the band replies after what it still sends
-                        await self._read_reply(replies, cmd, judge=False)
+                        reply = await self._read_reply(replies, cmd, judge=False)
+                        if reply is not None and reply.op == "stop":  # the source counts by it
+                            self.on_event(LinkEvent(self.clock(), "stopped", data=reply.params))
                 await asyncio.sleep(0.2)  # notifications already in flight still arrive
         await self._disconnect(client)
 

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from agent.wrist.registry import REGISTRY
+
 RESPONSE = 0xF0
 
 PMD_STREAMS = {0x02: "acc", 0x05: "gyro", 0x00: "ecg", 0x01: "ppg", 0x06: "mag"}
@@ -48,8 +50,9 @@ class Reply:
         return self.status == 0 or (self.op == "stop" and self.status == PMD_ALREADY)
 
 
-REPLYING = ("polar-pmd", "wearcap-open")
-"""Profiles whose bands answer every control write (the others' replies are not read)."""
+REPLYING = tuple(f.name for f in REGISTRY.values() if f.replies)
+"""Profiles whose bands answer every control write (the others' replies are not read):
+``replies_from_version`` in agent.wrist.registry."""
 
 
 def decode_reply(profile: str, data: bytes) -> Reply | None:

@@ -14,6 +14,11 @@ Every loss is a message on ``agent.sources.GAP_TOPIC``:
   Movesense) or ``lost:arrival-envelope`` (arrival times, WitMotion), from the host time of
   the last sample before to that of the first after, ``lost`` the count.
 
+``lost`` is exact wherever the band has a counter or a device clock. Where it has neither
+(WitMotion), what a silence hid is only an estimate from the rate fit: such a gap has ``lost``
+-1 and the estimate in its cause (``estimated_loss``, ``estimate_cause``); the batches'
+``lost_before`` still carries it, as the jump in the sample numbering.
+
 The count of a break (disconnect, overflow) is the ``lost_before`` of the first chunk after it,
 which a decoder that holds chunks back releases later (WitMotion: ~2 s). So a break's gap is
 written once that chunk is decoded, and its ``lost_before`` is the break's count, never a gap
@@ -83,6 +88,21 @@ def loss_cause(c: Any) -> str:
     if c.seq is not None:
         return "lost:sequence"
     return "lost:timestamp" if c.device_t0_ns is not None else "lost:arrival-envelope"
+
+
+def estimated_loss(decoder: Any, c: Any) -> bool:
+    """Whether the ``lost_before`` of chunk ``c`` is an estimate, not a count: a band with no
+    counter and no clock, after a silence (``agent.clock.rate.ArrivalNumberer.estimated``)."""
+    if c is None or c.lost_before <= 0 or c.seq is not None or c.device_t0_ns is not None:
+        return False
+    numberer = getattr(decoder, "numberer", None)
+    return numberer is not None and c.index in getattr(numberer, "estimated", {})
+
+
+def estimate_cause(cause: str, estimate: int) -> str:
+    """A gap's cause when its count is an estimate (the gap's ``lost`` is -1)."""
+    return (f"{cause} (about {estimate} samples taken meanwhile, estimated from the rate fit: "
+            "the band has no counter or clock to count them)")
 
 
 def gap_message(stream: str, start: int, end: int, lost: int, cause: str) -> Message:

@@ -39,9 +39,17 @@ from typing import Any
 
 from agent.config import WristBand
 from agent.sources import Message
-from agent.wrist import tail
+from agent.wrist import registry, tail
 from agent.wrist.flushing import Flushing
-from agent.wrist.gaps import Break, OpenGap, gap_message, loss_cause, settle
+from agent.wrist.gaps import (
+    Break,
+    OpenGap,
+    estimate_cause,
+    estimated_loss,
+    gap_message,
+    loss_cause,
+    settle,
+)
 from agent.wrist.link import LinkEvent
 
 STATS = ("packets", "samples", "gaps", "disconnects", "connect_failures", "cache_clears",
@@ -323,8 +331,21 @@ class BandStream:
         if self._gap is not None or self._prev is None:
             return  # not streaming: the open gap runs to the end (closed at the link's end)
         for start, end, lost, cause in tail.stop_gaps(
-                self.fit, self._prev, self.band.rate_hz, self._stop_ns, self._end_ns):
+                self.fit, self._prev, self.band.rate_hz, self._stop_ns, self._end_ns,
+                tail.next_seq(self._stop_reply) if registry.facts(self.band.profile).stop_count
+                else None, self._why_no_stop_count()):
             self._gap_out(start, end, lost, cause)
+
+    def _why_no_stop_count(self) -> str:
+        """Why the band did not say at stop how many samples it sent (for a stop gap)."""
+        name = self.band.profile
+        if not registry.facts(name).stop_count:
+            return f"a {name} band does not say at stop how many samples it sent"
+        if self.band_info.get("version", 2) < 2:
+            return "a version 1 band does not say at stop how many samples it sent"
+        if self._stop_reply is not None:
+            return f"its stop reply carried no next_seq ({self._stop_reply.hex()})"
+        return "the band did not reply to the stop command, so how many is unknown"
 
     def _cut(self, cut_ns: int) -> None:
         """A roll or ``flush()``: write the part of an open gap up to ``cut_ns`` (the rest
@@ -364,7 +385,10 @@ class BandStream:
             return False  # not yet
         counted, lost = got
         self._break = None
-        if b.written is None:
+        if counted and estimated_loss(self.decoder, c):  # no counter: an estimate, never a count
+            after = "" if b.written is None else " (after the gap was written)"
+            self._gap_out(b.start_ns, b.end_ns, -1, estimate_cause(b.cause, lost) + after)
+        elif b.written is None:
             self._gap_out(b.start_ns, b.end_ns, lost, b.cause)
         elif counted and lost > max(b.written, 0):  # the fallback went out first (a roll)
             self._gap_out(b.start_ns, b.end_ns, lost - max(b.written, 0),
@@ -394,7 +418,10 @@ class BandStream:
             t0, period = host_times(self.fit, prev)
             start = min(end, t0 + round((prev.n - 1) * period))
         self.stats["loss_gaps"] += 1
-        self._gap_out(start, end, c.lost_before, loss_cause(c))
+        if estimated_loss(self.decoder, c):
+            self._gap_out(start, end, -1, estimate_cause(loss_cause(c), c.lost_before))
+        else:
+            self._gap_out(start, end, c.lost_before, loss_cause(c))
 
     def _gap_out(self, start: int, end: int, lost: int, cause: str) -> None:
         self.stats["gaps"] += 1

@@ -39,12 +39,15 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
+from agent.wrist.registry import NAMES
+
 G = 9.80665
 DEG = np.pi / 180.0
 MISSING = -32768
 """int16 value meaning "this axis has no measurement for this sample"."""
 
-PROFILES = ("wearcap-open", "polar-pmd", "movesense", "witmotion")
+PROFILES = NAMES
+"""The wrist profiles (agent.wrist.registry)."""
 
 I16 = npt.NDArray[np.int16]
 
@@ -122,21 +125,8 @@ def as_counts(a: npt.ArrayLike) -> I16:
 
 
 def make_decoder(profile: str, *, rate_hz: float) -> Decoder:
-    """The decoder for ``profile`` (one of PROFILES) at nominal ``rate_hz``."""
-    if profile == "wearcap-open":
-        from agent.wrist.decode.open_profile import OpenDecoder
+    """The decoder for ``profile`` (one of PROFILES) at nominal ``rate_hz``
+    (agent.wrist.registry names each profile's decoder)."""
+    from agent.wrist.registry import facts
 
-        return OpenDecoder()
-    if profile == "polar-pmd":
-        from agent.wrist.decode.polar_pmd import PolarDecoder
-
-        return PolarDecoder(rate_hz=rate_hz)
-    if profile == "movesense":
-        from agent.wrist.decode.movesense import MovesenseDecoder
-
-        return MovesenseDecoder(rate_hz=rate_hz)
-    if profile == "witmotion":
-        from agent.wrist.decode.witmotion import WitMotionDecoder
-
-        return WitMotionDecoder(rate_hz)
-    raise ValueError(f"unknown wrist profile {profile!r}; known: {', '.join(PROFILES)}")
+    return facts(profile).make_decoder(rate_hz)

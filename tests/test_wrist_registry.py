@@ -1,0 +1,44 @@
+"""One registry of wrist-profile facts (agent/wrist/registry.py): every module that asks
+about a profile gets the same answer from it."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from agent import config
+from agent.sim.band_model import DEFAULT_SPP
+from agent.wrist import control, imu_batch, registry, timing
+from agent.wrist.decode import PROFILES, make_decoder
+from agent.wrist.profiles import known_profiles
+
+
+def test_every_module_reads_the_same_profiles_from_the_registry():
+    names = registry.NAMES
+    assert names == PROFILES
+    field = {f.name: f for f in dataclasses.fields(config.WristBand)}["profile"]
+    assert field.metadata["choices"] == names
+    assert set(names) <= set(known_profiles())  # each has its sensor-profile file
+    assert set(timing.TIMING) == set(names)
+    assert {n: registry.facts(n).sim_samples_per_packet for n in names} == DEFAULT_SPP
+    assert tuple(n for n in names if registry.facts(n).replies) == control.REPLYING
+
+
+@pytest.mark.parametrize("name", registry.NAMES)
+def test_each_profiles_facts_agree_with_the_modules_that_use_them(name):
+    f = registry.facts(name)
+    dec = make_decoder(name, rate_hz=50)
+    assert dec.profile == name and type(dec).__name__ == f.decoder.rpartition(":")[2]
+    assert timing.TIMING[name].kind == f.fit_kind
+    assert f.batch_encoding == imu_batch.ENCODING
+    prof = f.sensor_profile()
+    assert prof.name == name and prof.latency_ns > 0 and prof.latency_uncertainty_ns > 0
+    assert f.answers(2) == (name in ("wearcap-open", "polar-pmd"))
+    assert f.two_way(2) == f.stop_count == (name == "wearcap-open")
+    assert not f.two_way(1) and not (name == "wearcap-open" and f.answers(1))
+
+
+def test_an_unknown_profile_names_the_known_ones():
+    with pytest.raises(ValueError, match="known: wearcap-open, polar-pmd"):
+        registry.facts("fitbit")
