@@ -16,7 +16,7 @@ notification, from the link's thread; ``on_event(LinkEvent)`` for every link eve
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from agent.timeline import Clock
 from agent.wrist.ble import BackoffPolicy, LinkEvent
@@ -38,6 +38,7 @@ class LinkState(Protocol):
     def reconnects(self) -> int: ...
 
 
+@runtime_checkable
 class Link(Protocol):
     @property
     def lifecycle(self) -> LinkState: ...
