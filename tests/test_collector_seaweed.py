@@ -137,6 +137,20 @@ def test_node_dying_after_sending_parts_before_committing_loses_nothing(fleet: F
         offset = int(r.headers["upload-offset"])
     assert r.headers["wearcap-verified"] == f"sha256={hashlib.sha256(data).hexdigest()}"
     assert cb.get(loc).content == data
+    # the dead node's multipart upload (begun, never committed) does not stay in the bucket
+    left = fleet.client.list_multipart_uploads(Bucket=fleet.bucket, Prefix=fleet.prefix)
+    assert left.get("Uploads", []) == []
+
+
+def test_a_node_starting_drops_the_bodies_it_was_receiving_when_it_died(
+        tmp_path: Path, s3: Seaweed) -> None:
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    (scratch / "tmpdead.patch").write_bytes(b"never acknowledged")
+    (scratch / "keep.txt").write_bytes(b"not ours")
+    backend = S3Backend(BUCKET, endpoint_url=s3.endpoint, client=s3.client())
+    S3Staging(backend, scratch)
+    assert sorted(p.name for p in scratch.iterdir()) == ["keep.txt"]
 
 
 def test_bytes_that_do_not_hash_to_the_metadata_are_refused_after_read_back(

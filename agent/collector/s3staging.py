@@ -13,10 +13,11 @@ compare-and-set that commits the offset:
                -> the old tail object is deleted
 
 A node killed at any point leaves the row as it was: the next PATCH (on any node) starts from
-the committed offset, overwriting part numbers that were never committed; orphan tail objects
-are swept at completion. One node writes an upload at a time: it holds a lease in the store.
-On the last byte the multipart upload is completed and the object is read back and hashed
-before ``Wearcap-Verified`` is sent.
+the committed offset, overwriting part numbers that were never committed; orphan tail objects,
+multipart uploads begun but never committed and the scratch files of PATCHes a node was
+receiving when it died are swept (at completion; at the node's start). One node writes an
+upload at a time: it holds a lease in the store. On the last byte the multipart upload is
+completed and the object is read back and hashed before ``Wearcap-Verified`` is sent.
 """
 
 from __future__ import annotations
@@ -88,6 +89,10 @@ class S3Staging:
         self.bucket = backend.bucket
         self.scratch = scratch
         scratch.mkdir(parents=True, exist_ok=True)
+        # bodies of PATCHes this node was receiving when it died: never acknowledged, never
+        # committed; the scratch directory is this node's own (under its --data)
+        for stale in scratch.glob("*.patch"):
+            stale.unlink(missing_ok=True)
         self.part_bytes = part_bytes
         self.node = node or f"{socket.gethostname()}:{os.getpid()}"
         self.log = PartLog()
@@ -181,6 +186,22 @@ class S3Staging:
         except (BotoCoreError, ClientError):
             pass
 
+    def _abort_strays(self, up: Upload, keep: str) -> None:
+        """Multipart uploads of this key other than ``keep``: begun by a node that died before
+        it committed its first part (the next writer began another). Their parts are never
+        part of the object, and S3 keeps them, billed, until aborted."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        key = self.key(up)
+        try:
+            listing = self.client.list_multipart_uploads(Bucket=self.bucket, Prefix=key)
+            for mp in listing.get("Uploads", []):
+                if mp["Key"] == key and mp["UploadId"] != keep:
+                    self.client.abort_multipart_upload(Bucket=self.bucket, Key=key,
+                                                       UploadId=mp["UploadId"])
+        except (BotoCoreError, ClientError):
+            pass
+
     # --- completing ------------------------------------------------------------------------
     def complete(self, up: Upload, staged: Staged) -> str:
         """Assemble the parts into the final object; returns its SHA-256 as read back."""
@@ -203,6 +224,7 @@ class S3Staging:
         except (BotoCoreError, ClientError) as exc:
             raise self._fail(f"completing {up.segment_id}", exc) from exc
         self._sweep_tails(up)
+        self._abort_strays(up, keep="")
         return self.backend.sha256(key)
 
     def discard(self, up: Upload, staged: Staged) -> None:
@@ -214,6 +236,7 @@ class S3Staging:
                 self.client.abort_multipart_upload(Bucket=self.bucket, Key=self.key(up),
                                                    UploadId=staged.mp)
         self._sweep_tails(up)
+        self._abort_strays(up, keep="")
 
     def scratch_file(self) -> tuple[int, Path]:
         fd, name = tempfile.mkstemp(dir=self.scratch, suffix=".patch")
