@@ -13,9 +13,16 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from tests.pg import PgServer
+    from tests.seaweed import Seaweed
 
 REPO = Path(__file__).resolve().parent.parent
 IN_CI = os.environ.get("CI") == "true"
@@ -41,12 +48,41 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                      help="run the long versions of the harnesses (soaks, hundreds of faults)")
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The long versions run for many minutes: the suite's per-test timeout (300 s, which
+    catches a hung test in CI) becomes an hour."""
+    if config.getoption("--long"):
+        for item in items:
+            item.add_marker(pytest.mark.timeout(3600))
+
+
 @pytest.fixture(autouse=True)
 def _private_run_dir(tmp_path_factory: pytest.TempPathFactory,
                      monkeypatch: pytest.MonkeyPatch) -> None:
     """Each test's services write their live status (agent.livestatus) to a directory of
     its own, never to another test's or the machine's /run/wearcap."""
     monkeypatch.setenv("WEARCAP_RUN_DIR", str(tmp_path_factory.mktemp("run")))
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PgServer]:
+    """One real PostgreSQL for the session (started on first use); tests take a fresh
+    database each (``pg_server.new_database()``)."""
+    from tests.pg import PgServer
+
+    server = PgServer.start(Path(tempfile.mkdtemp(prefix="wearcap-pg-")))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[Seaweed]:
+    """One real SeaweedFS (S3, with auth) for the session; tests take a bucket each."""
+    from tests.seaweed import Seaweed
+
+    server = Seaweed.start(Path(tempfile.mkdtemp(prefix="wearcap-s3-")))
+    yield server
+    server.stop()
 
 
 @pytest.fixture

@@ -15,14 +15,14 @@ import glob
 import itertools
 import os
 import pwd
-import shutil
-import socket
 import subprocess
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+
+from tests import servers
+from tests.servers import free_ports
 
 
 def binaries() -> Path | None:
@@ -38,12 +38,6 @@ def require_postgres() -> Path:
             pytest.fail(why)
         pytest.skip(why)
     return bindir
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _user() -> pwd.struct_passwd | None:
@@ -91,40 +85,26 @@ class PgServer:
         subprocess.run([str(bindir / "initdb"), "-D", str(data), "-U", "wearcap",
                         "--auth=trust", "-E", "UTF8", "--no-sync"], check=True,
                        preexec_fn=demote, capture_output=True, cwd=root)
-        port = _free_port()
-        log = open(root / "postgres.log", "wb")  # noqa: SIM115
+        port = free_ports(1)[0]
         # fsync off: these are tests of the collector's logic, not of PostgreSQL's durability
-        proc = subprocess.Popen(
+        proc = servers.spawn(
             [str(bindir / "postgres"), "-D", str(data), "-p", str(port), "-k", str(root),
              "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off",
              "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
              "-c", "max_connections=200", "-c", "shared_buffers=32MB"],
-            preexec_fn=demote, stdout=log, stderr=subprocess.STDOUT, cwd=root,
-            start_new_session=True)
-        log.close()
+            root, "postgres.log", preexec_fn=demote)
         srv = cls(bindir, root, port, proc, user)
         try:
-            srv._wait_ready()
+            servers.wait_ready(proc, root / "postgres.log", srv._probe, 60.0, "PostgreSQL")
         except BaseException:
             srv.stop()
             raise
         return srv
 
-    def _wait_ready(self, timeout: float = 60.0) -> None:
+    def _probe(self) -> None:
         import psycopg
 
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError("postgres exited:\n" +
-                                   (self.root / "postgres.log").read_text()[-2000:])
-            try:
-                with psycopg.connect(self.url("postgres"), connect_timeout=2):
-                    return
-            except psycopg.OperationalError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
+        psycopg.connect(self.url("postgres"), connect_timeout=2).close()
 
     def url(self, dbname: str = "postgres") -> str:
         return f"postgresql://wearcap@127.0.0.1:{self.port}/{dbname}"
@@ -138,11 +118,4 @@ class PgServer:
         return self.url(name)
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()  # SIGTERM: smart shutdown
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        shutil.rmtree(self.root, ignore_errors=True)
+        servers.stop(self.proc, self.root, group=False, timeout=30)  # SIGTERM: smart shutdown

@@ -13,16 +13,16 @@ import json
 import os
 import secrets
 import shutil
-import signal
-import socket
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests import servers
+from tests.servers import free_ports
 
 
 def weed_binary() -> str | None:
@@ -38,18 +38,6 @@ def require_weed() -> str:
             pytest.fail(why)
         pytest.skip(why)
     return weed
-
-
-def _ports(n: int) -> list[int]:
-    socks = []
-    for _ in range(n):
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        socks.append(s)
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
 
 
 @dataclass
@@ -74,7 +62,7 @@ class Seaweed:
             "name": "wearcap", "credentials": [{"accessKey": access, "secretKey": secret}],
             "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}))
         # every listener on a free port (grpc would be http + 10000; iceberg and lance fixed)
-        m, mg, v, vg, f, fg, s3, s3g, ice, lance = _ports(10)
+        m, mg, v, vg, f, fg, s3, s3g, ice, lance = free_ports(10)
         cmd = [weed, "server", f"-dir={root / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
                f"-master.port={m}", f"-master.port.grpc={mg}", f"-volume.port={v}",
                f"-volume.port.grpc={vg}", "-filer", f"-filer.port={f}",
@@ -85,10 +73,7 @@ class Seaweed:
                # the default (1 % of the disk free) turns every volume read-only on a big,
                # nearly full disk shared with others, which says nothing about the collector
                "-volume.minFreeSpace=256MiB"]
-        log = open(root / "weed.log", "wb")  # noqa: SIM115
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=root,
-                                start_new_session=True)
-        log.close()
+        proc = servers.spawn(cmd, root, "weed.log")
         srv = cls(proc, root, s3, access, secret)
         try:
             srv._wait(timeout)
@@ -107,33 +92,20 @@ class Seaweed:
                                           retries={"max_attempts": 2}))
 
     def _wait(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
         c = self.client()
         name = "ready-" + secrets.token_hex(4)
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError("weed exited:\n" + (self.root / "weed.log").read_text()[-3000:])
-            try:
-                c.create_bucket(Bucket=name)  # needs master, volume, filer and s3 all up
-                c.put_object(Bucket=name, Key="probe", Body=b"x")
-                c.delete_object(Bucket=name, Key="probe")
-                return
-            except Exception as exc:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"SeaweedFS not ready after {timeout:.0f} s ({exc}):\n"
-                                       + (self.root / "weed.log").read_text()[-3000:]) from exc
-                time.sleep(0.3)
+
+        def probe() -> None:  # needs master, volume, filer and s3 all up
+            c.create_bucket(Bucket=name)
+            c.put_object(Bucket=name, Key="probe", Body=b"x")
+            c.delete_object(Bucket=name, Key="probe")
+
+        servers.wait_ready(self.proc, self.root / "weed.log", probe, timeout, "SeaweedFS")
 
     def env(self) -> dict[str, str]:
         return {"AWS_ACCESS_KEY_ID": self.access_key, "AWS_SECRET_ACCESS_KEY": self.secret_key,
                 "AWS_DEFAULT_REGION": "us-east-1"}
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-        shutil.rmtree(self.root, ignore_errors=True)
+        # weed often lingers for long after SIGTERM; its data is thrown away anyway
+        servers.stop(self.proc, self.root, group=True, timeout=3)

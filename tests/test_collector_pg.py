@@ -4,9 +4,7 @@ show: two nodes racing for one segment, and migrations run by nodes starting tog
 
 from __future__ import annotations
 
-import tempfile
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,14 +19,9 @@ from tests.test_collector_support import ServerThread
 pytestmark = pytest.mark.services
 
 
-@pytest.fixture(scope="module")
-def pg() -> Iterator[PgServer]:
-    root = Path(tempfile.mkdtemp(prefix="wearcap-pg-"))
-    server = PgServer.start(root)
-    try:
-        yield server
-    finally:
-        server.stop()
+@pytest.fixture
+def pg(pg_server: PgServer) -> PgServer:
+    return pg_server
 
 
 @pytest.mark.parametrize("case", store_contract_cases(), ids=lambda c: c.__name__)

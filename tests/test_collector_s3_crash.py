@@ -24,10 +24,8 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -103,17 +101,9 @@ class Node:
                 self.proc.wait()
 
 
-@pytest.fixture(scope="module")
-def servers() -> Iterator[tuple[PgServer, Seaweed]]:
-    pg = PgServer.start(Path(tempfile.mkdtemp(prefix="wearcap-pg-")))
-    try:
-        s3 = Seaweed.start(Path(tempfile.mkdtemp(prefix="wearcap-s3-")))
-    except BaseException:
-        pg.stop()
-        raise
-    yield pg, s3
-    s3.stop()
-    pg.stop()
+@pytest.fixture
+def servers(pg_server: PgServer, s3_server: Seaweed) -> tuple[PgServer, Seaweed]:
+    return pg_server, s3_server
 
 
 def read_reply(sock: socket.socket, timeout: float) -> int | None:
@@ -190,7 +180,7 @@ def test_kill9_of_a_node_at_random_points_of_s3_staging_loses_nothing(
     token = auth.enroll(store, DEV)
     nodes = [Node(i, tmp_path / f"node{i}", store_url, s3, bucket_name) for i in range(2)]
     clients = [TusClient(n.url, token) for n in nodes]
-    n_segments = 40 if long_run else 2
+    n_segments = 30 if long_run else 2
     segments = {seq: os.urandom(rng.randrange(6 << 20, 12 << 20)) for seq in range(n_segments)}
     kinds: Counter[str] = Counter()
     kills = regressions = phantom = retries_409 = 0

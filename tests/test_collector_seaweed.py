@@ -26,21 +26,15 @@ BUCKET = "wearcap-test"
 CHUNK = 4 * 1024 * 1024  # the device's sync.chunk_bytes: smaller than S3's part minimum
 
 
-@pytest.fixture(scope="module")
-def pg() -> Iterator[PgServer]:
-    server = PgServer.start(Path(tempfile.mkdtemp(prefix="wearcap-pg-")))
-    yield server
-    server.stop()
+@pytest.fixture
+def pg(pg_server: PgServer) -> PgServer:
+    return pg_server
 
 
 @pytest.fixture(scope="module")
-def s3() -> Iterator[Seaweed]:
-    server = Seaweed.start(Path(tempfile.mkdtemp(prefix="wearcap-s3-")))
-    try:  # a failure here must not leave the server running
-        server.client().create_bucket(Bucket=BUCKET)
-        yield server
-    finally:
-        server.stop()
+def s3(s3_server: Seaweed) -> Seaweed:
+    s3_server.client().create_bucket(Bucket=BUCKET)
+    return s3_server
 
 
 class Fleet:

@@ -17,11 +17,14 @@ import pytest
 from conftest import NOT_APPLICABLE, REPO
 from sync_servers import DEVICE, make_segments, sha256_file, write_config
 
+from tests.pg import PgServer
+from tests.seaweed import Seaweed
+
 pytestmark = pytest.mark.services
 
 
-def test_device_survives_kill_9_of_each_node_behind_the_balancer(tmp_path: Path,
-                                                                 long_run: bool) -> None:
+def test_device_survives_kill_9_of_each_node_behind_the_balancer(
+        tmp_path: Path, long_run: bool, pg_server: PgServer, s3_server: Seaweed) -> None:
     import os
 
     if shutil.which("haproxy") is None:
@@ -32,7 +35,8 @@ def test_device_survives_kill_9_of_each_node_behind_the_balancer(tmp_path: Path,
 
     n, size = (8, 9_000_000) if long_run else (3, 6_000_000)
     chunk = 4 * 1024 * 1024
-    fleet = Fleet.start(Path(tempfile.mkdtemp(prefix="wearcap-fleet-")), nodes=2)
+    fleet = Fleet.start(Path(tempfile.mkdtemp(prefix="wearcap-fleet-")), nodes=2,
+                        pg=pg_server, s3=s3_server)
     try:
         token = fleet.enroll(DEVICE)
         spool = tmp_path / "spool"
@@ -81,7 +85,7 @@ def test_device_survives_kill_9_of_each_node_behind_the_balancer(tmp_path: Path,
                                    "haproxy"}, r
         assert r["cpu_s"]["postgresql"] > 0 and r["cpu_s"]["seaweedfs"] > 0, r
     finally:
-        fleet.stop()
+        fleet.stop(services=False)
 
 
 @pytest.mark.parametrize("method", ["cgroup", "duty"])
