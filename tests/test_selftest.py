@@ -48,7 +48,10 @@ def test_selftest_passes_on_the_simulated_rig(tmp_path: Path) -> None:
                       timeout=180)
     checks = _checks(res)
     assert res.returncode == 0, res.stdout
-    assert checks["camera"]["result"] == "pass", checks["camera"]
+    # A gap of a few frame periods is a warning that a loaded test machine can produce (the
+    # simulated camera runs on the same two cores); a wrong rate or no frames is a failure.
+    assert checks["camera"]["result"] in ("pass", "warn"), checks["camera"]
+    assert checks["camera"]["figures"]["frames"] > 0
     assert checks["mcu"]["result"] == "pass", checks["mcu"]
     assert "ms p50" in checks["mcu"]["detail"] and checks["mcu"]["figures"]["rtt_ms_p50"] > 0
     for band in ("band left", "band right"):
@@ -176,7 +179,10 @@ def test_selftest_reads_the_running_capture_and_names_a_band_that_is_off(
     assert "not streaming" in checks["band right"]["detail"]
     assert "switch the right band on" in checks["band right"]["fix"]
     assert checks["band left"]["result"] in ("pass", "warn"), checks["band left"]
-    assert checks["camera"]["result"] == "pass", checks["camera"]
+    # A gap of a few frame periods is a warning that a loaded test machine can produce (the
+    # simulated camera runs on the same two cores); a wrong rate or no frames is a failure.
+    assert checks["camera"]["result"] in ("pass", "warn"), checks["camera"]
+    assert checks["camera"]["figures"]["frames"] > 0
     assert checks["mcu"]["result"] == "pass", checks["mcu"]
     assert "ms p50" in checks["mcu"]["detail"] and checks["mcu"]["figures"]["rtt_ms_p50"] > 0
 
