@@ -204,7 +204,7 @@ def test_a_band_lost_from_the_ble_librarys_view_is_found_again(rig):
     from bleak.backends.bluezdbus.manager import get_global_bluez_manager
 
     from agent.wrist import ble_loop
-    from agent.wrist.ble import bluez_has_device
+    from agent.wrist.bluez_dbus import has_device as bluez_has_device
 
     address = rig.band("left").address
     path = f"/org/bluez/hci0/dev_{address.replace(':', '_')}"

@@ -1,19 +1,31 @@
-"""Pure parts of the BLE transport: backoff policy, lifecycle table, error causes, GATT check."""
+"""Pure parts of the BLE transport: backoff policy, lifecycle table, GATT check (error
+classes: tests/test_ble_errors.py)."""
 
 from __future__ import annotations
 
+import random
 from types import SimpleNamespace
 
 import pytest
 
-from agent.wrist.ble import BackoffPolicy, StaleGatt, backoff_delay, check_services, classify
+from agent import backoff
+from agent.wrist.ble import NOT_FOUND_MIN_S, BackoffPolicy, check_services
+from agent.wrist.ble_errors import StaleGatt
 from agent.wrist.lifecycle import TRANSITIONS, IllegalTransition, Lifecycle, State
 from agent.wrist.profiles import load_profile
 
 
+class Fixed:
+    def __init__(self, value: float) -> None:
+        self.value = value
+
+    def random(self) -> float:
+        return self.value
+
+
 def test_backoff_grows_and_is_capped():
     p = BackoffPolicy(first_s=0.25, factor=2.0, cap_s=5.0, jitter=0.0)
-    delays = [backoff_delay(i, 0.5, p) for i in range(12)]
+    delays = [backoff.delay(p, i + 1, Fixed(0.5)) for i in range(12)]
     assert delays[:4] == [0.25, 0.5, 1.0, 2.0]
     assert max(delays) == 5.0
     assert delays == sorted(delays)
@@ -21,16 +33,46 @@ def test_backoff_grows_and_is_capped():
 
 def test_backoff_jitter_stays_within_bounds_and_cap():
     p = BackoffPolicy(first_s=1.0, factor=2.0, cap_s=3.0, jitter=0.25)
-    assert backoff_delay(0, 0.0, p) == pytest.approx(0.75)
-    assert backoff_delay(0, 0.999999, p) == pytest.approx(1.25, rel=1e-5)
-    assert all(backoff_delay(i, r / 10, p) <= 3.0 for i in range(10) for r in range(10))
-    assert backoff_delay(10**6, 0.5, p) == 3.0  # no overflow on huge attempt counts
+    assert backoff.delay(p, 1, Fixed(0.0)) == pytest.approx(0.75)
+    assert backoff.delay(p, 1, Fixed(0.999999)) == pytest.approx(1.0, rel=1e-5)
+    assert all(backoff.delay(p, i, Fixed(r / 10)) <= 3.0 for i in range(1, 11) for r in range(10))
+    assert backoff.delay(p, 10**6, Fixed(1.0)) == 3.0  # no overflow on huge attempt counts
+    assert backoff.delay(p, 10**6, Fixed(0.0)) == pytest.approx(2.25)
+
+
+def test_backoff_stays_spread_at_the_cap():
+    """Two bands that failed together must not retry in step once both waits reach the cap
+    (a window reaching above the nominal wait, clipped to the cap, put half of all draws on
+    the cap itself)."""
+    p = BackoffPolicy(first_s=1.0, cap_s=3.0)
+    rng = random.Random(3)
+    waits = [backoff.delay(p, 50, rng) for _ in range(400)]
+    assert max(waits) <= 3.0 and min(waits) >= 1.5
+    assert sum(w == 3.0 for w in waits) <= 2
+    assert len({round(w, 3) for w in waits}) > 300
+
+
+def test_ble_and_sync_share_one_backoff():
+    """The same function and semantics; only the numbers are each caller's."""
+    from agent.config import BleSection, SyncSection
+
+    ble = BackoffPolicy(cap_s=BleSection().backoff_max)
+    sc = SyncSection()
+    sync = backoff.Policy(first_s=sc.backoff_base, cap_s=sc.backoff_cap)
+    for pol in (ble, sync):
+        for n in (1, 3, 60):
+            d = backoff.nominal(pol, n)
+            assert backoff.delay(pol, n, Fixed(0.0)) == pytest.approx(d / 2)
+            assert backoff.delay(pol, n, Fixed(1.0)) == pytest.approx(d)
+            assert d <= pol.cap_s
+    with pytest.raises(ValueError):
+        backoff.Policy(jitter=1.5)
 
 
 def test_backoff_not_found_waits_at_least_the_floor():
-    p = BackoffPolicy(first_s=0.1, jitter=0.0, not_found_min_s=1.0)
-    assert backoff_delay(0, 0.5, p, cause="link-lost") == 0.1
-    assert backoff_delay(0, 0.5, p, cause="not-found") == 1.0
+    p = BackoffPolicy(first_s=0.1, jitter=0.0)
+    assert backoff.delay(p, 1, Fixed(0.5)) == 0.1
+    assert backoff.delay(p, 1, Fixed(0.5), floor_s=NOT_FOUND_MIN_S) == 1.0
 
 
 def test_lifecycle_full_cycle_and_reconnect_count():
@@ -67,17 +109,6 @@ def test_every_state_can_stop_and_stopped_is_terminal():
                 reach.add(t)
                 todo.append(t)
     assert reach == set(State)
-
-
-def test_classify_causes():
-    assert classify(TimeoutError()) == "timeout"
-    assert classify(Exception("[org.bluez.Error.Failed] le-connection-abort-by-local")) \
-        == "connect-aborted"
-    assert classify(Exception("Device with address X was not found")) == "not-found"
-    assert classify(Exception("org.freedesktop.DBus.Error.UnknownMethod: StartNotify")) \
-        .startswith("stale-gatt")
-    assert classify(StaleGatt("2 instances")).startswith("stale-gatt:")
-    assert classify(ValueError("odd")) == "error:ValueError"
 
 
 def _services(layout):

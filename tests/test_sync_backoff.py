@@ -1,4 +1,5 @@
-"""Backoff and the opportunistic policy: pure functions, tested without sleeping."""
+"""Sync's backoff (the shared agent.backoff with sync's policy) and the opportunistic policy:
+pure functions, tested without sleeping."""
 
 from __future__ import annotations
 
@@ -6,8 +7,13 @@ import random
 
 import pytest
 
+from agent.backoff import Policy, delay
 from agent.sync import policy
-from agent.sync.backoff import backoff
+
+
+def backoff(attempt, *, base, cap, rng=random, auth=False):
+    """Sync's call: its base and cap from the config; an auth failure waits the cap."""
+    return delay(Policy(first_s=base, cap_s=cap), attempt, rng, floor_s=cap if auth else 0.0)
 
 
 class Fixed:

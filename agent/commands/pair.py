@@ -29,25 +29,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 async def _scan(adapter: str, seconds: float) -> list[dict[str, Any]]:
     """Every device BlueZ knows on ``adapter`` after an active scan, with its properties."""
     from bleak import BleakScanner
-    from dbus_fast import BusType, Message, MessageType
-    from dbus_fast.aio import MessageBus
+
+    from agent.wrist.bluez_dbus import managed_objects
 
     async with BleakScanner(bluez={"adapter": adapter}):
         import asyncio
 
         await asyncio.sleep(seconds)
-    bus = await MessageBus(bus_type=BusType.SYSTEM).connect()
-    try:
-        reply = await bus.call(Message(destination="org.bluez", path="/",
-                                       interface="org.freedesktop.DBus.ObjectManager",
-                                       member="GetManagedObjects"))
-    finally:
-        bus.disconnect()
-    if reply is None or reply.message_type != MessageType.METHOD_RETURN:
-        raise RuntimeError(f"BlueZ did not answer: {reply and reply.body}")
+    objects = await managed_objects()
     out = []
     prefix = f"/org/bluez/{adapter}/dev_"
-    for path, ifaces in reply.body[0].items():
+    for path, ifaces in objects.items():
         dev = ifaces.get("org.bluez.Device1")
         if not path.startswith(prefix) or dev is None or "/" in path[len(prefix):]:
             continue

@@ -102,24 +102,14 @@ def run_async(coro: Any) -> Any:
 
 
 async def _adapters_ready(address: str, want: list[str]) -> bool:
-    from dbus_fast import BusType, Message, MessageType
-    from dbus_fast.aio import MessageBus
+    from agent.wrist.bluez_dbus import managed_objects
 
-    bus = await MessageBus(bus_address=address, bus_type=BusType.SYSTEM).connect()
-    try:
-        reply = await bus.call(Message(destination="org.bluez", path="/",
-                                       interface="org.freedesktop.DBus.ObjectManager",
-                                       member="GetManagedObjects"))
-        if reply is None or reply.message_type != MessageType.METHOD_RETURN:
+    objects = await managed_objects(bus_address=address)
+    for name in want:
+        props = objects.get(f"/org/bluez/{name}", {}).get("org.bluez.Adapter1")
+        if props is None or not props["Powered"].value:
             return False
-        objects = reply.body[0]
-        for name in want:
-            props = objects.get(f"/org/bluez/{name}", {}).get("org.bluez.Adapter1")
-            if props is None or not props["Powered"].value:
-                return False
-        return True
-    finally:
-        bus.disconnect()
+    return True
 
 
 class PrivateBluez:

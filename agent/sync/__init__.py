@@ -5,7 +5,7 @@
     state.py      SQLite state: one row per segment, the lifecycle table
     watcher.py    discovery: watchdog on ``<spool>/sealed/`` plus a periodic rescan
     policy.py     opportunistic rules (pure) and the thin probes that observe the situation
-    backoff.py    capped, jittered retry delays (pure)
     retention.py  which verified segments to evict, and evicting them
-    service.py    the loop that ties them together (``wearcap sync``)
+    service.py    the loop that ties them together (``wearcap sync``); its retry delays are
+                  agent/backoff.py's, shared with the BLE links
 """

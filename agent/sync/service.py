@@ -23,11 +23,10 @@ from typing import Any
 
 import httpx
 
-from agent import durable, sdnotify
+from agent import backoff, durable, sdnotify
 from agent.config import Config
 from agent.errors import SyncError
 from agent.sync import policy, retention, tus
-from agent.sync.backoff import backoff
 from agent.sync.ballast import BALLAST_NAME, LOW_FREE, Ballast, disk_free, is_disk_full
 from agent.sync.state import PENDING, State
 from agent.sync.uploader import Stopped, Uploader, timeouts
@@ -102,6 +101,8 @@ class SyncService:
         self.monotonic = monotonic
         self._sleep_fn = sleep
         self.rng = rng or random.Random()
+        self.retry_policy = backoff.Policy(first_s=self.sc.backoff_base,
+                                           cap_s=self.sc.backoff_cap)
         self.sealed = spool / "sealed"
         self.ballast = Ballast(spool / BALLAST_NAME)
         self.ballast_released = 0
@@ -289,8 +290,8 @@ class SyncService:
                         break
                     if self.once:
                         probes_failed += 1
-                        next_probe = now + backoff(probes_failed, base=self.sc.backoff_base,
-                                                   cap=self.sc.backoff_cap, rng=self.rng)
+                        next_probe = now + backoff.delay(self.retry_policy, probes_failed,
+                                                         self.rng)
                     self._sleep(min(self.sc.probe_seconds, max(0.1, next_probe - now)))
                     continue
                 assert caps is not None
@@ -364,8 +365,9 @@ class SyncService:
             delay = self.sc.backoff_cap
         else:
             auth = isinstance(ev, tus.Retry) and ev.auth
-            delay = backoff(attempts, base=self.sc.backoff_base, cap=self.sc.backoff_cap,
-                            rng=self.rng, auth=auth)
+            # retrying an authentication failure sooner cannot fix a bad token: the cap
+            delay = backoff.delay(self.retry_policy, attempts, self.rng,
+                                  floor_s=self.sc.backoff_cap if auth else 0.0)
         reason = getattr(ev, "reason", type(ev).__name__)
         self.summary.retries += 1
         self.summary.errors = [*self.summary.errors[-9:], f"{seg_id}: {reason}"]

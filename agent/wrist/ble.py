@@ -2,12 +2,13 @@
 
 ``BleLink`` connects by address on the configured adapter, checks the GATT layout against
 the sensor profile, subscribes to the notify characteristic, writes the rate and start
-commands, and reconnects forever with a capped, jittered backoff (``backoff_delay``, a pure
-function). When the services do not match the profile (a stale BlueZ GATT cache, e.g. after
-a firmware update), it removes the device from BlueZ (``Adapter1.RemoveDevice``) and scans
-for it again. It does the same when a scan does not find a band that BlueZ does list: the
-BLE library's view of BlueZ has lost the device object (a race in its start-up), and removing
-the object makes BlueZ announce it again on the next scan.
+commands, and reconnects forever with the agent's capped, jittered backoff
+(``agent.backoff``). A failure's kind comes from its type and D-Bus error name
+(``agent.wrist.ble_errors``), never its text. One repair serves two faults: when the
+services do not match the profile (a stale BlueZ GATT cache, e.g. after a firmware update,
+or BlueZ's objects gone), and when a scan does not find a band that BlueZ does list (the BLE
+library's view of BlueZ lost the device object, a race in its start-up), the link has BlueZ
+forget the device (``bluez_dbus.forget_device``) and finds it again on the next scan.
 
 Its notification callback does one thing: ``on_packet(arrival_ns, bytes)`` (the caller pushes
 into a ring). Link events (connected, lost with a cause) go to ``on_event``. bleak is imported
@@ -27,9 +28,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from agent import backoff
 from agent.errors import SourceError
 from agent.timeline import Clock, monotonic_ns
-from agent.wrist import registry
+from agent.wrist import bluez_dbus, registry
+from agent.wrist.ble_errors import StaleGatt, classify, needs_repair
 from agent.wrist.ble_loop import SharedLoop
 from agent.wrist.lifecycle import Lifecycle, State
 from agent.wrist.profiles import SensorProfile
@@ -42,54 +45,13 @@ TIME_REPLY_HEAD = b"\xf0\x04\x00"
 """An open-profile reply to a time request, successful (``agent.wrist.control``)."""
 
 
-# ---------------------------------------------------------------- retry policy (pure)
+# ---------------------------------------------------------------- retry policy
 
-
-@dataclass(frozen=True, slots=True)
-class BackoffPolicy:
-    first_s: float = 0.25
-    factor: float = 2.0
-    cap_s: float = 30.0
-    jitter: float = 0.25
-    """Each delay is scaled by a factor drawn uniformly from [1 - jitter, 1 + jitter]."""
-    not_found_min_s: float = 1.0
-    """A band that is not advertising is not worth asking for more often than this."""
-
-
-def backoff_delay(attempt: int, rand: float, policy: BackoffPolicy = BackoffPolicy(),
-                  cause: str = "") -> float:
-    """Seconds to wait before retry number ``attempt`` (0 = the first retry after a loss).
-
-    ``rand`` in [0, 1) is the jitter draw (injected so that this is a pure function). The
-    result never exceeds ``policy.cap_s``.
-    """
-    base = policy.first_s * policy.factor ** min(max(attempt, 0), 64)
-    if cause.startswith("not-found"):
-        base = max(base, policy.not_found_min_s)
-    base = min(base, policy.cap_s)
-    scaled = base * (1.0 - policy.jitter + 2.0 * policy.jitter * min(max(rand, 0.0), 1.0))
-    return min(scaled, policy.cap_s)
-
-
-def classify(exc: BaseException) -> str:
-    """A short, stable cause for a failure (written into gaps): ``kind:detail``."""
-    text = str(exc) or type(exc).__name__
-    low = text.lower()
-    if isinstance(exc, StaleGatt):
-        return f"stale-gatt:{text}"
-    if "UnknownMethod" in text or "UnknownObject" in text:
-        return "stale-gatt:services gone"
-    if isinstance(exc, asyncio.TimeoutError):
-        return "timeout"
-    if "abort" in low or "le-connection-abort-by-local" in low:
-        return "connect-aborted"
-    if "not found" in low or "unknownobject" in low or "does not exist" in low:
-        return "not-found"
-    if "inprogress" in low or "in progress" in low:
-        return "in-progress"
-    if "disconnected" in low or "not connected" in low:
-        return "link-lost"
-    return f"error:{type(exc).__name__}"
+BackoffPolicy = backoff.Policy
+"""The link's retry policy: the agent's one backoff (agent/backoff.py) with BLE's numbers
+(``[ble] backoff_max`` is its cap)."""
+NOT_FOUND_MIN_S = 1.0
+"""A band that is not advertising is not worth asking for more often than this."""
 
 
 def _characteristic(client: Any, uuid: str | None) -> Any:
@@ -100,10 +62,6 @@ def _characteristic(client: Any, uuid: str | None) -> Any:
         return client.services.get_characteristic(uuid)
     except Exception:  # a layout with it twice was rejected before; anything else: absent
         return None
-
-
-class StaleGatt(Exception):
-    """The services BlueZ reports do not match the band's profile."""
 
 
 def check_services(services: Any, profile: SensorProfile) -> None:
@@ -135,46 +93,13 @@ class LinkEvent:
     data: bytes = b""
 
 
-async def remove_device(adapter: str, address: str) -> bool:
-    """Forget a device in BlueZ (its GATT cache too): ``Adapter1.RemoveDevice``."""
-    from dbus_fast import BusType, Message, MessageType
-    from dbus_fast.aio import MessageBus
-
-    path = f"/org/bluez/{adapter}/dev_{address.upper().replace(':', '_')}"
-    bus = await MessageBus(bus_type=BusType.SYSTEM).connect()
-    try:
-        reply = await bus.call(Message(destination="org.bluez", path=f"/org/bluez/{adapter}",
-                                       interface="org.bluez.Adapter1", member="RemoveDevice",
-                                       signature="o", body=[path]))
-        return reply is not None and reply.message_type == MessageType.METHOD_RETURN
-    finally:
-        bus.disconnect()
-
-
-async def bluez_has_device(adapter: str, address: str) -> bool:
-    """Whether BlueZ itself lists the device on ``adapter`` (asked directly, not from a cache)."""
-    from dbus_fast import BusType, Message, MessageType
-    from dbus_fast.aio import MessageBus
-
-    path = f"/org/bluez/{adapter}/dev_{address.upper().replace(':', '_')}"
-    bus = await MessageBus(bus_type=BusType.SYSTEM).connect()
-    try:
-        reply = await bus.call(Message(destination="org.bluez", path=path,
-                                       interface="org.freedesktop.DBus.Properties",
-                                       member="Get", signature="ss",
-                                       body=["org.bluez.Device1", "Address"]))
-        return reply is not None and reply.message_type == MessageType.METHOD_RETURN
-    finally:
-        bus.disconnect()
-
-
 class BleLink:
     """One band's connection, a coroutine on the process's shared BLE loop (``ble_loop``)."""
 
     def __init__(self, *, name: str, address: str, adapter: str, profile: SensorProfile,
                  rate_hz: float, on_packet: Callable[[int, bytes], object],
                  on_event: Callable[[LinkEvent], object], connect_timeout: float = 20.0,
-                 scan_timeout: float = 5.0, policy: BackoffPolicy = BackoffPolicy(),
+                 scan_timeout: float = 5.0, policy: BackoffPolicy | None = None,
                  clock: Clock = monotonic_ns, rng: random.Random | None = None) -> None:
         self.name = name
         self.address = address.upper()
@@ -185,12 +110,12 @@ class BleLink:
         self.on_event = on_event
         self.connect_timeout = connect_timeout
         self.scan_timeout = scan_timeout
-        self.policy = policy
+        self.policy = policy or BackoffPolicy()
         self.clock = clock
         self.rng = rng or random.Random()
         self.lifecycle = Lifecycle(clock)
-        self.cache_clears = 0
-        self.view_heals = 0
+        self.repairs = {"stale-gatt": 0, "stale-view": 0}
+        """Times the device was forgotten in BlueZ, by the fault that asked for it."""
         self.last_error = ""
         self._shared: SharedLoop | None = None
         self._future: concurrent.futures.Future[None] | None = None
@@ -281,8 +206,9 @@ class BleLink:
                     attempt = 0  # a working link was lost: start the backoff afresh
                 lc.fire("retry", cause)
             elif lc.state is State.BACKOFF:
-                await asyncio.sleep(backoff_delay(attempt, self.rng.random(), self.policy,
-                                                  cause))
+                floor = NOT_FOUND_MIN_S if cause == "not-found" else 0.0
+                await asyncio.sleep(backoff.delay(self.policy, attempt + 1, self.rng,
+                                                  floor_s=floor))
                 attempt += 1
                 lc.fire("rescan" if scan or device is None else "reconnect")
             else:  # pragma: no cover - the table allows nothing else here
@@ -322,15 +248,16 @@ class BleLink:
             raise
         except Exception as exc:
             cause = classify(exc)
-            self.last_error = f"{cause}: {exc}"
+            if self._lost is not None and self._lost.is_set() and not needs_repair(cause):
+                cause = "link-lost"  # a call that failed because the link had gone down
+            self.last_error = f"{cause}: {str(exc) or type(exc).__name__}"
             log.info("%s: %s", self.name, self.last_error)
             lc.fire("failed", cause)
-            stale = isinstance(exc, StaleGatt) or any(
-                k in str(exc) for k in ("UnknownMethod", "UnknownObject"))
+            stale = needs_repair(cause)
             if stale:
                 await self._disconnect(client)
                 client = None
-                if await self._clear_cache():
+                if await self._forget("stale-gatt"):
                     self.on_event(LinkEvent(self.clock(), "stale-gatt-cleared", cause))
             else:
                 self.on_event(LinkEvent(self.clock(), "failed", cause))
@@ -386,14 +313,12 @@ class BleLink:
         library's cache lost its device object; forget the device so that the next scan
         announces it again."""
         async with asyncio.timeout(5.0):
-            if not await bluez_has_device(self.adapter, self.address):
+            if not await bluez_dbus.has_device(self.adapter, self.address):
                 return
-            log.warning("%s: BlueZ lists %s but the BLE library's view of BlueZ lacks it; "
-                        "removing it so the next scan announces it again", self.name,
-                        self.address)
-            if await remove_device(self.adapter, self.address):
-                self.view_heals += 1
-                self.on_event(LinkEvent(self.clock(), "stale-view-cleared", "not-found"))
+        log.warning("%s: BlueZ lists %s but the BLE library's view of BlueZ lacks it; "
+                    "removing it so the next scan announces it again", self.name, self.address)
+        if await self._forget("stale-view"):
+            self.on_event(LinkEvent(self.clock(), "stale-view-cleared", "not-found"))
 
     async def _connect(self, device: Any) -> Any:
         from bleak import BleakClient
@@ -533,16 +458,18 @@ class BleLink:
             async with asyncio.timeout(5.0):
                 await client.disconnect()
 
-    async def _clear_cache(self) -> bool:
+    async def _forget(self, fault: str) -> bool:
+        """The one repair, for a stale GATT cache and a stale view alike: BlueZ forgets the
+        device (objects and cache), so the next scan announces it afresh."""
         try:
             async with asyncio.timeout(5.0):
-                ok = await remove_device(self.adapter, self.address)
+                await bluez_dbus.forget_device(self.adapter, self.address)
         except Exception as exc:
-            log.info("%s", self._translate(exc, "could not clear the GATT cache"))
+            log.info("%s (%s)", self._translate(exc, f"could not forget the device ({fault})"),
+                     classify(exc))
             return False
-        if ok:
-            self.cache_clears += 1
-        return ok
+        self.repairs[fault] += 1
+        return True
 
     def _translate(self, exc: BaseException, what: str) -> SourceError:
         try:
