@@ -42,6 +42,8 @@ from agent.record.schemas import FRAMES_TOPIC, VIDEO_TOPIC
 from agent.sources import GAP_TOPIC
 
 GAP_FACTOR = 1.5
+SLEW_MIN_NS = 1_000
+"""A batch whose output is further than this from its fit is slewing (below: rounding)."""
 MAX_LISTED = 20
 """Holes and frame-index jumps listed per stream (all are counted)."""
 
@@ -189,7 +191,7 @@ class StreamReport:
     band: dict[str, Any] | None = None
     """A wrist band (``_band_fields``): the error bound its batches claimed (p50/max ns and
     what it includes), streams the band refused with its reasons, what its info
-    characteristic said, and its time exchange."""
+    characteristic said, its time exchange, and its slews (``_slews``)."""
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -319,6 +321,7 @@ def _band_fields(st: StreamReport, s: Streams, topic: str) -> None:
     bounds: list[int] = []
     latency: set[str] = set()
     absent: dict[str, str] = {}
+    slewing: list[tuple[int, int, float]] = []  # (batch log time, slew ns, rate ppm)
     for r in s.segment.topic_records(topic):
         try:
             p = msgpack.unpackb(r.data)
@@ -327,6 +330,10 @@ def _band_fields(st: StreamReport, s: Streams, topic: str) -> None:
         clock = p.get("clock") or {}
         if isinstance(clock.get("error_bound_ns"), int):
             bounds.append(int(clock["error_bound_ns"]))
+        if isinstance(clock.get("slew_ns"), int):
+            ppm = clock.get("slew_max_ppm")
+            slewing.append((r.log_time, int(clock["slew_ns"]),
+                            float(ppm) if isinstance(ppm, (int, float)) else 0.0))
         if clock.get("latency"):
             latency.add(str(clock["latency"]))
         absent.update(p.get("absent") or {})
@@ -344,7 +351,36 @@ def _band_fields(st: StreamReport, s: Streams, topic: str) -> None:
         "info": json.loads(meta["band_info"]) if "band_info" in meta else None,
         "time_exchange": (json.loads(meta["latency_exchange"])
                           if "latency_exchange" in meta else None),
+        "slews": _slews(slewing),
     }
+
+
+def _slews(batches: list[tuple[int, int, float]]) -> dict[str, Any] | None:
+    """A band's slews from its batches' ``clock.slew_ns`` (the part of a fit change not yet
+    slewed into the output) and ``clock.slew_max_ppm`` (the rate it is slewed in at): each
+    run of consecutive batches that are slewing is one slew, from its first batch to its last,
+    with the largest offset still to absorb and the rate. None: the batches record no slew
+    (written before slews were recorded)."""
+    if not batches:
+        return None
+    runs: list[dict[str, Any]] = []
+    cur: dict[str, Any] | None = None
+    for t, slew, ppm in sorted(batches, key=lambda b: b[0]):
+        if slew < SLEW_MIN_NS:
+            cur = None
+            continue
+        if cur is None:
+            cur = {"start_ns": t, "end_ns": t, "max_ns": slew, "max_ppm": ppm, "batches": 0}
+            runs.append(cur)
+        cur["end_ns"] = t
+        cur["max_ns"] = max(cur["max_ns"], slew)
+        cur["max_ppm"] = max(cur["max_ppm"], ppm)
+        cur["batches"] += 1
+    return {"count": len(runs), "batches": sum(r["batches"] for r in runs),
+            "of_batches": len(batches),
+            "max_ns": max((r["max_ns"] for r in runs), default=0),
+            "max_ppm": max((r["max_ppm"] for r in runs), default=0.0),
+            "listed": runs[:MAX_LISTED]}
 
 
 _EXTENSIONS: list[Callable[[StreamReport, Streams, str], None]] = [_imu_fields, _mcu_fields,

@@ -48,14 +48,18 @@ class FixedFit:
     def map(self, device_ns: int) -> int:
         return device_ns - DEVICE_OFFSET_NS
 
+    slew_max_ppm = 500.0
+
     def state(self) -> dict[str, Any]:
         return {"converged": True, "drift_ppm": 0.0, "latency_ns": self.latency_ns,
-                "latency_uncertainty_ns": 0, "latency": self.latency_kind}
+                "latency_uncertainty_ns": 0, "latency": self.latency_kind,
+                "slew_max_ppm": self.slew_max_ppm}
 
-    def times(self, chunks: list[ImuChunk]) -> list[ChunkTime]:
-        """Each chunk's placement by the fixed mapping (what imu_message writes)."""
+    def times(self, chunks: list[ImuChunk], slew_ns: int = 0) -> list[ChunkTime]:
+        """Each chunk's placement by the fixed mapping (what imu_message writes); ``slew_ns``:
+        the part of a fit change still to slew in (recorded, not applied)."""
         return [ChunkTime(chunk_host(c)[0], float(c.period_ns or 0.0), self.error_bound_ns,
-                          0, 0, 0, "fixed") for c in chunks]
+                          0, 0, slew_ns, "fixed") for c in chunks]
 
     def snapshot(self) -> dict[str, Any]:
         return {"method": "fixed", "ref_device_ns": DEVICE_OFFSET_NS + T0_NS,
@@ -125,6 +129,8 @@ class Take:
     detail}."""
     band_meta: dict[str, str] = field(default_factory=dict)
     """Further source metadata of the band (e.g. refused_streams)."""
+    slews: dict[int, int] = field(default_factory=dict)
+    """IMU batch number (over the take, 5 chunks each) -> slew_ns its clock records."""
     frames: list[EncodedFrame] = field(default_factory=list)
     chunks: list[ImuChunk] = field(default_factory=list)
 
@@ -165,6 +171,7 @@ class Take:
         spec = imu_channel(self.band, self.profile)
         fit: Any = FixedFit()  # stands in for a fitted mapping (duck-typed as imu_message uses it)
         last_index = last_ns = None
+        batch_no = 0
         for s in range(nseg):
             lo = self.bound_ns(s)
             hi = self.bound_ns(s + 1) if s < nseg - 1 else 1 << 62
@@ -192,7 +199,8 @@ class Take:
                     w.write_gap(spec.topic, prev, chunk_host(batch[0])[0],
                                 batch[0].lost_before, "lost:sequence")
                 w.write_message(imu_message(self.band, batch, fit, self.profile,
-                                            times=fit.times(batch)))
+                                            times=fit.times(batch, self.slews.get(batch_no, 0))))
+                batch_no += 1
             for e in self.events:
                 if e["segment"] == s:
                     w.write_message(event(e["kind"], e["host_ns"], **e.get("detail", {})))

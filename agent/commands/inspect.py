@@ -103,7 +103,7 @@ def _render(rep: SegmentReport, con: Any) -> None:
 
 
 def _band_line(con: Any, topic: str, b: dict[str, Any], causes: dict[str, int]) -> None:
-    """A wrist band: the bound it claimed, what it refused, its gaps by cause."""
+    """A wrist band: the bound it claimed, what it refused, its slews, its gaps by cause."""
     bd = b.get("claimed_bound_ns")
     line = f"  {topic}: bound claimed "
     line += (f"p50 {bd['p50'] / 1e6:.3f} ms, max {bd['max'] / 1e6:.3f} ms" if bd else "none")
@@ -115,6 +115,16 @@ def _band_line(con: Any, topic: str, b: dict[str, Any], causes: dict[str, int]) 
     con.print(line)
     for stream, reason in sorted((b.get("refused") or {}).items()):
         con.print(f"  {topic}: [yellow]{stream} refused by the band[/]: {reason}")
+    sl = b.get("slews")
+    if sl is not None:
+        line = f"  {topic}: slews {sl['count']}"
+        if sl["count"]:
+            line += (f" ({sl['batches']} of {sl['of_batches']} batches slewing; largest "
+                     f"{sl['max_ns'] / 1e6:.3f} ms still to absorb, at <= {sl['max_ppm']:g} ppm)")
+        con.print(line)
+        for r in sl["listed"]:
+            con.print(f"    slew {_ts(r['start_ns'])}..{_ts(r['end_ns'])} s: "
+                      f"{r['max_ns'] / 1e6:.3f} ms at {r['max_ppm']:g} ppm")
     if causes:
         con.print(f"  {topic}: gaps " + ", ".join(f"{c} x{n}" for c, n in sorted(causes.items())))
 

@@ -39,6 +39,8 @@ from agent.wrist.profiles import SensorProfile
 
 if TYPE_CHECKING:
     from agent.wrist.control import Reply
+    from agent.wrist.time_requests import TimeRequests
+    from agent.wrist.timing import PingAimer
 
 log = logging.getLogger(__name__)
 TIME_REPLY_HEAD = b"\xf0\x04\x00"
@@ -100,7 +102,8 @@ class BleLink:
                  rate_hz: float, on_packet: Callable[[int, bytes], object],
                  on_event: Callable[[LinkEvent], object], connect_timeout: float = 20.0,
                  scan_timeout: float = 5.0, policy: BackoffPolicy | None = None,
-                 clock: Clock = monotonic_ns, rng: random.Random | None = None) -> None:
+                 clock: Clock = monotonic_ns, rng: random.Random | None = None,
+                 aimer: PingAimer | None = None) -> None:
         self.name = name
         self.address = address.upper()
         self.adapter = adapter
@@ -125,6 +128,9 @@ class BleLink:
         self._replies: asyncio.Queue[bytes] | None = None  # the control point's replies
         self.two_way = False  # the band answers the time exchange (open profile v2)
         self._time_sent = -1  # host send time of the time request in flight
+        self.aimer = aimer
+        """Aims the time requests at connection events (fed by the band's stream)."""
+        self.time_plan: TimeRequests | None = None
         self._ready = threading.Event()
 
     # -------------------------------------------------------------- thread control
@@ -402,17 +408,20 @@ class BleLink:
 
     async def _time_loop(self, client: Any) -> None:
         """The open profile's two-way time exchange while streaming: write the host's send
-        time, the band replies with its clock (``_on_time_reply``). Twice a second for the
-        first 5 s, then once a second; one request in flight at a time."""
+        time, the band replies with its clock (``_on_time_reply``). On the cadence of
+        ``agent.wrist.time_requests``, each request aimed just before a connection event
+        once the band's events are known (``aimer``); one request in flight at a time."""
         from agent.wrist.decode.open_profile import time_request
+        from agent.wrist.time_requests import TimeRequests
 
-        n = 0
+        plan = TimeRequests(self.aimer.next if self.aimer is not None else None, self.rng)
+        self.time_plan = plan
         while True:
             self._time_sent = self.clock()
             await client.write_gatt_char(self.profile.control_uuid,
                                          time_request(self._time_sent), response=False)
-            n += 1
-            await asyncio.sleep(0.5 if n < 10 else 1.0)
+            wait_ns = plan.after(self._time_sent) - self.clock()
+            await asyncio.sleep(max(0, wait_ns) / 1e9)
 
     async def _read_reply(self, q: asyncio.Queue[bytes], cmd: bytes, timeout: float = 1.0,
                           judge: bool = True) -> Reply | None:
