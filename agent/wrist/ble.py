@@ -52,6 +52,7 @@ TIME_REPLY_HEAD = b"\xf0\x04\x00"
 BackoffPolicy = backoff.Policy
 """The link's retry policy: the agent's one backoff (agent/backoff.py) with BLE's numbers
 (``[ble] backoff_max`` is its cap)."""
+DEFAULT_POLICY = BackoffPolicy()
 NOT_FOUND_MIN_S = 1.0
 """A band that is not advertising is not worth asking for more often than this."""
 
@@ -101,7 +102,7 @@ class BleLink:
     def __init__(self, *, name: str, address: str, adapter: str, profile: SensorProfile,
                  rate_hz: float, on_packet: Callable[[int, bytes], object],
                  on_event: Callable[[LinkEvent], object], connect_timeout: float = 20.0,
-                 scan_timeout: float = 5.0, policy: BackoffPolicy | None = None,
+                 scan_timeout: float = 5.0, policy: BackoffPolicy = DEFAULT_POLICY,
                  clock: Clock = monotonic_ns, rng: random.Random | None = None,
                  aimer: PingAimer | None = None) -> None:
         self.name = name
@@ -113,7 +114,7 @@ class BleLink:
         self.on_event = on_event
         self.connect_timeout = connect_timeout
         self.scan_timeout = scan_timeout
-        self.policy = policy or BackoffPolicy()
+        self.policy = policy
         self.clock = clock
         self.rng = rng or random.Random()
         self.lifecycle = Lifecycle(clock)
