@@ -2,7 +2,7 @@
 
     link = factory(name=..., address=..., adapter=..., profile=..., rate_hz=...,
                    on_packet=..., on_event=..., connect_timeout=..., scan_timeout=...,
-                   policy=..., clock=...)
+                   policy=..., clock=..., aimer=...)
     link.start(); link.running; link.lifecycle.state; link.last_error; link.stop()
 
 The real link is ``agent.wrist.ble.BleLink`` (bleak on BlueZ); the tests' fake is
@@ -24,6 +24,7 @@ from agent.wrist.lifecycle import State
 
 if TYPE_CHECKING:
     from agent.wrist.profiles import SensorProfile
+    from agent.wrist.timing import PingAimer
 
 __all__ = ["Link", "LinkEvent", "LinkFactory", "LinkState"]
 
@@ -62,4 +63,5 @@ class LinkFactory(Protocol):
     def __call__(self, *, name: str, address: str, adapter: str, profile: SensorProfile,
                  rate_hz: float, on_packet: Callable[[int, bytes], object],
                  on_event: Callable[[LinkEvent], object], connect_timeout: float,
-                 scan_timeout: float, policy: BackoffPolicy, clock: Clock) -> Link: ...
+                 scan_timeout: float, policy: BackoffPolicy, clock: Clock,
+                 aimer: PingAimer | None = None) -> Link: ...

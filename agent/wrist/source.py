@@ -71,7 +71,8 @@ class WristSource:
             name=self.name, address=self.band.address, adapter=self.ble.adapter,
             profile=self.profile, rate_hz=self.band.rate_hz, on_packet=self._on_packet,
             on_event=self._on_event, connect_timeout=self.ble.connect_timeout,
-            scan_timeout=self.scan_timeout, policy=self.policy, clock=self.clock)
+            scan_timeout=self.scan_timeout, policy=self.policy, clock=self.clock,
+            aimer=self.stream.aimer)
         self.link.start()
 
     def stop(self) -> None:

@@ -88,6 +88,11 @@ class BandStream:
         self._rate_t0: tuple[int, int] | None = None
         self.rate_hz = 0.0
         self.decoder, self.fit = self._make_decoder()
+        from agent.wrist.timing import PingAimer
+
+        self.aimer = PingAimer()
+        """Where the band's connection events are, for the link's time requests (open
+        profile v2): fed with every chunk and every exchange."""
 
     # ------------------------------------------------------------ inputs
 
@@ -234,8 +239,11 @@ class BandStream:
         from agent.wrist.imu_batch import observe
 
         fit = self.fit
+        aim = getattr(fit, "kind", "") == "two-way"
         for c in chunks:
             observe(fit, c)
+            if aim:
+                self.aimer.feed(fit, c)
             self.stats["samples"] += c.n
             covered = self._break is not None and self._settle(c)
             if c.lost_before > 0 and not covered:
@@ -291,6 +299,7 @@ class BandStream:
             return
         sent, rx_us, tx_us, arrival = struct.unpack("<QQQQ", data)
         fit.observe_exchange(sent, rx_us * 1000, arrival, tx_us * 1000)
+        self.aimer.exchange(fit, sent, rx_us * 1000)
         self.stats["time_exchanges"] += 1
 
     def _refuse(self, stream: str, reason: str) -> None:

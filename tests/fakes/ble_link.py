@@ -23,6 +23,7 @@ from agent.timeline import Clock, monotonic_ns
 from agent.wrist.ble import BackoffPolicy, LinkEvent
 from agent.wrist.lifecycle import Lifecycle, State
 from agent.wrist.profiles import SensorProfile
+from agent.wrist.timing import PingAimer
 
 DEFAULT_POLICY = BackoffPolicy()
 
@@ -32,7 +33,7 @@ class FakeBleLink:
                  rate_hz: float, on_packet: Callable[[int, bytes], object],
                  on_event: Callable[[LinkEvent], object], connect_timeout: float = 20.0,
                  scan_timeout: float = 5.0, policy: BackoffPolicy = DEFAULT_POLICY,
-                 clock: Clock = monotonic_ns) -> None:
+                 clock: Clock = monotonic_ns, aimer: PingAimer | None = None) -> None:
         self.name = name
         self.address = address.upper()
         self.adapter = adapter
@@ -44,6 +45,7 @@ class FakeBleLink:
         self.scan_timeout = scan_timeout
         self.policy = policy
         self.clock = clock
+        self.aimer = aimer
         self.lifecycle = Lifecycle(clock)
         self.last_error = ""
         self._fake_started = False
