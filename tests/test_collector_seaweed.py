@@ -225,3 +225,29 @@ def test_retention_purges_expired_segments_from_the_bucket(tmp_path: Path, pg: P
         c.close()
     finally:
         node.stop()
+
+
+def test_a_patch_that_loses_its_upload_to_a_discard_leaves_nothing_in_the_bucket(
+        fleet: Fleet) -> None:
+    """A node still streaming a PATCH when another node purged the upload: its commit fails
+    (the row is gone), and the multipart upload and tail object it made are removed."""
+    from agent.collector.discard import purge
+    from agent.collector.tus import TusError
+
+    a, b = fleet.nodes
+    assert a.collector is not None and b.collector is not None
+    data = os.urandom(PART_MIN + 300_000)
+    ca = a.client(a.enroll(DEV))
+    r = ca.create(DEV, 4, os.urandom(2 * len(data)))
+    up = a.collector.store.upload(r.headers["location"].rsplit("/", 1)[1])
+    assert up is not None
+    writer = a.collector.open_patch(up, None)
+    writer.write(data)  # one part of 5 MiB and a tail to come, on node a
+    purge(b.collector, DEV, 4, up.segment_id, reason="wearer-discard")  # node b discards
+    with pytest.raises(TusError) as err:
+        writer.finish()
+    assert err.value.status == 409
+    assert fleet.keys() == {}
+    uploads = fleet.client.list_multipart_uploads(Bucket=fleet.bucket,
+                                                  Prefix=fleet.prefix + "/")
+    assert uploads.get("Uploads", []) == []

@@ -169,6 +169,18 @@ class S3Staging:
         if old.tail and old.tail != new.tail:
             self._delete(old.tail)
 
+    def forget_uncommitted(self, up: Upload, old: Staged, new: Staged) -> None:
+        """The commit failed: what this PATCH created (its tail object, a multipart upload
+        it started) belongs to no row; remove it, or it would outlive a discard."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        if new.tail and new.tail != old.tail:
+            self._delete(new.tail)
+        if new.mp and new.mp != old.mp:
+            with contextlib.suppress(BotoCoreError, ClientError):
+                self.client.abort_multipart_upload(Bucket=self.bucket, Key=self.key(up),
+                                                   UploadId=new.mp)
+
     def _delete(self, key: str) -> None:
         from botocore.exceptions import BotoCoreError, ClientError
 
@@ -307,8 +319,12 @@ class S3PatchWriter:
                 same: Upload = self.up
                 return same
             new = self.staging.append(self.up, self.staged, self.path, self.written)
-            up: Upload = self.c.committed(self.up, self.up.offset + self.written,
-                                  staging=new.to_json())
+            try:
+                up: Upload = self.c.committed(self.up, self.up.offset + self.written,
+                                              staging=new.to_json())
+            except BaseException:  # not committed (another node advanced it, or it was
+                self.staging.forget_uncommitted(self.up, self.staged, new)  # discarded meanwhile)
+                raise
             self.staging.forget_tail(self.staged, new)
             return replace(up, staging=new.to_json())
         finally:
