@@ -48,7 +48,14 @@ LINKS: dict[str, dict[str, Any]] = {
     "default": {"interval_ms": (30.0, 30.0), "retransmit_prob": 0.05},
     "congested": {"interval_ms": (50.0, 100.0), "retransmit_prob": 0.20,
                   "outage_prob": 0.01, "outage_events": (2, 12)},
+    # phase locked: every packet period a multiple of the 40 ms interval, the band's crystal
+    # within 1 ppm of the host's, no rate error: the waits never slide
+    "locked": {"interval_ms": (40.0, 40.0), "retransmit_prob": 0.05},
 }
+LOCKED_RATES = {"wearcap-open": 200.0, "polar-pmd": 50.0, "movesense": 100.0,
+                "witmotion": 50.0}
+"""Rates whose packet period is a multiple of 40 ms: Polar 16 samples at 50 Hz (320 ms),
+Movesense 8 at 100 Hz (80 ms), WitMotion 1 at 50 Hz (two per event)."""
 LATENCIES_MS = (0.3, 1.0, 2.0, 3.0)
 PROFILES = tuple(RATES)
 
@@ -63,20 +70,27 @@ class Cell:
     two_way: bool = True
 
 
+def cell_rate(c: Cell) -> float:
+    return LOCKED_RATES[c.profile] if c.link == "locked" else RATES[c.profile]
+
+
 def band_params(c: Cell) -> BandParams:
     rng = np.random.default_rng(c.seed * 7919 + int(c.latency_ms * 10))
     drift = float(rng.uniform(40, 50)) * (1 if c.seed % 2 else -1)
+    locked = c.link == "locked"
+    if locked:
+        drift = float(rng.uniform(-1.0, 1.0))
     lat = round(c.latency_ms * 1e6)
     extra: dict[str, Any] = {}
     if c.profile == "witmotion":
-        extra.update(rate_error=0.03, ready_delay_ns=1_700_000)
+        extra.update(rate_error=0.0 if locked else 0.03, ready_delay_ns=1_700_000)
     elif c.profile == "movesense":
-        extra.update(rate_error=-0.05)
+        extra.update(rate_error=0.0 if locked else -0.05)
     elif c.profile == "polar-pmd":
         extra.update(startup_jump_ns=2_000_000_000, startup_ns=3_500_000_000)
     # write and notify paths differ: the write's constant part is 0.6-1.4 x the notify's
     write = round(lat * float(rng.uniform(0.6, 1.4)))
-    return BandParams(profile=c.profile, rate_hz=RATES[c.profile], drift_ppm=drift,
+    return BandParams(profile=c.profile, rate_hz=cell_rate(c), drift_ppm=drift,
                       seed=c.seed, latency_ns=lat, jitter_ns=1_000_000.0,
                       close_after_failures=2, write_latency_ns=write,
                       write_jitter_ns=500_000.0, **LINKS[c.link], **extra)
@@ -87,7 +101,7 @@ def run_cell(c: Cell, trace: dict[str, Any] | None = None) -> dict[str, Any]:
     (index, truth, error, bound, arrival, source) for a closer look."""
     p = band_params(c)
     model = BandModel(p, T0)
-    rate = RATES[c.profile]
+    rate = cell_rate(c)
     dec = make_decoder(c.profile, rate_hz=rate)
     lat = profile_latency(c.profile)  # what the agent is configured with: never p.latency_ns
     clock = make_clock(c.profile, rate, lat)
@@ -179,7 +193,11 @@ def run_cell(c: Cell, trace: dict[str, Any] | None = None) -> dict[str, Any]:
     naive = np.abs(arr - truth)
     p99 = float(np.percentile(ae, 99))
     med_bound = float(np.median(bnd))
-    floor = 1e9 / RATES[c.profile] if TIMING[c.profile].kind == "rate" else 0.0
+    # what arrival times cannot beat: one sample period for a band with no clock; for a
+    # phase-locked band with a device clock, its constant wait (below the interval)
+    floor = 1e9 / rate if TIMING[c.profile].kind == "rate" else 0.0
+    if c.link == "locked" and TIMING[c.profile].kind == "device":
+        floor = float(model.interval_ns)
     unc = lat.uncertainty_ns
     budget = 1e6 if (c.profile == "wearcap-open" and c.two_way) else unc + 1e6
     budget = max(budget, floor)
@@ -204,6 +222,7 @@ def run_cell(c: Cell, trace: dict[str, Any] | None = None) -> dict[str, Any]:
         "naive_p99_us": float(np.percentile(naive, 99)) / 1e3,
         "budget_p99_us": budget / 1e3, "floor_us": floor / 1e3,
         "converged": clock.converged, "restarts": clock.restarts,
+        "lock_floor_us": clock.lock_floor_ns() / 1e3,
         "exchanges": clock.exchanges,
     }
     out["ok"] = {
@@ -236,8 +255,9 @@ HEAD = (f"{'profile':12} {'link':9} {'lat':>4} {'sd':>3} {'p50':>8} {'p99':>8} {
 
 def cells(profiles: list[str], links: list[str], latencies: list[float], seeds: list[int],
           minutes: float) -> list[Cell]:
-    return [Cell(p, lk, la, s, minutes) for p in profiles for lk in links for la in latencies
-            for s in seeds]
+    # seeds and latencies outermost: a sweep stopped early has every profile and link
+    return [Cell(p, lk, la, s, minutes) for s in seeds for la in latencies for lk in links
+            for p in profiles]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -253,6 +273,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="the open profile without its two-way exchange (old firmware)")
     ap.add_argument("--jobs", type=int, default=2, help="worker processes")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--stream", action="store_true",
+                    help="also print each cell as it completes (long sweeps)")
     a = ap.parse_args(argv)
     minutes = a.minutes if a.minutes is not None else (10.0 if a.sweep else 3.0)
     seeds = a.seeds or ([1, 2, 3] if a.sweep else [1])
@@ -264,13 +286,17 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[dict[str, Any]] = []
     with ProcessPoolExecutor(a.jobs) as pool:
         futs = [pool.submit(run_cell, c) for c in todo]
-        if not a.json and sys.stderr.isatty():
+        if not a.json and not a.stream and sys.stderr.isatty():
             from rich.progress import Progress
 
             with Progress(transient=True) as prog:
                 task = prog.add_task("simulating bands", total=len(futs))
                 for _ in as_completed(futs):
                     prog.advance(task)
+        if a.stream and not a.json:
+            print(HEAD, flush=True)
+            for f in as_completed(futs):
+                print(fmt(f.result()), flush=True)
         rows = [f.result() for f in futs]
     failed = [r for r in rows if not all(r["ok"].values())]
     if a.json:
@@ -282,6 +308,8 @@ def main(argv: list[str] | None = None) -> int:
           "from the first; latency assumed from each profile's [timing] default, never the "
           "simulator's")
     print(HEAD)
+    rows.sort(key=lambda r: (PROFILES.index(r["profile"]), list(LINKS).index(r["link"]),
+                             r["latency_ms"], r["seed"]))
     for r in rows:
         print(fmt(r))
     print(f"\n{len(rows) - len(failed)}/{len(rows)} cells within every budget")

@@ -45,10 +45,20 @@ Start-up frames whose timestamps have not settled (Polar's first frames jump) br
 an observation ``jump_ns`` below the envelope, or a whole ``settle_ns`` of them above it,
 restarts the fit from the recent observations; a slope outside the physical range is
 clamped and counted, never used. Until the restarted fit has bins again, the bound is wide.
+A young window (under 60 s) has its slope held within ``PRIOR_DRIFT_PPM`` of 1; a converged
+fit's slope that jumps by over ``SLOPE_JUMP_PPM`` in one refit is not believed (``_line``).
+Before the fit settles, no sample is placed after its arrival allows and a chunk's spacing is
+kept within ``max_rate_error`` of nominal.
+
+**Phase-locked waits.** A band with a device clock whose packets all wait the same time for
+their connection event shows no spread of waits; its lowest is not zero. Such waits (spread
+under ``LOCK_SPREAD_NS``, per-second lows unmoved over the window) put one packet period into
+the fit part (``lock_floor_ns``).
 """
 
 from __future__ import annotations
 
+import itertools
 from collections import deque
 from dataclasses import dataclass
 from typing import Any
@@ -63,6 +73,9 @@ SLEW_PPM = 500.0
 """Largest rate at which a converged fit's change is slewed into the output."""
 SLEW_FAST_PPM = 5000.0
 """The same before convergence (0.5 %: the sample spacing stays within 0.5 % of the fit)."""
+SLEW_START_PPM = 50_000.0
+"""The same while the fit has not settled (5 %: a start-up placement a wait off is absorbed
+within a second; sample spacing stays within 5 % of the fit meanwhile)."""
 MAX_DRIFT_PPM = 500.0
 """A band's clock vs the host's: crystals are tens of ppm; sleep clocks up to 500."""
 MAX_RATE_ERROR = 0.10
@@ -74,10 +87,22 @@ differ by at most this share of their sum (one may be three times the other). Tw
 transfer cannot observe the difference: this assumption is what the latency part holds."""
 RTT_WINDOW = 1024
 """Two-way round trips kept to judge how much wait the tightest one may still hold."""
+YOUNG_SPAN_NS = 60_000_000_000
+"""A one-way window shorter than this has its slope held near 1 (``_line``)."""
+PRIOR_DRIFT_PPM = 100.0
+"""How far from 1 a young window's slope may be used (crystals: tens of ppm each side)."""
+SLOPE_JUMP_PPM = 100.0
+"""How far a converged fit's slope may move in one refit and still be believed."""
+REPLAY_NS = 2_000_000_000
+"""Observations a fit restarted for an impossible rate starts again from."""
+LOCK_SPREAD_NS = 6_000_000
+"""Waits that slide over even the shortest BLE interval (7.5 ms) spread wider than this."""
+LOCK_BIN_SPREAD_NS = 3_000_000
+"""... and their per-second lowest residuals move by more than this over the window."""
 SUSPECT_NS = 1_500_000_000
 """A young fit's chunks are placed by arrival when every observation of this long is far
 (``jump_ns``) from it."""
-ARRIVAL_WINDOW_NS = 3_000_000_000
+ARRIVAL_WINDOW_NS = 6_000_000_000
 """Placed by arrival, a sample is timed by the earliest arrival of this long, counted back
 by sample numbers at the nominal rate (a backlog delays arrivals; it cannot hasten one)."""
 SETTLE_BINS = 6
@@ -171,6 +196,13 @@ class BandClock:
         self._last_slew_ns = 0
         self.max_slew_seen_ns = 0
         self._committed: dict[tuple[float, int], ChunkTime] = {}  # the last placements
+        self._line_at: tuple[int, int, int | bool] = (-1, -1, False)
+        self._line_cache = (1.0, 0.0, 0.0)
+        self._good_slope: float | None = None
+        self._bin_spread_at = (-1, -1)
+        self._bin_spread_cache = 0.0
+        self.held = 0
+        """Refits of a converged fit whose slope jumped by over SLOPE_JUMP_PPM (not used)."""
 
     # ---------------------------------------------------------------- fits
     def _new_fit(self) -> None:
@@ -191,10 +223,49 @@ class BandClock:
         """Key -> the one-way fit's x (device ns, or sample number x nominal period)."""
         return key * self.nominal_period_ns if self.kind == "rate" else key
 
+    def _line(self) -> tuple[float, float, float]:
+        """(slope, anchor device ns, anchor host ns) of the envelope. A young window (under
+        ``YOUNG_SPAN_NS``) says little about the slope: a few bins, each up to a wait high,
+        tilt the hull by thousands of ppm. Its slope is then held within ``PRIOR_DRIFT_PPM``
+        of 1 (crystals), the line lowered onto the lowest bin under it, and the bound counts
+        the whole physical range of slopes over the distance from that bin."""
+        f = self.fit
+        key = (f.refits, self._epoch, f.bins == 0 and f.observations)
+        if self._line_at == key:
+            return self._line_cache
+        slope = f.slope
+        dev = self.max_slope_dev
+        if self.kind != "rate" and f.window_span_ns < YOUNG_SPAN_NS:
+            dev = min(dev, PRIOR_DRIFT_PPM * 1e-6)
+        held = False
+        if f.converged:
+            # a converged clock's rate wanders by ppm, not by thousands: a refit that jumps
+            # further (a backlog read as a tooth bottom) keeps the slope it had
+            good = self._good_slope
+            if good is None or abs(slope - good) <= SLOPE_JUMP_PPM * 1e-6:
+                self._good_slope = slope
+            else:
+                slope, held = good, True
+                self.held += 1
+        else:
+            self._good_slope = None
+        if abs(slope - 1.0) > dev or held:
+            slope = min(max(slope, 1.0 - dev), 1.0 + dev)
+            ax, ay = f.lowest(slope)
+            line = (slope, float(ax), float(ay))
+        else:
+            line = (slope, float(f.ref_device_ns), float(f.map(f.ref_device_ns)))
+        self._line_at, self._line_cache = key, line
+        return line
+
+    @property
+    def young(self) -> bool:
+        return self.kind != "rate" and self.fit.window_span_ns < YOUNG_SPAN_NS
+
     def _envelope(self, key: float) -> float:
         """The fitted lower envelope at ``key``: the arrival of an unhindered notification."""
-        f = self.fit
-        return float(f.map(round(self._x(key))))
+        slope, ax, ay = self._line()
+        return ay + slope * (self._x(key) - ax)
 
     # ---------------------------------------------------------------- observations
     def observe_device(self, device_ns: int, arrival_ns: int,
@@ -259,8 +330,9 @@ class BandClock:
                 return
         if self._bins() >= SETTLE_BINS and not self._plausible():
             # timestamps that run at an impossible rate (start-up frames): start again from
-            # the newer half of what is recent
-            half = arrival_ns - self.settle_ns // 2
+            # the last REPLAY_NS of observations (older ones may still be unsettled: a
+            # transient's last frames lie below the envelope and would lower it)
+            half = arrival_ns - REPLAY_NS
             self._restart([o for o in rec if o[1] >= half])
 
     def _plausible(self) -> bool:
@@ -390,6 +462,40 @@ class BandClock:
             self._spread_at = (f.refits, self._epoch)
         return min(self._spread_cache, float(self.wait_prior_ns))
 
+    def lock_floor_ns(self) -> float:
+        """A band with a device clock whose packets wait for their connection event by an
+        amount that does not slide (its packet period a multiple of the interval, its
+        crystal within ~1 ppm of the host's): the lowest wait says nothing about the
+        constant one, which is anywhere below the interval, itself at most the packet
+        period. Seen as residuals spread less than a sliding wait on the shortest BLE
+        interval would (``LOCK_SPREAD_NS``); the floor is then the packet period (at most
+        the largest plausible wait). 0 when the waits slide (or for anchored packets)."""
+        if self.kind != "device" or len(self._recent) < 8:
+            return 0.0
+        if self._spread() >= LOCK_SPREAD_NS or self._bin_spread() >= LOCK_BIN_SPREAD_NS:
+            return 0.0  # waits spread now, or have slid over the window (slowly)
+        keys = [k for k, _a, _m in self._recent]
+        gaps = sorted(b - a for a, b in itertools.pairwise(keys) if b > a)
+        if not gaps:
+            return 0.0
+        return float(min(gaps[len(gaps) // 2], self.wait_prior_ns))
+
+    def _bin_spread(self) -> float:
+        """How far the window's per-bin lowest residuals spread (90th percentile): waits
+        that slide, however slowly, move them; locked ones do not. Once per refit."""
+        f = self.fit
+        at = (f.refits, self._epoch)
+        if self._bin_spread_at == at:
+            return self._bin_spread_cache
+        pts = list(f._bins)
+        if len(pts) < 4:
+            out = 0.0
+        else:
+            res = sorted(y - f._line(x) for x, y in pts)
+            out = float(res[int(0.9 * (len(res) - 1))] - res[0])
+        self._bin_spread_at, self._bin_spread_cache = at, out
+        return out
+
     def _fit_part(self) -> int:
         """How far the envelope may be above its floor at ``key`` (module doc): the excess
         ``E``, at least twice the 5th-lowest bin residual and at least what the lowest of N
@@ -409,11 +515,17 @@ class BandClock:
 
     def _slope_part(self, key: float, excess: float) -> float:
         """What a slope error adds at ``key``: the supports at either end of the window may
-        each be up to the excess high, 3 excess / span per unit of distance from the anchor."""
+        each be up to the excess high, 3 excess / span per unit of distance from the anchor;
+        a young window's held slope, the physical range over that distance."""
         f = self.fit
         if self._bins() < SETTLE_BINS or f.window_span_ns <= 0:
             return 0.0
-        return 3.0 * excess * abs(self._x(key) - f.ref_device_ns) / f.window_span_ns
+        _s, ax, _ay = self._line()
+        dist = abs(self._x(key) - ax)
+        part = 3.0 * excess * dist / f.window_span_ns
+        if self.young:
+            part = max(part, self.max_slope_dev * dist)
+        return part
 
     def _window_obs(self) -> int:
         """Observations the fit's window holds (bins x observations per bin lately)."""
@@ -427,11 +539,9 @@ class BandClock:
     def _target(self, key: float, period_ns: float | None) -> tuple[float, float, int, int, str]:
         """(host t0, spacing, fit part, latency part, source) by the best fit now."""
         f = self.fit
-        slope = f.slope
-        dev = self.max_slope_dev
-        if not 1 - dev <= slope <= 1 + dev:
+        slope = self._line()[0]
+        if abs(f.slope - 1.0) > self.max_slope_dev:
             self.clamped += 1
-            slope = min(max(slope, 1 - dev), 1 + dev)
         if self.kind == "rate":
             spacing = slope * self.nominal_period_ns
         else:
@@ -439,7 +549,7 @@ class BandClock:
         lat = self.latency
         # the envelope is above the truth by the latency and by an excess in [0, fit]: the
         # truth is in [env - latency_hi - fit, env - latency_lo]; placed at its middle
-        excess = self._fit_part()
+        excess = float(self._fit_part())
         env = self._envelope(key)
         # placed at the excess to expect (the lowest of N waits spread over W: W / (N + 1)),
         # bounded by the distance to either end of [0, excess]
@@ -447,6 +557,12 @@ class BandClock:
         ex_mid = min(excess / 2, self._spread() / (n_obs + 1))
         t0 = env - lat.ns - ex_mid
         sl = self._slope_part(key, excess)
+        lock = self.lock_floor_ns()
+        if lock:
+            # waits that do not slide: the lowest is anywhere in [0, lock). Counted in the
+            # bound, not guessed at in the point (a slow slide looks alike for a while, and
+            # its envelope is right)
+            excess += lock
         fit_part, lat_part, source = round(max(excess - ex_mid, ex_mid) + sl), \
             lat.uncertainty_ns, (
             "rate" if self.kind == "rate" else "one-way")
@@ -495,9 +611,21 @@ class BandClock:
             t0, spacing, fit_part, lat_part, source = self._by_arrival(n, arrival_ns, index)
         else:
             t0, spacing, fit_part, lat_part, source = self._target(key, period_ns)
+            if self.kind == "device" and arrival_ns is not None and not self.settled:
+                # a fit that has not settled may rest on timestamps that have not either
+                # (start-up frames): no sample is placed after its chunk's arrival allows
+                # (a backlog delays an arrival, it cannot hasten one)
+                hi = arrival_ns - (n - 1) * self.nominal_period_ns * (1 - MAX_RATE_ERROR) \
+                    - self.latency.ns + self.latency.uncertainty_ns
+                t0 = min(t0, hi)
+                # nor is its spacing trusted further than a sample clock's error from nominal
+                nom = self.nominal_period_ns
+                if abs(spacing / nom - 1.0) > MAX_RATE_ERROR:
+                    spacing = nom
+                fit_part += round((n - 1) * nom * MAX_RATE_ERROR)
         out = t0
         last = self._last
-        rate = (self.slew_ppm if self.converged else self.slew_fast_ppm) * 1e-6
+        rate = self.slew_rate_ppm * 1e-6
         if last is not None:
             lkey, lh, _lsp, epoch, lsource = last
             dx = self._x(key) - self._x(lkey)
@@ -552,7 +680,13 @@ class BandClock:
 
     @property
     def slew_rate_ppm(self) -> float:
-        return self.slew_ppm if self.converged else self.slew_fast_ppm
+        """The slew rate now: ``slew_ppm`` once converged, ``slew_fast_ppm`` before, and
+        ``SLEW_START_PPM`` while the fit has not settled (the first seconds, and after a
+        restart: a first placement may be a whole wait off, and what is not yet slewed in
+        is in every bound until it is)."""
+        if self.converged:
+            return self.slew_ppm
+        return self.slew_fast_ppm if self.settled else max(self.slew_fast_ppm, SLEW_START_PPM)
 
     def state(self) -> dict[str, Any]:
         """What a batch records about the mapping (see agent/wrist/imu_batch.py)."""
@@ -575,6 +709,7 @@ class BandClock:
                     slew={"max_ppm": self.slew_rate_ppm, "last_ns": self._last_slew_ns,
                           "max_ns": self.max_slew_seen_ns},
                     max_slope_deviation=self.max_slope_dev, clamped=self.clamped,
+                    slope_jumps_held=self.held,
                     mapper_restarts=self.restarts)
         if self._twoway is not None:
             snap["two_way"] = self._twoway.snapshot()

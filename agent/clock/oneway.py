@@ -184,6 +184,15 @@ class OneWayFit:
         self.slope = (y2 - y1) / (x2 - x1)
         self._ax, self._ay = min(pts, key=lambda p: p[1] - self.slope * p[0])
 
+    def lowest(self, slope: float) -> tuple[int, int]:
+        """The observation (absolute device ns, host ns) lowest under a line of ``slope``:
+        over the closed bins, or the open one while none has closed."""
+        pts = list(self._bins) if self._bins else ([self._cur] if self._cur else [])
+        if not pts:
+            raise ValueError("no observations yet")
+        x, y = min(pts, key=lambda p: p[1] - slope * p[0])
+        return (self._x0 or 0) + x, self._y0 + y
+
     def _line(self, x: float) -> float:
         return self._ay + self.slope * (x - self._ax)
 

@@ -161,7 +161,7 @@ class PingAimer:
     def __init__(self, lead_max_ns: int = 8_000_000, window: int = 64) -> None:
         self.lead_max_ns = lead_max_ns
         self.interval_ns: float | None = None
-        self._event_host: float | None = None
+        self._clock: BandClock | None = None
         self._last_anchor: int | None = None
         self._write: deque[float] = deque(maxlen=window)
         self.write_ns: float | None = None
@@ -181,7 +181,7 @@ class PingAimer:
             elif abs(d / iv - round(d / iv)) < 0.05:
                 self.interval_ns = iv + 0.05 * (d / round(d / iv) - iv)
         self._last_anchor = a
-        self._event_host = clock.peek(float(a)).t0_ns + 0.0
+        self._clock = clock  # the anchor is mapped when a request is aimed (next)
 
     def exchange(self, clock: BandClock, host_send_ns: int, device_rx_ns: int) -> None:
         """A reply came: the request sent at ``host_send_ns`` went on air in the event the
@@ -195,9 +195,10 @@ class PingAimer:
         self.write_ns = min(self._write)
 
     def next(self, now_ns: int, u: float) -> int | None:
-        ev, iv = self._event_host, self.interval_ns
-        if ev is None or iv is None or iv <= 0:
+        iv, clock, a = self.interval_ns, self._clock, self._last_anchor
+        if clock is None or a is None or iv is None or iv <= 0:
             return None
+        ev = clock.peek(float(a)).t0_ns + 0.0
         wr = self.write_ns
         if wr is not None and u < self.AIMED:
             v = u / self.AIMED
