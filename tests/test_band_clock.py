@@ -43,6 +43,17 @@ def test_the_open_profile_measures_its_latency_by_the_exchange():
     assert r["bound_parts_median_us"]["latency_ns"] < 300
 
 
+def test_time_requests_that_all_wait_alike_do_not_shrink_the_bound():
+    """Requests every 0.5 s exactly (a multiple of the 1.25 ms grid) visit a few phases of
+    the interval only, and each waits 10-20 ms for its event, every time. Judged by how the
+    sums spread, that wait looked like none (coverage 0.81). It is now bounded by requests
+    at other phases of the event grid, and there are none: the configured range stands."""
+    r = run_cell(Cell("wearcap-open", "default", 2.0, 2, 1.25, pings="fixed"))
+    assert r["coverage"] >= 0.99 and r["backward_steps"] == 0
+    assert r["bound_parts_median_us"]["latency_ns"] == \
+        profile_latency("wearcap-open").uncertainty_ns / 1e3
+
+
 def test_start_up_frames_whose_timestamps_jump_never_step_time_back():
     """Polar's first frames carry timestamps 2 s off that settle over 3.5 s: the old fit's
     slope reached 2 and host time stepped back by up to 2 s. Now the fit is restarted, the

@@ -59,6 +59,7 @@ the fit part (``lock_floor_ns``).
 from __future__ import annotations
 
 import itertools
+import math
 from collections import deque
 from dataclasses import dataclass
 from typing import Any
@@ -86,7 +87,7 @@ kernel, HCI, the controller) in opposite directions; their constant latencies ar
 differ by at most this share of their sum (one may be three times the other). Two-way time
 transfer cannot observe the difference: this assumption is what the latency part holds."""
 RTT_WINDOW = 1024
-"""Two-way round trips kept to judge how much wait the tightest one may still hold."""
+"""Two-way exchanges kept to measure the latency from (about 50 s at 20 a second)."""
 YOUNG_SPAN_NS = 60_000_000_000
 """A one-way window shorter than this has its slope held near 1 (``_line``)."""
 PRIOR_DRIFT_PPM = 100.0
@@ -99,6 +100,10 @@ LOCK_SPREAD_NS = 6_000_000
 """Waits that slide over even the shortest BLE interval (7.5 ms) spread wider than this."""
 LOCK_BIN_SPREAD_NS = 3_000_000
 """... and their per-second lowest residuals move by more than this over the window."""
+BLE_STEP_NS = 1_250_000
+"""BLE connection intervals are whole multiples of this."""
+WAIT_WITNESSES = 4
+"""Exchanges behind the least one on the event-grid circle that bound its lateness."""
 SUSPECT_NS = 1_500_000_000
 """A young fit's chunks are placed by arrival when every observation of this long is far
 (``jump_ns``) from it."""
@@ -183,11 +188,9 @@ class BandClock:
         self.clamped = 0
         """Placements whose fitted slope was outside the physical range (clamped)."""
         self.exchanges = 0
-        self._rtts: deque[int] = deque(maxlen=RTT_WINDOW)
         self._xch: deque[tuple[int, int]] = deque(maxlen=RTT_WINDOW)  # device rx, send
         self._lat_cache: tuple[tuple[int, int, int], tuple[float, float] | None] = (
             (-1, -1, -1), None)
-        self._wait_cache = (-1, 0.0)
         self._spread_at: tuple[int, int] = (-1, -1)
         self._checked = -1
         self._spread_cache = 0.0
@@ -235,7 +238,7 @@ class BandClock:
             return self._line_cache
         slope = f.slope
         dev = self.max_slope_dev
-        if self.kind != "rate" and f.window_span_ns < YOUNG_SPAN_NS:
+        if self.young:
             dev = min(dev, PRIOR_DRIFT_PPM * 1e-6)
         held = False
         if f.converged:
@@ -260,7 +263,14 @@ class BandClock:
 
     @property
     def young(self) -> bool:
-        return self.kind != "rate" and self.fit.window_span_ns < YOUNG_SPAN_NS
+        """A one-way window too short for its slope: under ``YOUNG_SPAN_NS``, and its
+        supports (the 5th-lowest bin, doubled) loose enough to tilt it by more than the
+        prior allows (3 x that over the span). Anchored packets are tight at once."""
+        f = self.fit
+        span = f.window_span_ns
+        if self.kind == "rate" or span >= YOUNG_SPAN_NS:
+            return False
+        return span <= 0 or 6.0 * f.tight_ns / span > PRIOR_DRIFT_PPM * 1e-6
 
     def _envelope(self, key: float) -> float:
         """The fitted lower envelope at ``key``: the arrival of an unhindered notification."""
@@ -387,7 +397,6 @@ class BandClock:
         recv = host_recv_ns - round(between)
         if self._twoway.add(host_send_ns, device_rx_ns, recv):
             self.exchanges += 1
-            self._rtts.append(recv - host_send_ns)
             self._xch.append((device_rx_ns, host_send_ns))
 
     def _measured_latency(self) -> tuple[float, float] | None:
@@ -408,32 +417,39 @@ class BandClock:
                       if s > 0)
         out: tuple[float, float] | None = None
         if sums:
-            n, low = len(sums), sums[0]
-            if n < 8:
-                wait = low
-            else:
-                w = (sums[int(0.9 * (n - 1))] - low) / 0.9
-                wait = min(low, w * 4.6 / n)
-            out = (low, wait)
+            out = (sums[0], self._least_wait(sums))
         self._lat_cache = (key, out)
         return out
 
-    def _exchange_wait(self) -> float:
-        """How much of the tightest exchange's round trip may still be waits and jitter
-        rather than the two constant latencies: the lowest of N excesses spread over [0, W)
-        stays above W ln(100) / N with 1 % chance (W: the excesses' 90th percentile / 0.9).
-        Recomputed every 32 exchanges; the whole round trip while there are few."""
-        n = len(self._rtts)
-        if self._wait_cache[0] == self.exchanges // 32 and n >= 32:
-            return self._wait_cache[1]
-        r = sorted(self._rtts)
-        if n < 8:
-            return float(r[0]) if r else 0.0
-        ex = [x - r[0] for x in r]
-        w = ex[int(0.9 * (n - 1))] / 0.9
-        wait = min(float(r[0]), w * 4.6 / n)
-        self._wait_cache = (self.exchanges // 32, wait)
-        return wait
+    def _interval_ns(self) -> float | None:
+        """The connection interval, from the anchors the band stamps (each an event: their
+        differences are whole intervals, on BLE's 1.25 ms grid): their greatest common
+        divisor. None until two anchors differ."""
+        keys = [k for k, _a, _m in self._recent]
+        g = 0
+        for a, b in itertools.pairwise(keys):
+            steps = round((b - a) / BLE_STEP_NS)
+            if steps > 0:
+                g = math.gcd(g, steps)
+        return g * BLE_STEP_NS if g else None
+
+    def _least_wait(self, sums: list[float]) -> float:
+        """How much of the least sum S (= Ln + Lw + the least lateness y) may be lateness (a
+        request's wait for its event, its write jitter). Each request's S, modulo the
+        interval, is (Ln + Lw + y) mod I: requests sent at other phases of the event grid
+        land elsewhere on that circle. If y of the least exchange exceeded the arc back to
+        its ``WAIT_WITNESSES``-th predecessor on the circle, every one of those predecessors
+        would be late by a whole interval or more (a lateness under it would make its S the
+        least); so that arc bounds y unless all of them missed an event. Requests that all
+        come at a few phases (a fixed cadence on the 1.25 ms grid) leave wide arcs: their
+        waits are then counted in full. The whole S while there are too few."""
+        low = sums[0]
+        iv = self._interval_ns()
+        if iv is None or len(sums) <= WAIT_WITNESSES:
+            return low
+        m = low % iv
+        back = sorted((m - s % iv) % iv for s in sums[1:])
+        return min(low, back[WAIT_WITNESSES - 1])
 
     # ---------------------------------------------------------------- results
     @property

@@ -205,7 +205,7 @@ class PingAimer:
             lead = max(0.0, wr - self.EARLY_NS + v * (self.EARLY_NS + self.LATE_NS))
         else:
             v = (u - self.AIMED) / (1 - self.AIMED) if wr is not None else u
-            lead = v * min(float(self.lead_max_ns), 0.9 * iv if wr is not None else 1e18)
+            lead = v * min(float(self.lead_max_ns), iv if wr is not None else 1e18)
         k = max(1, int((now_ns + lead - ev) // iv) + 1)
         return round(ev + k * iv - lead)
 
