@@ -153,6 +153,10 @@ class SimSection:
     """Scripted button presses of the simulated MCU: "AT_S:HELD_S" each (e.g. "10:0.2")."""
     band_rssi_dbm: list[float] = _f([])
     """RSSI the rig's adapter sees for each [[wrist]] band, in order (missing: -50 dBm)."""
+    band_latency_ms: list[float] = _f([])
+    """Transport latency each simulated [[wrist]] band's notifications are held for after
+    their connection event, in order (missing: 0), on top of the private bus's own. The agent
+    is never told: wearcap calibrate measures it."""
     neighbour_rssi_dbm: list[float] = _f([])
     """More simulated bands in range that are not in [[wrist]] (another rig's, a spare on the
     shelf), one per RSSI given: `wearcap pair` must pick the nearest, not the first."""

@@ -40,3 +40,36 @@ def test_no_taps_no_result():
     ht, hacc = imu(1000, [], 0.0, rng, span=(0, 2 * 10**9))
     assert onsets(ht, hacc, SCALE) == []
     assert calibrate([], [1], head_bound_ns=0, band_period_ns=5_000_000) is None
+
+
+def test_inconsistent_taps_are_rejected_and_counted():
+    rng = np.random.default_rng(5)
+    head = [int(x) for x in np.arange(10) * 2_000_000_000 + 10**9]
+    band = [h + 2_000_000 + int(rng.uniform(-2.5e6, 2.5e6)) for h in head]
+    band[3] += 40_000_000  # the band hit something else just after a head tap
+    band.append(head[-1] + 900_000_000)  # a bump of the band alone
+    r = calibrate(head[:-1], band, head_bound_ns=100_000, band_period_ns=5_000_000)
+    assert r is not None and r.rejected_ns == [band[3] - head[3]]
+    assert r.taps == 8 and r.band_only == 2 and r.head_only == 0
+    assert abs(r.offset_ns - 2_000_000) <= r.uncertainty_ns
+
+
+def test_the_simulated_band_feels_a_tap_at_its_true_instant():
+    """The band model's accelerometer shows a tap from the first sample taken after its
+    true host instant, whatever the band's rate: sampled at 52 and 208 Hz, the onsets land
+    within half a period after the truth."""
+    from agent.sim.band_model import BandModel, BandParams
+
+    for rate in (52.0, 208.0):
+        m = BandModel(BandParams(profile="movesense", rate_hz=rate, seed=2), 0)
+        taps = [int(x) for x in np.arange(8) * 1_700_000_123 + 2 * 10**9]
+        for t in taps:
+            m.tap(t)
+        k = np.arange(int(17 * rate))
+        acc, _ = m.signal(k)
+        found = onsets(m.truth_ns(k), acc, SCALE)
+        assert len(found) == len(taps)
+        err = np.asarray(found) - np.asarray(taps)
+        assert np.all(np.abs(err) <= m.period_host / 2 + 1)
+        quiet = BandModel(BandParams(profile="movesense", rate_hz=rate, seed=2), 0)
+        assert onsets(quiet.truth_ns(k), quiet.signal(k)[0], SCALE) == []

@@ -21,31 +21,45 @@ against the truth by bench/bench_tap_calibration.py.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+THRESHOLD = 6.0
+"""m/s^2 off the running baseline that marks a tap: far below a tap's shock on a hard mount
+(tens of m/s^2), above what a wrist held still moves in a baseline window."""
 
-def deviation(acc: npt.ArrayLike, acc_scale: float, baseline_n: int = 32) -> np.ndarray[Any, Any]:
-    """|acceleration| minus the median of the preceding ``baseline_n`` samples (m/s^2)."""
-    a = np.asarray(acc, np.float64) * acc_scale
+
+def deviation(acc: npt.ArrayLike, acc_scale: npt.ArrayLike,
+              baseline_n: int = 32) -> np.ndarray[Any, Any]:
+    """|acceleration| minus the median of the preceding ``baseline_n`` samples (m/s^2);
+    ``acc_scale`` is one number or one per sample."""
+    a = np.asarray(acc, np.float64)
+    sc = np.asarray(acc_scale, np.float64)
+    a = a * (sc[:, None] if sc.ndim else sc)
     mag = np.sqrt((a * a).sum(axis=1))
-    base = np.array([np.median(mag[max(0, i - baseline_n):i]) if i else mag[0]
-                     for i in range(len(mag))])
+    base = np.empty_like(mag)
+    if len(mag):
+        base[0] = mag[0]
+        for i in range(1, min(baseline_n, len(mag))):
+            base[i] = np.median(mag[:i])
+        if len(mag) > baseline_n:
+            win = np.lib.stride_tricks.sliding_window_view(mag[:-1], baseline_n)
+            base[baseline_n:] = np.median(win, axis=1)
     return np.asarray(mag - base)
 
 
-def onsets(host_ns: npt.ArrayLike, acc: npt.ArrayLike, acc_scale: float, *,
-           threshold: float = 3.0, refractory_ns: int = 300_000_000,
+def onsets(host_ns: npt.ArrayLike, acc: npt.ArrayLike, acc_scale: npt.ArrayLike, *,
+           threshold: float = THRESHOLD, refractory_ns: int = 300_000_000,
            baseline_n: int = 32) -> list[int]:
     t = np.asarray(host_ns, np.int64)
     if len(t) < baseline_n + 2:
         return []
     dev = np.abs(deviation(acc, acc_scale, baseline_n))
     out: list[int] = []
-    i = 1
+    i = baseline_n
     while i < len(dev):
         if dev[i] >= threshold and dev[i - 1] < threshold:
             on = int(t[i] - (t[i] - t[i - 1]) / 2)  # the onset is somewhere since t[i-1]
@@ -60,10 +74,17 @@ def onsets(host_ns: npt.ArrayLike, acc: npt.ArrayLike, acc_scale: float, *,
 @dataclass
 class TapResult:
     taps: int
+    """Taps used: seen by both IMUs and consistent with the others."""
     offset_ns: int
     """Mean (band onset - head onset): how much later the band's times are than the truth."""
     uncertainty_ns: int
     offsets_ns: list[int]
+    rejected_ns: list[int] = field(default_factory=list)
+    """Offsets of taps seen by both but inconsistent with the rest (a bump, a double tap)."""
+    head_only: int = 0
+    """Head onsets with no band onset near them (the head was touched, or the band missed)."""
+    band_only: int = 0
+    """Band onsets with no head onset near them (the band hit something else)."""
 
     def latency_ms(self, assumed_ms: float) -> float:
         """The band's calibrated latency setting, given the one it was recorded with."""
@@ -73,24 +94,96 @@ class TapResult:
         return asdict(self)
 
 
-def calibrate(head: list[int], band: list[int], *, head_bound_ns: int, band_period_ns: int,
-              head_period_ns: int = 1_000_000,
-              max_sep_ns: int = 100_000_000) -> TapResult | None:
-    """Pair each band onset with the nearest head onset within ``max_sep_ns``."""
+def pair(head: list[int], band: list[int], max_sep_ns: int) -> tuple[list[int], int, int]:
+    """(band - head offsets of taps seen by both, head-only onsets, band-only onsets): each
+    band onset pairs with the nearest head onset within ``max_sep_ns``, each head onset once."""
     h = np.asarray(sorted(head), np.int64)
+    used: set[int] = set()
     offs: list[int] = []
-    for b in band:
+    for b in sorted(band):
         if not len(h):
             break
         j = int(np.argmin(np.abs(h - b)))
-        if abs(int(h[j]) - b) <= max_sep_ns:
+        if abs(int(h[j]) - b) <= max_sep_ns and j not in used:
+            used.add(j)
             offs.append(b - int(h[j]))
+    return offs, len(h) - len(used), len(band) - len(offs)
+
+
+def consistent(offs: list[int], tolerance_ns: float) -> tuple[list[int], list[int]]:
+    """(kept, rejected): offsets within ``tolerance_ns`` of their median."""
     if not offs:
+        return [], []
+    med = float(np.median(offs))
+    kept = [o for o in offs if abs(o - med) <= tolerance_ns]
+    return kept, [o for o in offs if abs(o - med) > tolerance_ns]
+
+
+def calibrate(head: list[int], band: list[int], *, head_bound_ns: int, band_period_ns: int,
+              head_period_ns: int = 1_000_000, max_sep_ns: int = 100_000_000,
+              jitter_ns: int = 1_000_000) -> TapResult | None:
+    """Fit the band's offset from the taps both IMUs saw.
+
+    A genuine tap's offset is the true one plus a sampling error within half a period of
+    each IMU, the head's mapping error (``head_bound_ns``) and the band mapping's jitter;
+    offsets further than that from the median are rejected (a bump of the band alone near
+    a head tap, a double tap)."""
+    offs, head_only, band_only = pair(head, band, max_sep_ns)
+    tol = (band_period_ns + head_period_ns) / 2 + 2 * head_bound_ns + jitter_ns
+    kept, rejected = consistent(offs, tol)
+    if not kept:
         return None
-    o = np.asarray(offs, np.float64)
+    o = np.asarray(kept, np.float64)
     n = len(o)
     mean = float(o.mean())
     model = np.sqrt((band_period_ns ** 2 + head_period_ns ** 2) / 12 / n)
     spread = float(o.std(ddof=1) / np.sqrt(n)) if n > 1 else float(band_period_ns)
     unc = int(3 * max(model, spread) + head_bound_ns)
-    return TapResult(n, round(mean), unc, offs)
+    return TapResult(n, round(mean), unc, kept, rejected, head_only, band_only)
+
+
+@dataclass
+class Stream:
+    """One IMU stream's samples as stored (agent.wrist.imu_batch payloads, in order)."""
+
+    host_ns: np.ndarray[Any, Any]
+    acc: np.ndarray[Any, Any]
+    acc_scale: np.ndarray[Any, Any]
+    bound_ns: int
+    """The largest error bound its batches stored (-1: none stored)."""
+    latency_ns: int | None
+    """The latency its mapper assumed (bands), from the last batch's clock state."""
+    latency_uncertainty_ns: int | None
+
+
+def stream(payloads: list[dict[str, Any]]) -> Stream:
+    from agent.wrist.imu_batch import decode_payload
+
+    hs, accs, scales = [], [], []
+    bound, lat, unc = -1, None, None
+    for p in payloads:
+        d = decode_payload(p)
+        cn = np.asarray(d["chunks"]["chunk_n"], np.int64)
+        sc = d["chunks"].get("acc_scale")
+        hs.append(d["host_ns"])
+        accs.append(np.asarray(d["acc"], np.float64))
+        scales.append(np.repeat(np.asarray(sc, np.float64), cn) if isinstance(sc, list)
+                      else np.full(int(cn.sum()), float(sc)))
+        clock = p.get("clock") or {}
+        b = clock.get("error_bound_ns")
+        if isinstance(b, (int, float)) and b >= 0:
+            bound = max(bound, int(b))
+        if clock.get("latency_ns") is not None:
+            lat = int(clock["latency_ns"])
+            unc = int(clock.get("latency_uncertainty_ns") or 0)
+    if not hs:
+        return Stream(np.zeros(0, np.int64), np.zeros((0, 3)), np.zeros(0), -1, None, None)
+    h = np.concatenate(hs)
+    order = np.argsort(h, kind="stable")
+    return Stream(h[order], np.concatenate(accs)[order], np.concatenate(scales)[order],
+                  bound, lat, unc)
+
+
+def period_ns(s: Stream) -> int:
+    """The stream's median sample spacing."""
+    return int(np.median(np.diff(s.host_ns))) if len(s.host_ns) > 2 else 0

@@ -61,6 +61,27 @@ AIR_NS = 400_000
 """Time between consecutive packets within one connection event."""
 
 
+TAP_G = 6.0
+"""Peak of a tap's shock on the band's accelerometer (g)."""
+TAP_DECAY_NS = 25_000_000
+"""How fast a tap's shock dies away on a wrist (strap and tissue damp it): slow enough that
+a band's first sample after the tap sees it even at 50 Hz."""
+
+
+def tap_accel(true_ns: npt.NDArray[np.int64], taps: list[int], g: float) -> np.ndarray:
+    """Counts each sample (taken at true host times ``true_ns``) adds for the taps at
+    ``taps``: a shock that starts at the tap instant (a step: a tap's edge is far shorter
+    than any band's sample period) and decays, along the strap's axis (x) and up (z)."""
+    out = np.zeros((len(true_ns), 3))
+    for tap in taps:
+        dt = true_ns.astype(np.float64) - tap
+        hit = dt >= 0
+        amp = np.where(hit, TAP_G * g * np.exp(-np.where(hit, dt, 0.0) / TAP_DECAY_NS), 0.0)
+        out[:, 0] += 0.6 * amp
+        out[:, 2] += 0.8 * amp
+    return out
+
+
 @dataclass(frozen=True, slots=True)
 class BandParams:
     profile: str = "wearcap-open"
@@ -162,9 +183,16 @@ class BandModel:
         self.shakes: list[tuple[int, int]] = []
         """Host-time windows in which the wearer shakes the band (wearcap provision tells
         left from right by which band moved)."""
+        self.taps: list[int] = []
+        """True host instants at which the band is tapped against the head mount (wearcap
+        calibrate); the head MCU's simulator is given the same instants."""
 
     def shake(self, start_host_ns: int, end_host_ns: int) -> None:
         self.shakes.append((start_host_ns, end_host_ns))
+
+    def tap(self, host_ns: int) -> None:
+        """The band is tapped against the head mount at true host time ``host_ns``."""
+        self.taps.append(int(host_ns))
 
     # ---------------------------------------------------------------- ground truth
     def truth_ns(self, k: int | npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
@@ -227,6 +255,8 @@ class BandModel:
             for lo, hi in self.shakes:
                 on |= (tk >= lo) & (tk < hi)
             acc += (on * 1.5 * g * np.sin(w * 6.0 * t))[:, None]
+        if self.taps:
+            acc += tap_accel(self.truth_ns(k), self.taps, g)
         acc += self.rng.normal(0, 3.0, (n, 3))
         gyro += self.rng.normal(0, 2.0, (n, 3))
         a: npt.NDArray[np.int16] = np.clip(np.rint(acc), -32767, 32767).astype(np.int16)

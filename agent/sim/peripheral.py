@@ -4,11 +4,15 @@
         --rate 200 --seed 1 --control /tmp/x/left.sock [--drop-every 60] [--abort-connects 2]
         [--refuse gyro] [--drop-partial-at-stop] [--info-scales ACC GYRO]
         [--profile-version 1] [--write-latency-ms 2] [--notify-latency-ms 0.4]
+        [--latency-ms 1.2]
 
 It registers a GATT application (the profile's service with its notify and control
 characteristics) and an LE advertisement with dbus-fast, prints ``ready <address>`` on
 stdout, then serves the band's packets as notifications (``PropertiesChanged`` on ``Value``),
-batched per simulated connection event, while a central is subscribed. Every control write
+batched per simulated connection event, while a central is subscribed. ``--latency-ms``
+holds every notification that long after its connection event: a host's transport latency
+(controller, HCI, kernel), on top of what the private bus itself takes, which no one knows
+(wearcap calibrate measures the sum; the rig's ground truth scores it). Every control write
 is answered on the control characteristic (``agent.wrist.control``): a refused stream
 (``--refuse``) is answered "not supported" and never sent. At the stop command the band stops
 sampling and sends what it holds, its partial frame too (unless ``--drop-partial-at-stop``).
@@ -18,7 +22,9 @@ line): ``drop`` (link lost mid-stream), ``abort N`` (drop the next N connections
 are being set up), ``vanish S`` (drop, stop advertising and serving for S seconds),
 ``firmware`` (drop, then come back with a changed GATT layout), ``malformed N`` (send N
 garbage notifications), ``shake S`` (the wearer shakes the band for S seconds: large
-acceleration, so provisioning can tell which band moved), ``stats`` (what was delivered and
+acceleration, so provisioning can tell which band moved), ``tap [T]`` (the band is tapped
+against the head mount at host time T ns, default now: a sharp shock, for wearcap
+calibrate), ``stats`` (what was delivered and
 dropped), ``delivered T`` (the true number of the last sample sent by host time T, for crash
 harnesses).
 
@@ -312,6 +318,11 @@ class Band:
                 return {"ok": False, "error": "this feed has no motion to shake"}
             now = time.monotonic_ns()
             model.shake(now, now + int((float(rest[0]) if rest else 3.0) * 1e9))
+        elif cmd == "tap":  # tap T: tapped against the head mount at host time T (ns)
+            model = getattr(self.feed, "model", None)
+            if model is None:
+                return {"ok": False, "error": "this feed has no motion to tap"}
+            model.tap(int(rest[0]) if rest else time.monotonic_ns())
         elif cmd == "firmware":
             self._fault("firmware")
             self.layout += 1
@@ -328,12 +339,13 @@ class Band:
     async def stream(self) -> None:
         next_drop = self.args.drop_every
         streamed = 0.0
+        lat = round(self.args.latency_ms * 1e6)
         while True:
             now_ns = time.monotonic_ns()
             if self.away_until and time.monotonic() >= self.away_until:
                 self.away_until = 0.0
                 await self.register()
-            deliveries = self.feed.deliveries_until(now_ns)
+            deliveries = self.feed.deliveries_until(now_ns - lat)
             char = self.notify_char
             if self.started and char is not None:
                 self._log_delivery(deliveries)
@@ -352,7 +364,7 @@ class Band:
                     char.notify(self.feed.garbage())
             else:
                 self.stats["dropped_samples"] += sum(n for _h, _p, n in deliveries)
-            wait = self.feed.next_event_ns() - time.monotonic_ns()
+            wait = self.feed.next_event_ns() + lat - time.monotonic_ns()
             await asyncio.sleep(max(wait, 0) / 1e9)
             if self.started:
                 streamed += max(wait, 0) / 1e9
@@ -410,6 +422,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="host-to-band latency of a time request (beyond the bus's own)")
     p.add_argument("--notify-latency-ms", type=float, default=0.4,
                    help="band-to-host latency of its reply (beyond the bus's own)")
+    p.add_argument("--latency-ms", type=float, default=0.0,
+                   help="hold each notification this long after its connection event "
+                   "(transport latency, on top of the bus's own)")
     p.add_argument("--jitter-ms", type=float, default=0.3,
                    help="mean of the exponential jitter added to each direction")
     return p.parse_args(argv)

@@ -124,7 +124,8 @@ class SimRig:
                       "--name", f"{prefix}{b.name}", "--rate", f"{b.rate_hz:g}",
                       "--seed", str(sim.seed + i), "--drift-ppm", f"{sim.drift_ppm:g}",
                       "--interval-ms", *(f"{x:g}" for x in sim.interval_ms),
-                      "--control", b.control, *self.band_args.get(b.name, [])]
+                      "--control", b.control, *_latency_args(sim.band_latency_ms, i),
+                      *self.band_args.get(b.name, [])]
             log = (self.bluez.dir / f"{b.name}.log").open("wb")
             b.proc = spawn(b.argv, self.bluez.env, stdout=subprocess.PIPE, stderr=log)
         deadline = time.monotonic() + self.ready_timeout
@@ -220,8 +221,25 @@ class SimRig:
     def stats(self, name: str) -> dict[str, Any]:
         return self.fault(name, "stats")
 
+    def tap(self, name: str, host_ns: int) -> None:
+        """Band ``name`` is tapped against the head mount at true host time ``host_ns``
+        (give the simulated MCU the same instant: ``tap_rig``)."""
+        self.fault(name, f"tap {int(host_ns)}")
+
     def pids(self) -> list[int]:
         return [p.pid for p in self.bluez.procs] + [b.proc.pid for b in self.bands if b.proc]
+
+
+def _latency_args(latencies: list[float], i: int) -> list[str]:
+    return ["--latency-ms", f"{latencies[i]:g}"] if i < len(latencies) else []
+
+
+def tap_rig(rig: SimRig, mcu: Any, band: str, host_ns: int) -> None:
+    """One tap of band ``band`` against the head mount at true host time ``host_ns``: the
+    band's accelerometer and the head MCU's IMU (``agent.sim.mcu.SimMcu``) both feel it."""
+    rig.tap(band, host_ns)
+    if mcu is not None:
+        mcu.tap(host_ns)
 
 
 def _name_prefix(profile: str) -> str:
