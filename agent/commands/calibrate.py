@@ -50,9 +50,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="how long to wait for each tap (default 15)")
     p.add_argument("--timeout", type=positive_float, default=60.0, metavar="S",
                    help="how long to wait for the MCU and the band to stream (default 60)")
-    p.add_argument("--settle", type=positive_float, default=8.0, metavar="S",
-                   help="seconds of streaming before the first tap, so the band's mapping "
-                   "settles (default 8)")
+    p.add_argument("--settle", type=positive_float, default=60.0, metavar="S",
+                   help="seconds the band streams before the first tap: the taps measure the "
+                   "band's mapping error, latency included, so the mapping must be steady "
+                   "first (default 60)")
     p.add_argument("--dry-run", action="store_true", help="measure, but write nothing")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
 
@@ -90,7 +91,7 @@ def analyse(head: Stream, band: Stream, band_name: str, *, min_taps: int,
                           device=band_name)
     h_on = tap.onsets(head.host_ns, head.acc, head.acc_scale)
     b_on = tap.onsets(band.host_ns, band.acc, band.acc_scale)
-    r = tap.calibrate(h_on, b_on, head_bound_ns=max(0, head.bound_ns),
+    r = tap.calibrate(h_on, b_on, head_bound_ns=tap.bound_at(head, h_on),
                       band_period_ns=tap.period_ns(band),
                       head_period_ns=tap.period_ns(head) or 1_000_000)
     if r is None or r.taps < min_taps:
@@ -195,6 +196,13 @@ def run(args: argparse.Namespace) -> int:
     if r.rejected_ns or r.head_only or r.band_only:
         print(f"  not used: {len(r.rejected_ns)} inconsistent, {r.head_only} felt by the "
               f"head only, {r.band_only} by the band only")
+    from agent.wrist.timing import profile_latency
+
+    default = profile_latency(band.profile)
+    if r.uncertainty_ns >= default.uncertainty_ns:
+        print(f"  note: +-{doc['latency_uncertainty_ms']:.2f} ms is no tighter than the profile's "
+              f"default +-{default.uncertainty_ns / 1e6:.2f} ms (but centred on this host's "
+              "latency); more taps, or the band at a higher rate, tighten it")
     if written:
         print(f"  written to {written} ([[wrist]] {band.name}: latency_ms, "
               "latency_uncertainty_ms); the next recording uses it")

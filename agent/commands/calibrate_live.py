@@ -140,8 +140,8 @@ def record(cfg: Config, band: WristBand, prompt: Prompter, *, taps: int, min_tap
         prompt.say(f"waiting for the head MCU and band {band.name} "
                    f"({band.address or 'simulated'}) to stream ...")
         _wait_streaming(sources, mcu, time.monotonic() + timeout)
-        prompt.say(f"both streaming; holding still {settle:g} s while the band's clock "
-                   "mapping settles ...")
+        prompt.say(f"both streaming; {settle:g} s for the band's clock mapping to settle "
+                   "(the band may move; no tapping yet) ...")
         end = time.monotonic() + settle
         while time.monotonic() < end:
             pump()

@@ -5,8 +5,10 @@ head IMU's times come through the two-way fit (no latency assumed); the band's t
 one-way fit, which subtracts an assumed latency ``L``. If the band's tap lands ``delta``
 later than the head's, the band's true latency is ``L + delta``.
 
-    onsets(host_ns, acc_counts, acc_scale) -> [ns]        # tap onsets, sub-sample
-    calibrate(head_onsets, band_onsets, head_bound_ns, band_period_ns) -> TapResult
+    s = stream(payloads)                                   # stored IMU batches -> Stream
+    onsets(s.host_ns, s.acc, s.acc_scale) -> [ns]          # tap onsets, sub-sample
+    calibrate(head_onsets, band_onsets, head_bound_ns=bound_at(head, head_onsets),
+              band_period_ns=period_ns(band)) -> TapResult | None
 
 Onsets: the first sample whose acceleration magnitude departs from its running baseline by
 ``threshold`` (m/s^2, low: a tap's edge is sharp) marks an onset somewhere in the sample
@@ -15,8 +17,19 @@ interpolation along the waveform is biased by its shape (an exponential decay tr
 for an amplitude); this one is unbiased over taps whose sampling phase is random, which a
 wearer's taps are. A band at 200 Hz then gives each tap +-2.5 ms, and the mean of N taps
 about 5 ms / sqrt(12 N). The stated uncertainty is three times the larger of that and the
-observed spread's standard error, plus the head's own bound: meant to cover, and checked
-against the truth by bench/bench_tap_calibration.py.
+observed spread's standard error, plus the head's own bound at the taps: meant to cover,
+and checked against the truth by bench/bench_tap_calibration.py (synthetic waveforms) and
+bench/bench_tap_rig.py (the simulated rig, end to end).
+
+Pairing and rejection: each band onset pairs with the nearest head onset within 100 ms
+(each head onset once); unpaired onsets are counted (``head_only``, ``band_only``). A
+paired tap whose offset is further from the median than sampling (half of each IMU's
+period), twice the head's bound and 1 ms of mapping jitter allow is rejected: a bump of
+the band alone near a head tap, a double tap.
+
+What the offset measures is the band's mapping error at the taps: its latency error, plus
+whatever error its fit still has then (agent/clock/band.py; a one-way fit that has not
+converged wanders by milliseconds). See docs/design-notes.md (Head MCU and the wearer).
 """
 
 from __future__ import annotations
@@ -85,6 +98,8 @@ class TapResult:
     """Head onsets with no band onset near them (the head was touched, or the band missed)."""
     band_only: int = 0
     """Band onsets with no head onset near them (the band hit something else)."""
+    span_ns: tuple[int, int] = (0, 0)
+    """Host times of the first and last tap used."""
 
     def latency_ms(self, assumed_ms: float) -> float:
         """The band's calibrated latency setting, given the one it was recorded with."""
@@ -94,20 +109,22 @@ class TapResult:
         return asdict(self)
 
 
-def pair(head: list[int], band: list[int], max_sep_ns: int) -> tuple[list[int], int, int]:
-    """(band - head offsets of taps seen by both, head-only onsets, band-only onsets): each
-    band onset pairs with the nearest head onset within ``max_sep_ns``, each head onset once."""
+def pair(head: list[int], band: list[int],
+         max_sep_ns: int) -> tuple[list[tuple[int, int]], int, int]:
+    """([(head onset, band - head offset)] of taps seen by both, head-only onsets, band-only
+    onsets): each band onset pairs with the nearest head onset within ``max_sep_ns``, each
+    head onset once."""
     h = np.asarray(sorted(head), np.int64)
     used: set[int] = set()
-    offs: list[int] = []
+    out: list[tuple[int, int]] = []
     for b in sorted(band):
         if not len(h):
             break
         j = int(np.argmin(np.abs(h - b)))
         if abs(int(h[j]) - b) <= max_sep_ns and j not in used:
             used.add(j)
-            offs.append(b - int(h[j]))
-    return offs, len(h) - len(used), len(band) - len(offs)
+            out.append((int(h[j]), b - int(h[j])))
+    return out, len(h) - len(used), len(band) - len(out)
 
 
 def consistent(offs: list[int], tolerance_ns: float) -> tuple[list[int], list[int]]:
@@ -128,9 +145,9 @@ def calibrate(head: list[int], band: list[int], *, head_bound_ns: int, band_peri
     each IMU, the head's mapping error (``head_bound_ns``) and the band mapping's jitter;
     offsets further than that from the median are rejected (a bump of the band alone near
     a head tap, a double tap)."""
-    offs, head_only, band_only = pair(head, band, max_sep_ns)
+    pairs, head_only, band_only = pair(head, band, max_sep_ns)
     tol = (band_period_ns + head_period_ns) / 2 + 2 * head_bound_ns + jitter_ns
-    kept, rejected = consistent(offs, tol)
+    kept, rejected = consistent([o for _h, o in pairs], tol)
     if not kept:
         return None
     o = np.asarray(kept, np.float64)
@@ -139,7 +156,9 @@ def calibrate(head: list[int], band: list[int], *, head_bound_ns: int, band_peri
     model = np.sqrt((band_period_ns ** 2 + head_period_ns ** 2) / 12 / n)
     spread = float(o.std(ddof=1) / np.sqrt(n)) if n > 1 else float(band_period_ns)
     unc = int(3 * max(model, spread) + head_bound_ns)
-    return TapResult(n, round(mean), unc, kept, rejected, head_only, band_only)
+    at = [h for h, o in pairs if o in kept]
+    return TapResult(n, round(mean), unc, kept, rejected, head_only, band_only,
+                     (min(at), max(at)))
 
 
 @dataclass
@@ -151,6 +170,8 @@ class Stream:
     acc_scale: np.ndarray[Any, Any]
     bound_ns: int
     """The largest error bound its batches stored (-1: none stored)."""
+    sample_bound_ns: np.ndarray[Any, Any]
+    """Each sample's stored bound (its batch's; -1: none)."""
     latency_ns: int | None
     """The latency its mapper assumed (bands), from the last batch's clock state."""
     latency_uncertainty_ns: int | None
@@ -159,7 +180,7 @@ class Stream:
 def stream(payloads: list[dict[str, Any]]) -> Stream:
     from agent.wrist.imu_batch import decode_payload
 
-    hs, accs, scales = [], [], []
+    hs, accs, scales, bounds = [], [], [], []
     bound, lat, unc = -1, None, None
     for p in payloads:
         d = decode_payload(p)
@@ -170,18 +191,30 @@ def stream(payloads: list[dict[str, Any]]) -> Stream:
         scales.append(np.repeat(np.asarray(sc, np.float64), cn) if isinstance(sc, list)
                       else np.full(int(cn.sum()), float(sc)))
         clock = p.get("clock") or {}
-        b = clock.get("error_bound_ns")
-        if isinstance(b, (int, float)) and b >= 0:
-            bound = max(bound, int(b))
+        raw = clock.get("error_bound_ns")
+        b = int(raw) if isinstance(raw, (int, float)) and raw >= 0 else -1
+        bound = max(bound, b)
+        bounds.append(np.full(len(d["host_ns"]), b, np.int64))
         if clock.get("latency_ns") is not None:
             lat = int(clock["latency_ns"])
             unc = int(clock.get("latency_uncertainty_ns") or 0)
     if not hs:
-        return Stream(np.zeros(0, np.int64), np.zeros((0, 3)), np.zeros(0), -1, None, None)
+        return Stream(np.zeros(0, np.int64), np.zeros((0, 3)), np.zeros(0), -1,
+                      np.zeros(0, np.int64), None, None)
     h = np.concatenate(hs)
     order = np.argsort(h, kind="stable")
     return Stream(h[order], np.concatenate(accs)[order], np.concatenate(scales)[order],
-                  bound, lat, unc)
+                  bound, np.concatenate(bounds)[order], lat, unc)
+
+
+def bound_at(s: Stream, times: list[int]) -> int:
+    """The mean stored bound of ``s`` at ``times`` (the error of a mean of taps is within
+    the mean of their bounds); its largest bound when none is stored there."""
+    if not times or not len(s.host_ns):
+        return max(0, s.bound_ns)
+    i = np.clip(np.searchsorted(s.host_ns, np.asarray(times, np.int64)), 0, len(s.host_ns) - 1)
+    b = s.sample_bound_ns[i]
+    return int(b.mean()) if (b >= 0).all() else max(0, s.bound_ns)
 
 
 def period_ns(s: Stream) -> int:
