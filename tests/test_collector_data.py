@@ -10,19 +10,17 @@ import os
 
 import pytest
 from conftest import run_cli
-from test_collector_support import ServerThread, TusClient, sha256
+from test_collector_support import (  # noqa: F401 (collector_srv: the srv fixture)
+    ServerThread,
+    TusClient,
+    collector_srv,
+    sha256,
+)
 
 from agent.collector import auth
 
 DEV = "sim-0001"
 OTHER = "sim-0002"
-
-
-@pytest.fixture
-def srv(tmp_path):
-    s = ServerThread(tmp_path / "data", expire_seconds=3600).start()
-    yield s
-    s.stop()
 
 
 @pytest.fixture

@@ -8,21 +8,20 @@ from __future__ import annotations
 import logging
 import os
 
-import pytest
-from test_collector_support import ServerThread, TusClient, raw_partial_patch, sha256, wait_for
+from test_collector_support import (  # noqa: F401 (collector_srv: the srv fixture)
+    ServerThread,
+    TusClient,
+    collector_srv,
+    raw_partial_patch,
+    sha256,
+    wait_for,
+)
 
 from agent.collector import auth
 from agent.contract import discard_body, discard_path
 
 DEV = "sim-0001"
 OTHER = "sim-0002"
-
-
-@pytest.fixture
-def srv(tmp_path):
-    s = ServerThread(tmp_path / "data", expire_seconds=3600).start()
-    yield s
-    s.stop()
 
 
 def objects(srv) -> list[str]:

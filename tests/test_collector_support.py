@@ -8,9 +8,11 @@ import hashlib
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import pytest
 import uvicorn
 
 from agent.collector import auth
@@ -100,6 +102,15 @@ def sha256(data: bytes) -> str:
 
 def checksum(algo: str, data: bytes) -> str:
     return f"{algo} {base64.b64encode(hashlib.new(algo, data).digest()).decode()}"
+
+
+@pytest.fixture(name="srv")
+def collector_srv(tmp_path: Path) -> Iterator[ServerThread]:
+    """``srv``: a collector on a loopback port with its data in ``tmp_path``, stopped after
+    the test (a module that wants it imports ``collector_srv``)."""
+    s = ServerThread(tmp_path / "data", expire_seconds=3600).start()
+    yield s
+    s.stop()
 
 
 class TusClient:
