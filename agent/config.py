@@ -153,6 +153,9 @@ class SimSection:
     """Scripted button presses of the simulated MCU: "AT_S:HELD_S" each (e.g. "10:0.2")."""
     band_rssi_dbm: list[float] = _f([])
     """RSSI the rig's adapter sees for each [[wrist]] band, in order (missing: -50 dBm)."""
+    taps: list[str] = _f([])
+    """Scripted taps of a band against the head mount, felt by that band and the simulated MCU
+    at one true instant: "BAND:AT_S" each (e.g. "left:12.5"), seconds after the rig starts."""
     band_latency_ms: list[float] = _f([])
     """Transport latency each simulated [[wrist]] band's notifications are held for after
     their connection event, in order (missing: 0), on top of the private bus's own. The agent

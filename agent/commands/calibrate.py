@@ -116,6 +116,7 @@ def result_doc(band: WristBand, r: TapResult, assumed_ns: int, written: str | No
             "latency_uncertainty_ms": round(r.uncertainty_ns / 1e6, 3),
             "offsets_ms": [round(o / 1e6, 3) for o in r.offsets_ns],
             "rejected_offsets_ms": [round(o / 1e6, 3) for o in r.rejected_ns],
+            "span_ms": [round(t / 1e6, 3) for t in r.span_ns],
             "written": written}
 
 

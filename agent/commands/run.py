@@ -121,7 +121,11 @@ def run(args: argparse.Namespace) -> int:
 
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        with _sim_rig(cfg), _sim_mcu(cfg) as sim_mcu:
+        with _sim_rig(cfg) as rig, _sim_mcu(cfg) as sim_mcu:
+            if cfg.sim.taps:
+                from agent.sim.rig import script_taps
+
+                script_taps(cfg, rig, sim_mcu)
             sources = _wrist_sources(cfg) + _mcu_sources(cfg, root, sim_mcu)
             camera = None
             if cfg.camera.backend != "none":

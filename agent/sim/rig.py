@@ -242,6 +242,21 @@ def tap_rig(rig: SimRig, mcu: Any, band: str, host_ns: int) -> None:
         mcu.tap(host_ns)
 
 
+def script_taps(cfg: Config, rig: SimRig | None, mcu: Any) -> None:
+    """The taps of ``[sim] taps`` ("BAND:AT_S", seconds from now), on both devices."""
+    if rig is None or not cfg.sim.taps:
+        return
+    now = time.monotonic_ns()
+    for item in cfg.sim.taps:
+        band, _, at = str(item).rpartition(":")
+        try:
+            tap_rig(rig, mcu, band, now + int(float(at) * 1e9))
+        except (KeyError, ValueError) as exc:
+            raise SourceError(f"[sim] taps: cannot tap {item!r} ({exc}); give "
+                              "\"BAND:SECONDS\" with a [[wrist]] band's name",
+                              device="sim") from None
+
+
 def _name_prefix(profile: str) -> str:
     try:
         from agent.wrist.profiles import load_profile
