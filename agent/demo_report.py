@@ -38,7 +38,7 @@ def timestamp_error(sealed: list[Path], truth: dict[str, Any]) -> dict[str, Any]
     """|stored host time - true time| per band, in microseconds (p50, p99, max)."""
     from mcap.reader import make_reader
 
-    from agent.wrist.imu_batch import decode_payload
+    from agent.wrist.imu_batch import batch_clock, decode_payload
 
     errs: dict[str, list[Any]] = {name: [] for name, t in truth.items() if t}
     bounds: dict[str, list[Any]] = {name: [] for name in errs}
@@ -51,7 +51,7 @@ def timestamp_error(sealed: list[Path], truth: dict[str, Any]) -> dict[str, Any]
                 t = truth[name]
                 payload = msgpack.unpackb(m.data)
                 d = decode_payload(payload)
-                clock = payload.get("clock") or {}
+                clock = batch_clock(payload)
                 # the recording numbers a band's samples from the first one it received
                 k = d["index"] + int(t.get("first_sample") or 0)
                 true_ns = t["start_ns"] + t["phase_ns"] + k * t["period_ns"]

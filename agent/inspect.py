@@ -40,6 +40,7 @@ from agent.export.rows import columns
 from agent.export.streams import Gap, Imu, clock_fits, frames, gaps, imu_streams
 from agent.record.schemas import FRAMES_TOPIC, VIDEO_TOPIC
 from agent.sources import GAP_TOPIC
+from agent.wrist.imu_batch import batch_clock
 
 GAP_FACTOR = 1.5
 SLEW_MIN_NS = 1_000
@@ -327,7 +328,7 @@ def _band_fields(st: StreamReport, s: Streams, topic: str) -> None:
             p = msgpack.unpackb(r.data)
         except (ValueError, msgpack.UnpackException):
             continue  # counted as an undecodable batch already
-        clock = p.get("clock") or {}
+        clock = batch_clock(p)
         if isinstance(clock.get("error_bound_ns"), int):
             bounds.append(int(clock["error_bound_ns"]))
         if isinstance(clock.get("slew_ns"), int):

@@ -4,13 +4,16 @@
     .venv/bin/python bench/bench_wrist_recording.py                  # 30 s, 0.05 s vs 0.5 s
     .venv/bin/python bench/bench_wrist_recording.py --seconds 60 --batch 0.05 0.5 1 --json
 
-For each recording it reads the sealed segment(s) back and prints, per 6-axis sample: the
-file bytes, the zstd chunk bytes (what the messages cost once compressed) and the message
-bytes before compression, per topic the messages and samples (decoded with
-``agent.wrist.imu_batch.decode_payload``). The baseline, in the same run, is the same
-samples as plain msgpack lists (six ints and one host time per sample, one message per
-recorded message) written into an MCAP file with zstd chunks closed every second, as the
-segment writer does; ``ratio`` is the recording's chunk bytes over the baseline's.
+The rig records the 1 kHz head MCU too, in the same chunks. For each recording it reads
+the sealed segment(s) back and prints, for the wrist bands and for the head IMU apart, the
+stream's stored bytes per 6-axis sample: its share of the zstd chunk bytes (each chunk
+rewritten with and without the stream's messages, the difference scaled to the file's real
+chunk bytes), and its message bytes before compression; and the per-segment bytes outside
+chunks (schemas, metadata, indexes). Samples are decoded with
+``agent.wrist.imu_batch.decode_payload``. The baseline, in the same run, is the same samples
+as plain msgpack lists (six ints and one host time per sample, one message per recorded
+message) written into an MCAP file with zstd chunks closed every second, as the segment
+writer does; ``ratio`` is the stream's stored bytes over the baseline's.
 ``ble.batch_seconds = 0.05`` is one message per writer drain, i.e. the behaviour before
 batching.
 """
@@ -53,46 +56,119 @@ def chunk_bytes(data: bytes) -> int:
                if isinstance(rec, Chunk))
 
 
+def rewrite_chunk_bytes(messages: list[tuple[str, int, bytes]]) -> int:
+    """Chunk bytes of these messages written as one zstd chunk, as the segment writer does."""
+    from mcap.writer import CompressionType, Writer
+
+    buf = io.BytesIO()
+    w = Writer(buf, compression=CompressionType.ZSTD, chunk_size=1 << 62)
+    w.start(profile="wearcap", library="bench")
+    sid = w.register_schema("s", "jsonschema", b"{}")
+    ids: dict[str, int] = {}
+    for seq, (topic, t, data) in enumerate(messages):
+        if topic not in ids:
+            ids[topic] = w.register_channel(topic, "msgpack", sid)
+        w.add_message(ids[topic], log_time=t, data=data, publish_time=t, sequence=seq)
+    w.finish()
+    return chunk_bytes(buf.getvalue())
+
+
+def file_chunks(data: bytes) -> list[list[tuple[str, int, bytes]]]:
+    """Each zstd chunk's messages (topic, log time, data), in file order."""
+    import zstandard
+    from mcap.exceptions import EndOfFile
+    from mcap.records import Channel, Chunk, Message
+    from mcap.stream_reader import StreamReader
+
+    topics: dict[int, str] = {}
+    out: list[list[tuple[str, int, bytes]]] = []
+    for rec in StreamReader(io.BytesIO(data), emit_chunks=True).records:
+        if isinstance(rec, Channel):
+            topics[rec.id] = rec.topic
+        if not isinstance(rec, Chunk):
+            continue
+        raw = zstandard.ZstdDecompressor().decompress(rec.data,
+                                                      max_output_size=rec.uncompressed_size)
+        msgs: list[tuple[str, int, bytes]] = []
+        try:
+            for r in StreamReader(io.BytesIO(raw), skip_magic=True).records:
+                if isinstance(r, Channel):
+                    topics[r.id] = r.topic
+                elif isinstance(r, Message):
+                    msgs.append((topics[r.channel_id], r.log_time, r.data))
+        except EndOfFile:
+            pass
+        out.append(msgs)
+    return out
+
+
+def is_imu(topic: str) -> str | None:
+    if topic.startswith("/wrist/") and topic.endswith("/imu"):
+        return "wrist"
+    if topic == "/head/imu":
+        return "head"
+    return None
+
+
 def measure(sealed: Path) -> dict[str, Any]:
+    """Per stream group (wrist bands, head IMU): its share of the recording's chunk bytes
+    (the chunk bytes with its messages, minus the same chunks rewritten without them), per
+    6-axis sample, beside the same samples as plain msgpack lists."""
     import msgpack
-    from mcap.reader import make_reader
 
     from agent.wrist.imu_batch import decode_payload
 
     files = sorted(sealed.glob("*.mcap"))
     topics: dict[str, dict[str, int]] = {}
-    baseline_msgs: list[tuple[str, int, bytes]] = []
-    file_bytes = chunks = 0
+    baseline: dict[str, list[tuple[str, int, bytes]]] = {"wrist": [], "head": []}
+    share = {"wrist": 0, "head": 0}
+    file_bytes = chunks = rewritten = 0
     for f in files:
         data = f.read_bytes()
         file_bytes += len(data)
         chunks += chunk_bytes(data)
-        for _schema, channel, msg in make_reader(io.BytesIO(data)).iter_messages():
-            t = topics.setdefault(channel.topic, {"messages": 0, "bytes": 0, "samples": 0})
-            t["messages"] += 1
-            t["bytes"] += len(msg.data)
-            if channel.topic.startswith("/wrist/"):
-                d = decode_payload(msgpack.unpackb(msg.data, raw=False))
-                n = len(d["host_ns"])
-                t["samples"] += n
+        for msgs in file_chunks(data):
+            whole = rewrite_chunk_bytes(msgs)
+            rewritten += whole
+            for group in share:
+                rest = [m for m in msgs if is_imu(m[0]) != group]
+                share[group] += whole - (rewrite_chunk_bytes(rest) if rest else 0)
+            for topic, t, payload in msgs:
+                s = topics.setdefault(topic, {"messages": 0, "bytes": 0, "samples": 0})
+                s["messages"] += 1
+                s["bytes"] += len(payload)
+                group = is_imu(topic)
+                if group is None:
+                    continue
+                d = decode_payload(msgpack.unpackb(payload, raw=False))
+                s["samples"] += len(d["host_ns"])
                 rows = [[*a, *g] for a, g in zip(d["acc"].tolist(), d["gyro"].tolist(),
                                                  strict=True)]
                 plain = msgpack.packb({"samples": rows, "host_ns": d["host_ns"].tolist()})
-                baseline_msgs.append((channel.topic, msg.log_time, plain))
-    samples = sum(t["samples"] for k, t in topics.items() if k.startswith("/wrist/"))
-    imu_msg_bytes = sum(t["bytes"] for k, t in topics.items() if k.startswith("/wrist/"))
-    base = baseline_file(baseline_msgs)
-    base_chunks = chunk_bytes(base)
-    return {
-        "segments": len(files), "samples": samples, "topics": topics,
-        "file_B_per_sample": round(file_bytes / samples, 2) if samples else None,
-        "chunk_B_per_sample": round(chunks / samples, 2) if samples else None,
-        "message_B_per_sample": round(imu_msg_bytes / samples, 2) if samples else None,
-        "samples_per_message": round(samples / max(1, sum(
-            t["messages"] for k, t in topics.items() if k.startswith("/wrist/"))), 1),
-        "baseline_chunk_B_per_sample": round(base_chunks / samples, 2) if samples else None,
-        "ratio_vs_baseline": round(chunks / base_chunks, 3) if base_chunks else None,
-    }
+                baseline[group].append((topic, t, plain))
+    out: dict[str, Any] = {"segments": len(files), "topics": topics,
+                           "chunk_bytes": chunks,
+                           "file_overhead_B_per_segment": round((file_bytes - chunks)
+                                                                / max(1, len(files)))}
+    scale = chunks / rewritten if rewritten else 1.0  # rewriting frames messages alike
+    for group in share:
+        ts = {k: v for k, v in topics.items() if is_imu(k) == group}
+        n = sum(v["samples"] for v in ts.values())
+        if not n:
+            out[group] = None
+            continue
+        base = chunk_bytes(baseline_file(baseline[group]))
+        out[group] = {
+            "samples": n,
+            "samples_per_message": round(n / max(1, sum(v["messages"] for v in ts.values())),
+                                         1),
+            "stored_B_per_sample": round(share[group] * scale / n, 2),
+            "message_B_per_sample": round(sum(v["bytes"] for v in ts.values()) / n, 2),
+            "baseline_B_per_sample": round(base / n, 2),
+            "ratio_vs_baseline": round(share[group] * scale / base, 3) if base else None,
+            "within_budget": share[group] * scale / n <= BUDGET,
+        }
+    return out
 
 
 def baseline_file(msgs: list[tuple[str, int, bytes]]) -> bytes:
@@ -134,16 +210,22 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
-    print(f"wearcap run on the simulated rig, camera off, {args.seconds:g} s per recording, "
-          "two 200 Hz bands")
+    print(f"wearcap run on the simulated rig (two 200 Hz bands, the 1 kHz head MCU), camera "
+          f"off, {args.seconds:g} s per recording; stored = each stream's share of the zstd "
+          f"chunk bytes, per 6-axis sample; budget {BUDGET:g} B")
     for b, r in results.items():
-        print(f"  batch {b:>5} s: {r['samples']} samples in {r['samples_per_message']} per "
-              f"message; stored {r['chunk_B_per_sample']} B/sample (file "
-              f"{r['file_B_per_sample']}, messages {r['message_B_per_sample']} before "
-              f"compression); plain msgpack lists {r['baseline_chunk_B_per_sample']} B/sample;"
-              f" ratio {r['ratio_vs_baseline']}; "
-              f"{'within' if (r['chunk_B_per_sample'] or 99) <= BUDGET else 'OVER'} the "
-              f"{BUDGET:g} B budget")
+        print(f"  batch {b:>5} s ({r['segments']} segment(s), "
+              f"{r['file_overhead_B_per_segment']} B of schemas/metadata/index per segment):")
+        for group, label in (("wrist", "wrist bands"), ("head", "head IMU   ")):
+            g = r[group]
+            if g is None:
+                print(f"    {label}: no samples")
+                continue
+            print(f"    {label}: {g['samples']} samples, {g['samples_per_message']} per message;"
+                  f" stored {g['stored_B_per_sample']} B/sample ({g['message_B_per_sample']}"
+                  f" before compression); plain msgpack lists {g['baseline_B_per_sample']}"
+                  f" B/sample; ratio {g['ratio_vs_baseline']}; "
+                  f"{'within' if g['within_budget'] else 'OVER'} the budget")
     return 0
 
 

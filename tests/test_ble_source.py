@@ -21,7 +21,7 @@ from agent.config import BleSection, WristBand
 from agent.sim.band_model import BandModel, BandParams
 from agent.sources import GAP_TOPIC
 from agent.wrist.ble import LinkEvent
-from agent.wrist.imu_batch import decode_payload
+from agent.wrist.imu_batch import batch_clock, decode_payload
 from agent.wrist.source import WristSource
 from tests.fakes.ble_link import FakeBleLink, FakeLinks
 
@@ -226,7 +226,7 @@ def test_an_open_profile_sequence_gap_is_one_gap_with_its_count():
     first = int(model.truth_ns(skipped.first_sample))
     last = int(model.truth_ns(skipped.first_sample + skipped.n - 1))
     # around what is missing, to within the bound the batches claim
-    bound = max(m.payload["clock"]["error_bound_ns"] for m in msgs if m.topic.endswith("/imu"))
+    bound = max(batch_clock(m.payload)["error_bound_ns"] for m in msgs if m.topic.endswith("/imu"))
     assert gap["start_ns"] < first + bound and last < gap["end_ns"] + bound
     idx = indices(msgs)
     assert [b - a - 1 for a, b in itertools.pairwise(idx) if b != a + 1] == [skipped.n]
@@ -604,4 +604,4 @@ def test_a_bands_configured_latency_reaches_its_clock():
     stream(src, clock, model, 1.0, msgs)
     src.stop()
     msgs += src.drain()
-    assert imu(msgs) and all(p["clock"]["latency"] == "config" for p in imu(msgs))
+    assert imu(msgs) and all(batch_clock(p)["latency"] == "config" for p in imu(msgs))

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import msgpack
 import numpy as np
 
 from agent.sim.band_model import BandModel, BandParams
 from agent.wrist.decode import make_decoder
 from agent.wrist.imu_batch import (
+    CLOCK_KEYSETS,
     LEGACY_ENCODING,
+    batch_clock,
+    clock_record,
     decode_counts,
     decode_payload,
     encode_counts,
@@ -17,7 +22,10 @@ from agent.wrist.imu_batch import (
     imu_message,
     make_fit,
     observe,
+    pack_clock,
+    predict_column,
     unfold,
+    unpredict_column,
 )
 from agent.wrist.timing import place
 
@@ -83,9 +91,76 @@ def test_message_round_trip_through_msgpack():
         starts = np.cumsum([0] + [c.n for c in chunks[:-1]])
         assert back["host_ns"][starts].tolist() == want
         assert np.all(np.diff(back["host_ns"]) > 0)  # monotonic in sample order
-        clock = msg.payload["clock"]
+        clock = back["chunks"]["clock"]
+        assert clock == batch_clock(msg.payload) == clock_record(fit, times)
         assert clock["error_bound_ns"] == max(t.bound_ns for t in times)
         assert set(clock["bound"]) == {"fit_ns", "latency_ns", "quantisation_ns", "slew_ns"}
         assert back["chunks"]["arrival_ns"] == [c.arrival_ns for c in chunks]
+        for col in ("index", "seq", "raw_time", "device_t0_ns"):
+            assert back["chunks"][col] == [getattr(c, col) for c in chunks], col
         if profile == "wearcap-open":
             assert back["device_ns"][starts].tolist() == [c.device_t0_ns for c in chunks]
+
+
+# A batch as the recorder wrote it before the per-chunk columns were predicted: delta coded
+# columns, arrival_ns in ns, the clock as a map (3 chunks of the open profile at 200 Hz).
+DELTA_FORMAT_BATCH = bytes.fromhex(
+    "de0015a462616e64a46c656674a770726f66696c65ac776561726361702d6f70656ea8656e636f64696e67"
+    "b36431322d7a7a2d6931366c652d706c616e6172a16e04a3616363c418b9c2ce01af1d1b050509060f0705"
+    "0c000500000000000000a96163635f6f7264657293010201a46779726fc418bf71c7ecb4c40e1703071601"
+    "090500090500000000000000aa6779726f5f6f7264657293020202a76368756e6b5f6e93010102a9616363"
+    "5f7363616c65cb3f739d013a92a305aa6779726f5f7363616c65cb3f51740afa84ad8aa5696e6465789300"
+    "0101a373657193000101ab6c6f73745f6265666f726593000000a87261775f74696d6593ce004c5af9cd13"
+    "88cd1388ac6465766963655f74305f6e7393cf000000012a435ca8ce004c4b40ce004c4b40b06465766963"
+    "655f706572696f645f6e73cb415312d000000000aa6172726976616c5f6e7393ce00db8f97ce0001ebfdce"
+    "00e15ae9aa686f73745f74305f6e7393ce001cd165ce004c4b40ce004c4b40ae686f73745f706572696f64"
+    "5f6e73cb415312d000000000a5636c6f636b8ca9636f6e766572676564c2a964726966745f70706dcb0000"
+    "000000000000aa6c6174656e63795f6e73ce0019f0a0b66c6174656e63795f756e6365727461696e74795f"
+    "6e73ce0016e360a76c6174656e6379a770726f66696c65a46b696e64a774776f2d776179ac736c65775f6d"
+    "61785f70706dcb40e86a0000000000a8726573746172747300ae6572726f725f626f756e645f6e73ce0139"
+    "8ec1a5626f756e6484a66669745f6e73ce0122a779aa6c6174656e63795f6e73ce0016e360af7175616e74"
+    "69736174696f6e5f6e73cd03e8a7736c65775f6e7300a7736c65775f6e7300a6736f75726365a76f6e652d"
+    "776179")
+
+
+def test_batches_with_delta_coded_columns_still_decode():
+    p = msgpack.unpackb(DELTA_FORMAT_BATCH)
+    d = decode_payload(p)
+    assert d["host_ns"].tolist() == [1888613, 6888613, 11888613, 16888613]
+    assert d["chunks"]["arrival_ns"] == [14389143, 14515092, 29283965]
+    assert d["acc"][:2].tolist() == [[-989, 737, 1639], [-990, 746, 1624]]
+    assert d["index"].tolist() == [0, 1, 2, 3]
+    assert d["device_ns"].tolist() == [5004025000, 5009025000, 5014025000, 5019025000]
+    clock = batch_clock(p)
+    assert clock["error_bound_ns"] == 20549313 and clock["bound"]["fit_ns"] == 19048313
+    assert clock == d["chunks"]["clock"]
+
+
+def test_predicted_columns_round_trip_any_spacing():
+    rng = np.random.default_rng(7)
+    for _ in range(300):
+        k = int(rng.integers(1, 40))
+        n = rng.integers(1, 30, k).tolist()
+        v = np.cumsum(rng.integers(-10**12, 10**12, k)) + int(rng.integers(-2**60, 2**60))
+        vals = [int(x) for x in v]
+        res, step = predict_column(vals, n)
+        assert unpredict_column(res, n, step) == vals
+    res, step = predict_column([100, 108, 116, 125, 133], [8, 8, 9, 8, 8])
+    assert step == 1.0 and res == [100, 0, 0, 0, 0]  # a regular stream stores zeros
+
+
+def test_clock_in_an_unknown_key_order_stays_a_map():
+    known: dict[str, Any] = {k: 0 for k in CLOCK_KEYSETS[1] if "." not in k}
+    known["bound"] = {"fit_ns": 1, "latency_ns": 2, "quantisation_ns": 3, "slew_ns": 4}
+    stored, kid = pack_clock(known)
+    assert kid == 1 and isinstance(stored, list)
+    assert batch_clock({"clock": stored, "clock_keys": kid}) == known
+    extra = {**known, "new_field": 5}
+    stored, kid = pack_clock(extra)
+    assert kid is None and batch_clock({"clock": stored}) == extra
+    try:
+        batch_clock({"clock": [1, 2], "clock_keys": 99})
+    except ValueError as exc:
+        assert "unknown key order" in str(exc)
+    else:
+        raise AssertionError("an unknown key order must not decode")

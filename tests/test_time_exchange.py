@@ -16,7 +16,7 @@ from agent.config import BleSection, WristBand
 from agent.sim.band_model import BandModel, BandParams
 from agent.wrist.ble import LinkEvent
 from agent.wrist.decode.open_profile import Info
-from agent.wrist.imu_batch import decode_payload
+from agent.wrist.imu_batch import batch_clock, decode_payload
 from tests.test_ble_source import Clock, Source
 
 MS = 1_000_000
@@ -68,7 +68,7 @@ def errors(batches: list, model: BandModel) -> tuple[np.ndarray, np.ndarray]:
         seq = np.repeat(np.asarray(d["chunks"]["seq"], dtype=np.int64), p["chunk_n"])
         i = np.arange(p["n"]) - np.repeat(np.cumsum(p["chunk_n"]) - p["chunk_n"], p["chunk_n"])
         err.append(d["host_ns"] - model.truth_ns(seq + i))
-        bound.append(np.full(p["n"], p["clock"]["error_bound_ns"]))
+        bound.append(np.full(p["n"], batch_clock(p)["error_bound_ns"]))
     return np.concatenate(err), np.concatenate(bound)
 
 
@@ -82,4 +82,4 @@ def test_a_2ms_latency_is_bounded_by_the_exchange_and_covered():
           f"error after 30 s {p99 / 1e6:.3f} ms, median bound {np.median(bound) / 1e6:.3f} ms, "
           f"samples inside their bound {(np.abs(err) <= bound).mean():.4f}")
     assert p99 <= 1.0 * MS  # the target with the latency unknown
-    assert batches[-1]["clock"]["kind"] == "two-way"
+    assert batch_clock(batches[-1])["kind"] == "two-way"

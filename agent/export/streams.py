@@ -25,7 +25,13 @@ import numpy.typing as npt
 from agent.record.schemas import FRAME_FIELDS, FRAMES_TOPIC, VIDEO_TOPIC, frame_rows
 from agent.record.segment import SOURCE_META_PREFIX
 from agent.sources import GAP_TOPIC
-from agent.wrist.imu_batch import DELTA_COLUMNS, LEGACY_ENCODING, decode_payload, delta_column
+from agent.wrist.imu_batch import (
+    DELTA_COLUMNS,
+    LEGACY_ENCODING,
+    batch_clock,
+    decode_payload,
+    delta_column,
+)
 from agent.wrist.imu_batch import SCHEMA_NAME as IMU_SCHEMA
 
 from .reader import Segment
@@ -138,7 +144,7 @@ def imu_streams(seg: Segment, bad: list[Gap] | None = None) -> dict[str, Imu]:
                 continue
             band, profile = str(p.get("band", band)), str(p.get("profile", profile))
             cn = np.asarray(d["chunks"]["chunk_n"], dtype=np.int64)
-            clock = p.get("clock") or {}
+            clock = batch_clock(p)
             bound = clock.get("error_bound_ns") if clock.get("converged") else None
             n = len(d["host_ns"])
             d["acc_scale"] = np.repeat(np.asarray(d["chunks"]["acc_scale"], float), cn)

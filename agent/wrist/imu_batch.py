@@ -19,12 +19,18 @@ as ``delta-i16le-planar`` (1st difference, axis by axis, no zigzag) still decode
 Per-chunk scale and period columns hold one number when it is the same for every chunk of the
 batch. Times are stored per chunk (one BLE notification), not per sample: sample ``i`` of chunk
 ``c`` is at ``host_t0_ns[c] + i * host_period_ns[c]`` on the host timeline.
+
+Per-chunk integer columns are stored as residuals from the chunk before (PREDICTED_COLUMNS,
+``steps``): a regular stream stores zeros, and a chunk's first-sample time costs nothing
+where it follows from the last. Arrival times are stored relative to the chunk's last sample
+(``arrival_after_ns``, exact); the clock record is a list in a named key order
+(``clock_keys``). ``columns(p)`` and ``batch_clock(p)`` read every format ever written.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -60,8 +66,17 @@ SCHEMA: dict[str, Any] = {
         "axis by axis, no zigzag.) Physical value = count * scale of the sample's chunk. "
         "-32768 means no measurement for that axis. acc_scale, gyro_scale, device_period_ns "
         "and host_period_ns are per chunk, or one number for every chunk of the batch. "
-        "The columns index, seq, raw_time, device_t0_ns, arrival_ns and host_t0_ns are delta "
-        "coded: the first value, then each value minus the previous non-null one."
+        "The columns index, seq, raw_time, device_t0_ns and host_t0_ns are predicted: the "
+        "first value, then each value minus x[c-1] + round(chunk_n[c-1] * step), step "
+        "being that column's entry in steps (in the order index, seq, raw_time, "
+        "device_t0_ns, host_t0_ns); a column whose step is null (it has nulls) is delta "
+        "coded: the first value, then each value minus the previous non-null one. "
+        "arrival_after_ns[c]: the notification's arrival minus the host time of the chunk's "
+        "last sample (host_t0_ns[c] + round((chunk_n[c]-1)*host_period_ns[c])), ns. "
+        "clock: a list of values in the key order clock_keys names (agent.wrist.imu_batch."
+        "CLOCK_KEYSETS; 'bound.fit_ns' is clock.bound.fit_ns), or a map. (Batches written "
+        "before these carry no steps: every such column delta coded, arrival_ns delta coded "
+        "in ns, clock a map.)"
     ),
     "properties": {
         "band": {"type": "string", "description": "band name from the device config"},
@@ -92,7 +107,12 @@ SCHEMA: dict[str, Any] = {
                              "items": {"type": ["number", "null"]},
                              "description": "sample spacing on the band clock, per chunk or "
                              "for all"},
-        "arrival_ns": {**_INTS, "description": "host time the notification arrived"},
+        "arrival_after_ns": {**_INTS, "description": "host time the notification arrived, "
+                             "minus that of the chunk's last sample"},
+        "steps": {**_OPT_NUMS, "description": "step per sample of the predicted columns "
+                  "(index, seq, raw_time, device_t0_ns, host_t0_ns); null: delta coded"},
+        "clock_keys": {"type": "integer", "description": "key order of a clock stored as a "
+                       "list (agent.wrist.imu_batch.CLOCK_KEYSETS)"},
         "host_t0_ns": {**_INTS, "description": "mapped host time of the chunk's first sample"},
         "host_period_ns": {"type": ["number", "array"], "items": {"type": "number"},
                            "description": "mapped sample spacing on the host, per chunk or "
@@ -100,7 +120,8 @@ SCHEMA: dict[str, Any] = {
         "absent": {"type": "object", "additionalProperties": {"type": "string"},
                    "description": "streams the band refused or does not have (e.g. gyro), "
                    "each with the band's own reason; their columns are null, never filled"},
-        "clock": {"type": "object", "description": "state of the mapping when written: "
+        "clock": {"type": ["object", "array"], "description": "state of the mapping when "
+                  "written (a list in the clock_keys order, or a map): "
                   "converged; error_bound_ns, a bound on |host time - truth| that holds for "
                   "every sample of the batch, and its parts (bound: fit_ns, latency_ns, "
                   "quantisation_ns, slew_ns); slew_ns, the largest part of a fit change not "
@@ -227,6 +248,84 @@ def undelta_column(values: Sequence[int | None]) -> list[int | None]:
     return out
 
 
+PREDICTED_COLUMNS = ("index", "seq", "raw_time", "device_t0_ns", "host_t0_ns")
+"""Integer columns stored (from the ``steps`` format on) as the first value, then each value
+minus its prediction from the chunk before: ``x[c-1] + round(chunk_n[c-1] * steps[col])``,
+``steps`` holding, in this order, each column's mean step per sample over the batch (null for
+a column with nulls, which stays delta coded). A regular stream stores zeros."""
+
+
+def predict_column(values: Sequence[int], chunk_n: Sequence[int]) -> tuple[list[int], float]:
+    """(residuals, step per sample) for a column without nulls (see PREDICTED_COLUMNS)."""
+    span = sum(chunk_n[:-1])
+    step = (values[-1] - values[0]) / span if len(values) > 1 and span else 0.0
+    out = [int(values[0])]
+    for c in range(1, len(values)):
+        out.append(int(values[c] - values[c - 1] - round(chunk_n[c - 1] * step)))
+    return out, step
+
+
+def unpredict_column(values: Sequence[int], chunk_n: Sequence[int], step: float) -> list[int]:
+    out = [int(values[0])]
+    for c in range(1, len(values)):
+        out.append(out[-1] + int(values[c]) + round(chunk_n[c - 1] * step))
+    return out
+
+
+def _last_host(t0: int, period: float, n: int) -> int:
+    return t0 + round((n - 1) * period)
+
+
+CLOCK_KEYSETS: dict[int, tuple[str, ...]] = {
+    1: ("converged", "drift_ppm", "latency_ns", "latency_uncertainty_ns", "latency", "kind",
+        "slew_max_ppm", "restarts", "error_bound_ns", "bound.fit_ns", "bound.latency_ns",
+        "bound.quantisation_ns", "bound.slew_ns", "slew_ns", "source"),
+}
+"""Key orders a batch's ``clock`` may be stored in as a plain list of values (``clock_keys``
+names the order). Never change an entry: add one. A clock whose keys match none is stored
+as a map, as before."""
+
+
+def _flat(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, Mapping):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[prefix + k] = v
+    return out
+
+
+def pack_clock(clock: Mapping[str, Any]) -> tuple[Any, int | None]:
+    """(stored clock, keyset id or None): a list in a known key order, else the map."""
+    flat = _flat(clock)
+    for kid, keys in CLOCK_KEYSETS.items():
+        if len(keys) == len(flat) and all(k in flat for k in keys):
+            return [flat[k] for k in keys], kid
+    return dict(clock), None
+
+
+def unpack_clock(p: Mapping[str, Any]) -> dict[str, Any]:
+    """A stored batch's ``clock`` as a map, whichever way it was stored ({} if none)."""
+    clock = p.get("clock")
+    if isinstance(clock, list):
+        keys = CLOCK_KEYSETS.get(int(p.get("clock_keys", 0)))
+        if keys is None or len(keys) != len(clock):
+            raise ValueError(f"clock stored in unknown key order {p.get('clock_keys')!r}")
+        out: dict[str, Any] = {}
+        for k, v in zip(keys, clock, strict=True):
+            head, _, tail = k.partition(".")
+            if tail:
+                out.setdefault(head, {})[tail] = v
+            else:
+                out[k] = v
+        return out
+    return dict(clock) if isinstance(clock, Mapping) else {}
+
+
+batch_clock = unpack_clock
+
+
 class BatchClock(Protocol):
     """What a batch needs of its clock when the placements are given (``times``)."""
 
@@ -257,12 +356,29 @@ def imu_message(band_name: str, chunks: Sequence[ImuChunk], fit: BandClock | Bat
             raise TypeError("without times, imu_message places chunks on a BandClock")
         times = [timing.place(fit, c) for c in chunks]
     placed = list(times)
-    times_ = [(t.t0_ns, t.period_ns) for t in placed]
     acc = np.concatenate([c.acc for c in chunks])
     has_gyro = all(c.gyro is not None for c in chunks)
     gyro = np.concatenate([c.gyro for c in chunks if c.gyro is not None]) if has_gyro else None
     acc_bytes, acc_order = encode_counts(acc)
     gyro_bytes, gyro_order = encode_counts(gyro) if gyro is not None else (None, None)
+    chunk_n = [c.n for c in chunks]
+    columns: dict[str, list[int | None]] = {
+        "index": [c.index for c in chunks], "seq": [c.seq for c in chunks],
+        "raw_time": [c.raw_time for c in chunks],
+        "device_t0_ns": [c.device_t0_ns for c in chunks],
+        "host_t0_ns": [t.t0_ns for t in placed]}
+    stored: dict[str, Any] = {}
+    steps: list[float | int | None] = []
+    for k, col in columns.items():
+        if any(v is None for v in col):
+            stored[k] = delta_column(col)
+            steps.append(None)
+        else:
+            stored[k], step = predict_column(cast(list[int], col), chunk_n)
+            steps.append(int(step) if step.is_integer() else step)
+    arrival = [c.arrival_ns - _last_host(t.t0_ns, t.period_ns, c.n)
+               for c, t in zip(chunks, placed, strict=True)]
+    clock, clock_keys = pack_clock(clock_record(fit, placed))
     payload: dict[str, Any] = {
         "band": band_name,
         "profile": profile,
@@ -272,31 +388,50 @@ def imu_message(band_name: str, chunks: Sequence[ImuChunk], fit: BandClock | Bat
         "acc_order": acc_order,
         "gyro": gyro_bytes,
         "gyro_order": gyro_order,
-        "chunk_n": [c.n for c in chunks],
+        "chunk_n": chunk_n,
         "acc_scale": fold([c.acc_scale for c in chunks]),
         "gyro_scale": fold([c.gyro_scale for c in chunks]),
-        "index": delta_column([c.index for c in chunks]),
-        "seq": delta_column([c.seq for c in chunks]),
+        **stored,
+        "steps": steps,
         "lost_before": [c.lost_before for c in chunks],
-        "raw_time": delta_column([c.raw_time for c in chunks]),
-        "device_t0_ns": delta_column([c.device_t0_ns for c in chunks]),
         "device_period_ns": fold([c.period_ns for c in chunks]),
-        "arrival_ns": delta_column([c.arrival_ns for c in chunks]),
-        "host_t0_ns": delta_column([t for t, _ in times_]),
-        "host_period_ns": fold([p for _, p in times_]),
-        "clock": clock_record(fit, placed),
+        "arrival_after_ns": arrival,
+        "host_period_ns": fold([t.period_ns for t in placed]),
+        "clock": clock,
     }
+    if clock_keys is not None:
+        payload["clock_keys"] = clock_keys
     if absent:
         payload["absent"] = dict(absent)
-    return Message(topic=f"/wrist/{band_name}/imu", log_time_ns=times_[0][0], payload=payload)
+    return Message(topic=f"/wrist/{band_name}/imu", log_time_ns=placed[0].t0_ns,
+                   payload=payload)
+
+
+def columns(p: Mapping[str, Any]) -> dict[str, Any]:
+    """A stored payload's per-chunk columns as absolute values, one per chunk, whichever
+    format wrote them (predicted, delta coded, folded), and its clock as a map."""
+    nc = len(p["chunk_n"])
+    steps = p.get("steps") or [None] * len(PREDICTED_COLUMNS)
+    out = {**p, **{k: unfold(p[k], nc) for k in FOLDED_COLUMNS if k in p}}
+    for k, step in zip(PREDICTED_COLUMNS, steps, strict=True):
+        if step is not None:
+            out[k] = unpredict_column(p[k], p["chunk_n"], float(step))
+        elif k in p:
+            out[k] = undelta_column(p[k])
+    if "arrival_after_ns" in p:
+        out["arrival_ns"] = [_last_host(t0, per, n) + int(a) for t0, per, n, a in zip(
+            out["host_t0_ns"], out["host_period_ns"], p["chunk_n"], p["arrival_after_ns"],
+            strict=True)]
+    elif "arrival_ns" in p:
+        out["arrival_ns"] = undelta_column(p["arrival_ns"])
+    out["clock"] = unpack_clock(p)
+    return out
 
 
 def decode_payload(p: dict[str, Any]) -> dict[str, Any]:
     """A stored payload back to arrays: acc/gyro (n, 3) counts and per-sample host/device ns."""
     n = int(p["n"])
-    nc = len(p["chunk_n"])
-    p = {**p, **{k: undelta_column(p[k]) for k in DELTA_COLUMNS if k in p},
-         **{k: unfold(p[k], nc) for k in FOLDED_COLUMNS if k in p}}
+    p = columns(p)
     enc = p.get("encoding", ENCODING)
     cn = np.asarray(p["chunk_n"], dtype=np.int64)
     i = np.arange(n) - np.repeat(np.cumsum(cn) - cn, cn)

@@ -1,0 +1,72 @@
+"""Stored bytes per wrist sample: two simulated 200 Hz open bands (links of 7.5 to 50 ms,
+a band clock drifting 50 ppm), batched by the band stream's rule (one batch per chunk) and
+written through the segment writer with a chunk closed every second, as a recording does.
+The budget is 8 B per 6-axis sample of zstd chunk bytes; the figure for real recordings is
+bench/bench_wrist_recording.py."""
+
+from __future__ import annotations
+
+import io
+
+import msgpack
+from mcap.records import Chunk
+from mcap.stream_reader import StreamReader
+
+from agent.record.segment import SegmentHeader, SegmentWriter
+from agent.sim.band_model import BandModel, BandParams
+from agent.wrist.decode import make_decoder
+from agent.wrist.imu_batch import decode_payload, imu_channel, imu_message, make_fit, observe
+
+BUDGET = 8.0
+T0 = 10_000_000_000  # host time the bands start at
+
+
+def record(seconds: int, batch_per_chunk: int = 1) -> tuple[bytes, int, list[bytes]]:
+    bands = []
+    for i, name in enumerate(("left", "right")):
+        model = BandModel(BandParams(profile="wearcap-open", rate_hz=200, seed=20 + i), T0,
+                          record=True)
+        bands.append((name, model, make_decoder("wearcap-open", rate_hz=200),
+                      make_fit("wearcap-open", 200)))
+    buf = io.BytesIO()
+    w = SegmentWriter(buf, SegmentHeader("sim-0001", 0, -1, "0" * 64, "0" * 64, None),
+                      channels=[imu_channel(b[0], "wearcap-open") for b in bands], video=False,
+                      sync=lambda: None)
+    samples, payloads = 0, []
+    step = 1_000_000_000 // batch_per_chunk
+    for t in range(T0 + step, T0 + seconds * 1_000_000_000 + 1, step):
+        for name, model, dec, fit in bands:
+            chunks = [c for d in model.deliveries_until(t) for c in dec.feed(d.packet, d.host_ns)]
+            for c in chunks:
+                observe(fit, c)
+            if chunks:
+                m = imu_message(name, chunks, fit, "wearcap-open")
+                w.write_message(m)
+                payloads.append(msgpack.packb(m.payload))
+                samples += sum(c.n for c in chunks)
+        if t % 1_000_000_000 == 0:
+            w.checkpoint()
+    w.close()
+    return buf.getvalue(), samples, payloads
+
+
+def chunk_bytes(data: bytes) -> int:
+    return sum(len(r.data) for r in StreamReader(io.BytesIO(data), emit_chunks=True).records
+               if isinstance(r, Chunk))
+
+
+def test_a_batch_per_chunk_stays_within_8_bytes_per_sample():
+    data, n, payloads = record(20)
+    assert n > 7000  # two bands, 20 s, minus the first packets
+    per_sample = chunk_bytes(data) / n
+    assert per_sample <= BUDGET, f"{per_sample:.2f} B per stored sample"
+    # and every sample comes back
+    got = sum(len(decode_payload(msgpack.unpackb(p))["host_ns"]) for p in payloads)
+    assert got == n
+
+
+def test_short_batches_cost_more_than_a_batch_per_chunk():
+    """What the default buys: ten batches per chunk store more per sample than one."""
+    one, n1, _ = record(6)
+    ten, n10, _ = record(6, batch_per_chunk=10)
+    assert chunk_bytes(ten) / n10 > chunk_bytes(one) / n1
