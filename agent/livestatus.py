@@ -120,6 +120,8 @@ class Publisher:
         self._last = -1e18
         self.failures = 0
         self.last_error = ""
+        self._prom = PromFile()
+        self._dir_made = False
 
     def due(self) -> bool:
         # 5 % early is due: the writer loop asks once a second on its own clock, and a
@@ -129,11 +131,16 @@ class Publisher:
     def publish(self, doc: dict[str, Any]) -> bool:
         self._last = self.clock()
         try:
-            write_atomic(self.dir / CAPTURE_FILE, json.dumps(doc, indent=1).encode())
-            write_prometheus(self.dir / PROM_FILE, doc)
+            if not self._dir_made:
+                self.dir.mkdir(parents=True, exist_ok=True)
+                self._dir_made = True
+            # compact JSON: the C encoder (an indent would take the pure-Python one)
+            _replace(self.dir / CAPTURE_FILE, json.dumps(doc).encode())
+            self._prom.write(self.dir / PROM_FILE, doc)
         except OSError as exc:
             self.failures += 1
             self.last_error = str(exc)
+            self._dir_made = False  # the directory may have gone: make it again next time
             return False
         return True
 
@@ -144,21 +151,59 @@ class Publisher:
                 (self.dir / name).unlink()
 
 
+def _replace(path: Path, data: bytes) -> None:
+    """``write_atomic`` for a directory known to exist: the temp file is created 0644."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        os.fchmod(fd, 0o644)  # whatever the umask: the technician's `wearcap status` reads it
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+class PromFile:
+    """The status figures as Prometheus gauges (node_exporter's textfile collector), in one
+    registry kept across writes: each write sets this document's series and removes the
+    ones it no longer has (a band unconfigured, a figure gone)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self._gauges: dict[str, Gauge] = {}
+        self._series: dict[str, set[tuple[str, ...]]] = {}
+
+    def write(self, path: Path, doc: dict[str, Any]) -> None:
+        seen: dict[str, set[tuple[str, ...]]] = {}
+        dev = str(doc.get("device_id", ""))
+        gauges = self._gauges
+
+        def gauge(name: str, doc_: str, value: object, **labels: str) -> None:
+            if not isinstance(value, (int, float)):
+                return
+            g = gauges.get(name)
+            if g is None:
+                g = gauges[name] = Gauge(name, doc_, ["device", *labels],
+                                         registry=self.registry)
+            key = (dev, *labels.values())
+            g.labels(*key).set(float(value))
+            seen.setdefault(name, set()).add(key)
+
+        _figures(doc, gauge)
+        for name, keys in self._series.items():
+            for key in keys - seen.get(name, set()):
+                gauges[name].remove(*key)
+        self._series = seen
+        write_to_textfile(str(path), self.registry)
+
+
 def write_prometheus(path: Path, doc: dict[str, Any]) -> None:
-    """The status figures as Prometheus gauges (node_exporter's textfile collector)."""
-    reg = CollectorRegistry()
-    dev = str(doc.get("device_id", ""))
+    """The status figures as Prometheus gauges, once (a publisher keeps a ``PromFile``)."""
+    PromFile().write(path, doc)
 
-    def gauge(name: str, doc_: str, value: object, **labels: str) -> None:
-        if not isinstance(value, (int, float)):
-            return
-        names = ["device", *labels]
-        g = gauges.get(name)
-        if g is None:
-            g = gauges[name] = Gauge(name, doc_, names, registry=reg)
-        g.labels(dev, *labels.values()).set(float(value))
 
-    gauges: dict[str, Gauge] = {}
+def _figures(doc: dict[str, Any], gauge: Callable[..., None]) -> None:
+    """Every figure of a status document, as ``gauge(name, help, value, **labels)``."""
     gauge("wearcap_recording", "1 while the capture service records",
           int(doc.get("state") == "recording"))
     gauge("wearcap_status_updated_seconds", "unix time of this status", doc.get("updated"))
@@ -192,4 +237,3 @@ def write_prometheus(path: Path, doc: dict[str, Any]) -> None:
     gauge("wearcap_upload_backlog_bytes", "bytes not yet verified", sync.get("backlog_bytes"))
     bat = doc.get("battery") or {}
     gauge("wearcap_battery_percent", "battery charge", bat.get("percent"))
-    write_to_textfile(str(path), reg)

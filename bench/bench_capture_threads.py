@@ -1,88 +1,100 @@
 """Capture CPU per thread on the whole simulated rig (camera + two 200 Hz wrist bands + the
 1 kHz head MCU on a pty), so the agent's own cost can be told from the video encoder's.
 
-    .venv/bin/python bench/bench_capture_threads.py [-s SECONDS] [--json]
+    .venv/bin/python bench/bench_capture_threads.py [-s SECONDS] [--warmup S] [--no-mcu]
+                                                    [--stages] [--json]
 
-Records in-process exactly as `wearcap run` does (simulated rig, sources, camera, capture
-service), and after a warm-up reads every thread's CPU from /proc/self/task twice. Threads are
-named by Python's threading registry; native threads the encoder library starts itself are
-counted as the encoder. The simulated MCU runs in this process too (thread ``sim-mcu``): it
-is the rig, not the agent, and is listed apart. Prints each thread's share of one core and the
-agent's total excluding the encoder (budget: <= 3% of a core at 30 fps + 2 x 200 Hz + 1 kHz),
-with the encoder's share as the baseline of the same run. ``--no-mcu``: without the MCU.
+Records in-process exactly as `wearcap run` does (bench/rig.py: simulated rig, sources,
+camera, capture service), and after a warm-up reads every thread's CPU from /proc/self/task
+twice. Threads are named by Python's threading registry; native threads the encoder library
+starts itself are counted as the encoder. The simulated MCU runs in this process too (thread
+``sim-mcu``): it is the rig, not the agent, and is listed apart. Prints each thread's share of
+one core and the agent's total excluding the encoder (budget: <= 3% of a core at 30 fps +
+2 x 200 Hz + 1 kHz), with the encoder's share as the baseline of the same run.
+``--no-mcu``: without the MCU. ``--stages``: also the writer thread's CPU per stage of its
+loop (each stage's own thread CPU time, stages nest: a flush drains), which costs a little
+CPU itself.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
-import threading
 import time
 from pathlib import Path
+from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-TICK = os.sysconf("SC_CLK_TCK")
+from bench.rig import recording, thread_cpu
 
-
-def thread_cpu() -> dict[int, float]:
-    out = {}
-    for tid in os.listdir("/proc/self/task"):
-        try:
-            f = Path(f"/proc/self/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        out[int(tid)] = (int(f[11]) + int(f[12])) / TICK
-    return out
+BUDGET_PCT = 3.0
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("-s", "--seconds", type=float, default=30.0)
-    ap.add_argument("--warmup", type=float, default=5.0)
-    ap.add_argument("--json", action="store_true")
-    ap.add_argument("--no-mcu", action="store_true", help="leave the head MCU out")
-    a = ap.parse_args()
+class Stage:
+    """Wraps a method; adds the calling thread's CPU time while on."""
 
-    import dataclasses
+    def __init__(self, owner: Any, name: str) -> None:
+        self.owner, self.name, self.fn = owner, name, getattr(owner, name)
+        self.ns = self.calls = 0
+        self.on = False
+        stage = self
 
-    from agent import config
-    from agent.camera.open import open_camera
-    from agent.capture import CaptureService, CaptureSettings
-    from agent.commands.run import _mcu_sources, _sim_mcu, _sim_rig, _wearer, _wrist_sources
-    from agent.record.spool import Spool
+        def timed(*a: Any, **kw: Any) -> Any:
+            t = time.thread_time_ns()
+            try:
+                return stage.fn(*a, **kw)
+            finally:
+                if stage.on:
+                    stage.ns += time.thread_time_ns() - t
+                    stage.calls += 1
 
-    cfg = config.load(REPO / "device_configs" / "sim.toml")
-    if a.no_mcu:
-        cfg = dataclasses.replace(cfg, mcu=dataclasses.replace(cfg.mcu, enabled=False))
-    spool = Spool(Path(tempfile.mkdtemp(prefix="wearcap-bench-")), cfg.device.id)
-    settings = CaptureSettings(device_id=cfg.device.id, config_digest=cfg.digest(),
-                               segment_seconds=cfg.segment.seconds,
-                               chunk_seconds=cfg.segment.chunk_seconds,
-                               chunk_bytes=cfg.segment.chunk_bytes,
-                               duration=a.warmup + a.seconds + 3)
-    stop = threading.Event()
-    with _sim_rig(cfg), _sim_mcu(cfg) as sim_mcu:
-        sources = _wrist_sources(cfg) + _mcu_sources(cfg, spool.root, sim_mcu)
-        camera = open_camera(cfg.camera)
-        if sim_mcu is not None:
-            camera.exposure_hook = sim_mcu.on_exposure  # type: ignore[attr-defined]
-        svc = CaptureService(settings, spool, camera, sources, stop=stop,
-                             notify=lambda s: None, status=lambda s: None,
-                             wearer=_wearer(cfg, sources, spool.root))
-        writer = threading.Thread(target=svc.run, name="writer")
-        writer.start()
-        time.sleep(a.warmup)
-        c0, t0 = thread_cpu(), time.monotonic()
-        time.sleep(a.seconds)
-        c1, t1 = thread_cpu(), time.monotonic()
-        names = {t.native_id: t.name for t in threading.enumerate()}
-        stop.set()
-        writer.join()
+        setattr(owner, name, timed)
+
+    def restore(self) -> None:
+        setattr(self.owner, self.name, self.fn)
+
+
+def stages() -> dict[str, Stage]:
+    from agent.capture import CaptureService
+    from agent.mcu import records
+    from agent.mcu.source import McuSource
+    from agent.record.segment import SegmentWriter
+    from agent.wrist import imu_batch, timing
+    from agent.wrist.source import WristSource
+    from agent.wrist.stream import BandStream
+
+    return {"camera frames (write_frame)": Stage(SegmentWriter, "write_frame"),
+            "wrist bands (drain)": Stage(WristSource, "drain"),
+            "  notifications decoded (BandStream.feed)": Stage(BandStream, "feed"),
+            "    band clock observes (timing.observe)": Stage(imu_batch, "observe"),
+            "  batches (imu_batch.imu_message)": Stage(imu_batch, "imu_message"),
+            "    band clock places (timing.place)": Stage(timing, "place"),
+            "head MCU (drain)": Stage(McuSource, "drain"),
+            "  head IMU batches (records.imu_message)": Stage(records, "imu_message"),
+            "sources' flush at chunk close": Stage(CaptureService, "_flush_sources"),
+            "messages (write_message)": Stage(SegmentWriter, "write_message"),
+            "chunk close + fsync (checkpoint)": Stage(SegmentWriter, "checkpoint"),
+            "live status (_publish)": Stage(CaptureService, "_publish")}
+
+
+def measure(seconds: float, warmup: float, mcu: bool, with_stages: bool) -> dict[str, Any]:
+    st = stages() if with_stages else {}
+    try:
+        with recording(warmup + seconds + 3, mcu=mcu) as rig:
+            time.sleep(warmup)
+            for s in st.values():
+                s.on = True
+            c0, t0 = thread_cpu(), time.monotonic()
+            time.sleep(seconds)
+            c1, t1 = thread_cpu(), time.monotonic()
+            for s in st.values():
+                s.on = False
+            names = rig.thread_names()
+    finally:
+        for s in st.values():
+            s.restore()
     wall = t1 - t0
     rows: dict[str, float] = {}
     for tid, cpu in c1.items():
@@ -91,18 +103,34 @@ def main() -> int:
     enc = sum(v for k, v in rows.items() if "native" in k or "camera" in k.lower())
     sim = sum(v for k, v in rows.items() if k.startswith("sim-"))
     agent = sum(rows.values()) - enc - sim
-    res = {"seconds": round(wall, 1), "threads_pct": {k: round(v, 2) for k, v in rows.items()},
-           "encoder_pct": round(enc, 2), "agent_excluding_encoder_pct": round(agent, 2),
-           "simulator_pct": round(sim, 2), "mcu": not a.no_mcu,
-           "agent_over_encoder": round(agent / enc, 3) if enc else None, "budget_pct": 3.0}
+    return {"seconds": round(wall, 1), "threads_pct": {k: round(v, 2) for k, v in rows.items()},
+            "encoder_pct": round(enc, 2), "agent_excluding_encoder_pct": round(agent, 2),
+            "simulator_pct": round(sim, 2), "mcu": mcu,
+            "agent_over_encoder": round(agent / enc, 3) if enc else None,
+            "budget_pct": BUDGET_PCT,
+            "writer_stages_pct": {k: round(s.ns / 1e9 / wall * 100, 3) for k, s in st.items()}}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("-s", "--seconds", type=float, default=30.0)
+    ap.add_argument("--warmup", type=float, default=5.0)
+    ap.add_argument("--json", action="store_true")
+    ap.add_argument("--no-mcu", action="store_true", help="leave the head MCU out")
+    ap.add_argument("--stages", action="store_true", help="the writer's CPU per stage")
+    a = ap.parse_args(argv)
+    res = measure(a.seconds, a.warmup, not a.no_mcu, a.stages)
     if a.json:
         print(json.dumps(res, indent=2))
-    else:
-        for k, v in sorted(rows.items(), key=lambda kv: -kv[1]):
-            print(f"  {k:32s} {v:6.2f}% of a core")
-        print(f"simulated MCU (the rig, not the agent): {sim:.2f}%")
-        print(f"agent excluding the encoder: {agent:.2f}% of a core (budget 3%); "
-              f"camera+encoder {enc:.2f}% -> agent/encoder = {res['agent_over_encoder']}")
+        return 0
+    for k, v in sorted(res["threads_pct"].items(), key=lambda kv: -kv[1]):
+        print(f"  {k:32s} {v:6.2f}% of a core")
+    for k, v in res["writer_stages_pct"].items():
+        print(f"    writer: {k:44s} {v:6.3f}% of a core")
+    print(f"simulated MCU (the rig, not the agent): {res['simulator_pct']:.2f}%")
+    print(f"agent excluding the encoder: {res['agent_excluding_encoder_pct']:.2f}% of a core "
+          f"(budget {BUDGET_PCT:g}%); camera+encoder {res['encoder_pct']:.2f}% -> "
+          f"agent/encoder = {res['agent_over_encoder']}")
     return 0
 
 

@@ -3,8 +3,9 @@ second (``capture.json`` and the Prometheus textfile ``wearcap.prom``, on tmpfs)
 
     .venv/bin/python bench/bench_livestatus.py [-s SECONDS] [--warmup S] [--json]
 
-Records in-process on the whole simulated rig as `wearcap run` does (camera, two 200 Hz wrist
-bands, the 1 kHz head MCU, the capture service with its status publisher), and times, in the
+Records in-process on the whole simulated rig as `wearcap run` does (bench/rig.py: camera, two
+200 Hz wrist bands, the 1 kHz head MCU, the capture service with its status publisher), and
+times, in the
 writer thread's own CPU time (``time.thread_time_ns``), each part of a publication: building
 the snapshot (``agent.progress.live_status``), the JSON file, the Prometheus textfile. The
 baseline, measured in the same run over the same window, is the writer thread's whole CPU:
@@ -16,16 +17,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.bench_capture_threads import thread_cpu  # noqa: E402
+from bench.rig import recording, thread_cpu
 
 
 class Timed:
@@ -51,39 +49,16 @@ def main() -> int:
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
 
-    from agent import capture, config, livestatus, progress
-    from agent.camera.open import open_camera
-    from agent.capture import CaptureService, CaptureSettings
-    from agent.commands.run import _mcu_sources, _sim_mcu, _sim_rig, _wearer, _wrist_sources
-    from agent.record.spool import Spool
+    from agent import capture, livestatus, progress
 
     build = Timed(progress.live_status)
-    prom = Timed(livestatus.write_prometheus)
+    prom = Timed(livestatus.PromFile.write)
     publish = Timed(livestatus.Publisher.publish)
     vars(capture)["live_status"] = build  # the name the writer loop calls
-    vars(livestatus)["write_prometheus"] = prom
+    livestatus.PromFile.write = lambda self, path, doc: prom(self, path, doc)  # type: ignore[method-assign]
     livestatus.Publisher.publish = lambda self, doc: publish(self, doc)  # type: ignore[method-assign]
 
-    cfg = config.load(REPO / "device_configs" / "sim.toml")
-    spool = Spool(Path(tempfile.mkdtemp(prefix="wearcap-bench-")), cfg.device.id)
-    run_dir = Path(tempfile.mkdtemp(prefix="wearcap-bench-run-", dir="/dev/shm"))
-    settings = CaptureSettings(device_id=cfg.device.id, config_digest=cfg.digest(),
-                               segment_seconds=cfg.segment.seconds,
-                               chunk_seconds=cfg.segment.chunk_seconds,
-                               chunk_bytes=cfg.segment.chunk_bytes,
-                               duration=a.warmup + a.seconds + 3)
-    stop = threading.Event()
-    with _sim_rig(cfg), _sim_mcu(cfg) as sim_mcu:
-        sources = _wrist_sources(cfg) + _mcu_sources(cfg, spool.root, sim_mcu)
-        camera = open_camera(cfg.camera)
-        if sim_mcu is not None:
-            camera.exposure_hook = sim_mcu.on_exposure  # type: ignore[attr-defined]
-        svc = CaptureService(settings, spool, camera, sources, stop=stop,
-                             notify=lambda s: None, status=lambda s: None,
-                             wearer=_wearer(cfg, sources, spool.root),
-                             publisher=livestatus.Publisher(run_dir))
-        writer = threading.Thread(target=svc.run, name="writer")
-        writer.start()
+    with recording(a.warmup + a.seconds + 3) as rig:
         time.sleep(a.warmup)
         for t in (build, prom, publish):
             t.on = True
@@ -92,9 +67,7 @@ def main() -> int:
         c1, t1 = thread_cpu(), time.monotonic()
         for t in (build, prom, publish):
             t.on = False
-        wid = writer.native_id
-        stop.set()
-        writer.join()
+        wid = rig.writer.native_id
     wall = t1 - t0
     writer_s = c1.get(wid or -1, 0.0) - c0.get(wid or -1, 0.0)
     status_ns = build.ns + publish.ns
