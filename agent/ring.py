@@ -187,6 +187,20 @@ class ByteRing:
         self.records.push((offset, n, end, *meta))  # publishes the payload
         return True
 
+    def pop_all(self) -> list[tuple[tuple[Any, ...], bytes]]:
+        """Every payload there is, oldest first, each with its metadata fields as a tuple of
+        Python values (``meta_dtype``'s fields, in order): one copy of the records, not one
+        per record. The byte tail moves only after the payloads are copied."""
+        recs = self.records.pop_batch()
+        if not len(recs):
+            return []
+        view = self._view
+        nmeta = len(self.meta_dtype.names or ())
+        out = [(tuple(r[3:3 + nmeta]), bytes(view[r[0]:r[0] + r[1]]))
+               for r in recs.tolist()]
+        self._btail = int(recs["end"][-1])
+        return out
+
     def pop(self) -> tuple[np.void, bytes] | None:
         """The oldest payload and its metadata record (a copy), or None when empty."""
         rec = self.records._peek()

@@ -1,13 +1,15 @@
 """Bytes and encode CPU per stored 6-axis wrist sample in an MCAP segment, vs plain msgpack.
 
 Two simulated 200 Hz bands write T minutes of IMU batches (one message per batch period)
-through the agent's imu_message into an MCAP file with zstd chunk compression, exactly
-as a segment holds them. The baseline is the same samples as msgpack lists of ints (and
-one host timestamp per sample), written the same way in the same run. Encode cost is the
+through the agent's imu_message into an MCAP file with zstd chunk compression, a chunk closed
+every second, as a segment holds them (the recorder closes a chunk at least every second).
+The baseline is the same samples as msgpack lists of ints (and one host timestamp per
+sample), written the same way in the same run. Bytes are the whole file's (schemas, summary
+and index included) over its samples. Encode cost is the
 process CPU time spent turning chunks into the message bytes (imu_message + msgpack, or the
 baseline's list building + msgpack), per sample, measured in the same run.
 
-    .venv/bin/python bench/bench_imu_storage.py [--minutes 2] [--batch-s 0.25 0.5] [--json]
+    .venv/bin/python bench/bench_imu_storage.py [--minutes 2] [--batch-s 0.25 1] [--json]
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from agent.wrist.decode import ImuChunk, make_decoder
 from agent.wrist.imu_batch import ENCODING, SCHEMA, Fit, host_times, imu_message, make_fit, observe
 
 BUDGET = 8.0
+T0 = 10_000_000_000
+"""Host time the bands start at (log times are unsigned)."""
 
 
 def baseline_bytes(name: str, chunks: list[ImuChunk], fit: Fit) -> tuple[bytes, int]:
@@ -48,21 +52,25 @@ def ours_bytes(name: str, chunks: list[ImuChunk], fit: Fit) -> tuple[bytes, int]
 def write(minutes: float, batch_s: float, baseline: bool) -> tuple[int, int, float]:
     """(file bytes, samples, encode CPU seconds)."""
     buf = io.BytesIO()
-    w = Writer(buf, compression=CompressionType.ZSTD, chunk_size=1024 * 1024)
+    w = Writer(buf, compression=CompressionType.ZSTD, chunk_size=1 << 62)
     w.start(profile="wearcap", library="bench")
     sid = w.register_schema("wearcap.ImuBatch", "jsonschema", json.dumps(SCHEMA).encode())
     bands = []
     for i, name in enumerate(("left", "right")):
         cid = w.register_channel(f"/wrist/{name}/imu", "msgpack", sid)
-        m = BandModel(BandParams(profile="wearcap-open", seed=10 + i), 0)
+        m = BandModel(BandParams(profile="wearcap-open", seed=10 + i), T0)
         bands.append((name, cid, m, make_decoder("wearcap-open", rate_hz=200),
                       make_fit("wearcap-open", 200)))
     encode = baseline_bytes if baseline else ours_bytes
     samples, cpu = 0, 0.0
-    t = 0
+    t = T0
     step = int(batch_s * 1e9)
-    while t < minutes * 60e9:
+    last_chunk = T0
+    while t < T0 + minutes * 60e9:
         t += step
+        if t - last_chunk >= 1_000_000_000:
+            w.flush()  # closes the chunk, as the segment writer's checkpoint does
+            last_chunk = t
         for name, cid, m, dec, fit in bands:
             chunks = []
             for d in m.deliveries_until(t):
@@ -95,7 +103,7 @@ def measure(minutes: float, batch_s: float) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--minutes", type=float, default=2.0)
-    ap.add_argument("--batch-s", type=float, nargs="+", default=[0.25, 0.5])
+    ap.add_argument("--batch-s", type=float, nargs="+", default=[0.25, 1.0])
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args(argv)
     rows = [measure(a.minutes, b) for b in a.batch_s]

@@ -70,3 +70,30 @@ def test_short_batches_cost_more_than_a_batch_per_chunk():
     one, n1, _ = record(6)
     ten, n10, _ = record(6, batch_per_chunk=10)
     assert chunk_bytes(ten) / n10 > chunk_bytes(one) / n1
+
+
+def test_head_imu_batches_keep_each_samples_tick_to_the_microsecond():
+    """The head MCU's samples are stored on a per-chunk grid plus each sample's residual in
+    us (``tick_resid_us``, int8): the true ticks come back, clipped at +-127 us."""
+    import numpy as np
+
+    from agent.mcu.records import HeadChunk
+    from agent.mcu.records import imu_message as head_message
+
+    rng = np.random.default_rng(3)
+    chunks, want = [], []
+    for k in range(50):
+        t0 = T0 + k * 20_000_000
+        dev = [t0 + i * 1_000_000 + int(rng.integers(0, 4)) * 1000 for i in range(20)]
+        if k == 7:
+            dev[5] += 400_000  # a late tick beyond int8 us: clipped, not wrapped
+        want.append(dev)
+        chunks.append(HeadChunk(k * 20, k, 0, 0, dev, np.zeros((20, 6), np.int16), t0, t0,
+                                1e6, 10))
+    p = msgpack.unpackb(msgpack.packb(head_message(chunks, 1.0, 1.0, {}).payload))
+    d = decode_payload(p)
+    resid = np.frombuffer(p["tick_resid_us"], dtype=np.int8).astype(np.int64)
+    got = d["device_ns"] + resid * 1000
+    err = got - np.concatenate(want)
+    assert np.abs(np.delete(err, 7 * 20 + 5)).max() < 1000
+    assert resid[7 * 20 + 5] == 127

@@ -153,6 +153,19 @@ def test_byte_ring_drops_when_bytes_or_records_run_out():
         ByteRing(100, 2, np.dtype([("offset", "<u8")]))
 
 
+def test_byte_ring_pop_all_takes_everything_in_order_with_python_meta():
+    r = ByteRing(100, 8, META)
+    assert r.pop_all() == []
+    assert r.push(b"a" * 60, (5, 1))
+    assert r.pop_all() == [((5, 1), b"a" * 60)]
+    assert r.push(b"b" * 30, (6, 0)) and r.push(b"c" * 35, (7, 1))  # c wraps to offset 0
+    got = r.pop_all()
+    assert got == [((6, 0), b"b" * 30), ((7, 1), b"c" * 35)]
+    assert all(type(v) is int for meta, _ in got for v in meta)
+    assert r.used_bytes == 0 and len(r) == 0
+    assert r.push(b"d" * 50, (8, 0))  # empty again: half the ring always fits
+
+
 # --------------------------------------------------------------------------- threaded stress
 
 
@@ -248,6 +261,49 @@ def test_stress_byte_ring_random_size_payloads(fast_switching):
         last = seq
         n += 1
         got_bytes += len(data)
+    t.join()
+    assert n + ring.dropped_records == total
+    assert got_bytes + ring.dropped_bytes == sent_bytes
+    assert ring.used_bytes == 0 and len(ring) == 0
+    print("received", n, "dropped", ring.dropped_records)
+
+
+def test_stress_byte_ring_pop_all(fast_switching):
+    total = 150_000
+    rng = random.Random(7)
+    sizes = [rng.randrange(8, 3000) for _ in range(total)]
+    ring = ByteRing(256 * 1024, 256, META)
+    done = threading.Event()
+    sent_bytes = sum(sizes)
+
+    def producer() -> None:
+        for seq, size in enumerate(sizes):
+            ring.push(_payload(seq, size), (seq, seq % 30 == 0))
+            if (seq // 20_000) % 2:
+                time.sleep(0)
+        done.set()
+
+    t = threading.Thread(target=producer)
+    t.start()
+    last = -1
+    n = 0
+    got_bytes = 0
+    while True:
+        finished = done.is_set()
+        items = ring.pop_all()
+        if not items:
+            if finished:
+                break
+            time.sleep(0)
+            continue
+        for (seq, key), data in items:
+            assert seq > last
+            assert len(data) == sizes[seq]
+            assert data == _payload(seq, sizes[seq])
+            assert key == (seq % 30 == 0)
+            last = seq
+            n += 1
+            got_bytes += len(data)
     t.join()
     assert n + ring.dropped_records == total
     assert got_bytes + ring.dropped_bytes == sent_bytes

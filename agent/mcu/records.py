@@ -116,14 +116,24 @@ def imu_message(chunks: Sequence[HeadChunk], acc_scale: float, gyro_scale: float
     acc_b, acc_o = imu_batch.encode_counts(counts[:, :3])
     gyr_b, gyr_o = imu_batch.encode_counts(counts[:, 3:])
     periods: list[float] = []
-    resid = bytearray()
+    sizes: list[int] = []
+    firsts: list[int] = []
+    dev_all: list[int] = []
     for c in chunks:
-        n = len(c.device_ns)
-        per = (c.device_ns[-1] - c.device_ns[0]) / (n - 1) if n > 1 else 1e6
-        periods.append(round(per, 3))
-        for i, d in enumerate(c.device_ns):
-            r = (d - c.device_ns[0] - round(i * periods[-1])) // 1000
-            resid.append(max(-128, min(127, r)) & 0xFF)
+        d = c.device_ns
+        n = len(d)
+        periods.append(round((d[-1] - d[0]) / (n - 1) if n > 1 else 1e6, 3))
+        sizes.append(n)
+        firsts.append(d[0])
+        dev_all.extend(d)
+    # each sample's tick residual from its chunk's grid, in us, clipped to int8 (the whole
+    # batch at once; np.rint rounds half to even, as round() does)
+    cn = np.asarray(sizes, dtype=np.int64)
+    i = np.arange(len(dev_all), dtype=np.int64) - np.repeat(np.cumsum(cn) - cn, cn)
+    grid = np.rint(i * np.repeat(np.asarray(periods, dtype=np.float64), cn)).astype(np.int64)
+    r = (np.asarray(dev_all, dtype=np.int64) - np.repeat(np.asarray(firsts, dtype=np.int64), cn)
+         - grid) // 1000
+    resid = np.clip(r, -128, 127).astype(np.int8).tobytes()
     payload: dict[str, Any] = {
         "band": "head", "profile": "mcu", "encoding": imu_batch.ENCODING,
         "n": int(counts.shape[0]),
@@ -139,7 +149,7 @@ def imu_message(chunks: Sequence[HeadChunk], acc_scale: float, gyro_scale: float
         "arrival_ns": imu_batch.delta_column([c.arrival_ns for c in chunks]),
         "host_t0_ns": imu_batch.delta_column([c.host_t0_ns for c in chunks]),
         "host_period_ns": imu_batch.fold([round(c.host_period_ns, 3) for c in chunks]),
-        "tick_resid_us": bytes(resid),
+        "tick_resid_us": resid,
         "clock": {**clock, "error_bound_ns": max(c.bound_ns for c in chunks)},
     }
     return Message(IMU_TOPIC, chunks[0].host_t0_ns, payload)

@@ -233,9 +233,7 @@ class McuSource:
     # ------------------------------------------------------------ writer thread side
     def drain(self) -> list[Message]:
         out: list[Message] = []
-        while (item := self.ring.pop()) is not None:
-            rec, data = item
-            ticket, arrival = int(rec["ticket"]), int(rec["arrival_ns"])
+        for (arrival, ticket), data in self.ring.pop_all():  # META_DTYPE's order
             self._replay(ticket, out)
             if ticket != self._next_ticket:
                 self._ring_loss(arrival, out)

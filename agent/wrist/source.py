@@ -95,10 +95,7 @@ class WristSource:
 
     def drain(self) -> list[Message]:
         ring, stream = self.ring, self.stream
-        while (item := ring.pop()) is not None:
-            rec, data = item
-            ticket = int(rec["ticket"])
-            arrival = int(rec["arrival_ns"])
+        for (arrival, ticket), data in ring.pop_all():  # META_DTYPE's order
             self._replay_events(ticket)
             if ticket != self._next_ticket:
                 stream.missed(ticket - self._next_ticket, arrival)

@@ -120,6 +120,10 @@ class Decoder(Protocol):
 
 def as_counts(a: npt.ArrayLike) -> I16:
     """Round and clip to int16 counts (keeping -32768 free for ``MISSING``)."""
+    if isinstance(a, np.ndarray) and a.dtype.kind == "i" and a.dtype.itemsize <= 2:
+        # already counts (a packet's int16 words): only -32768 moves, one pass, one copy
+        out: I16 = np.maximum(a, -32767).astype(np.int16, copy=False).reshape(-1, 3)
+        return out
     arr = np.clip(np.rint(np.asarray(a, dtype=np.float64)), -32767, 32767)
     return arr.astype(np.int16).reshape(-1, 3)
 
