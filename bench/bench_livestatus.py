@@ -52,10 +52,15 @@ def main() -> int:
     from agent import capture, livestatus, progress
 
     build = Timed(progress.live_status)
-    prom = Timed(livestatus.PromFile.write)
     publish = Timed(livestatus.Publisher.publish)
     vars(capture)["live_status"] = build  # the name the writer loop calls
-    livestatus.PromFile.write = lambda self, path, doc: prom(self, path, doc)  # type: ignore[method-assign]
+    prom_file = getattr(livestatus, "PromFile", None)
+    if prom_file is not None:  # one registry kept across writes
+        prom = Timed(prom_file.write)
+        prom_file.write = lambda self, path, doc: prom(self, path, doc)
+    else:  # a registry built per write (before PromFile)
+        prom = Timed(livestatus.write_prometheus)
+        vars(livestatus)["write_prometheus"] = prom
     livestatus.Publisher.publish = lambda self, doc: publish(self, doc)  # type: ignore[method-assign]
 
     with recording(a.warmup + a.seconds + 3) as rig:
