@@ -30,6 +30,7 @@ from agent.commands.calibrate_live import Prompter, record
 from agent.mcu import tap
 from agent.sim.rig import TRUTH_ENV
 from agent.sim.tap_truth import errors_ns, true_latency_ns
+from agent.wrist.imu_batch import batch_clock
 from agent.wrist.timing import profile_latency
 
 RIG = """\
@@ -98,13 +99,13 @@ def test_calibrate_recovers_the_rigs_latency_and_the_next_recording_uses_it(
                    capture_output=True)
     after = band_payloads(spool)
     assert after
-    clock = after[-1]["clock"]
+    clock = batch_clock(after[-1])
     assert clock["latency"] == "config"
     assert abs(clock["latency_ns"] - round(recovered / 1e6, 3) * 1e6) < 1
     assert clock["latency_uncertainty_ns"] < default.uncertainty_ns
     truth = json.loads(truth_file.read_text())["left"]
     err = np.abs(errors_ns(after, truth))
-    bound = np.concatenate([np.full(p["n"], p["clock"]["error_bound_ns"]) for p in after])
+    bound = np.concatenate([np.full(p["n"], batch_clock(p)["error_bound_ns"]) for p in after])
     covered = float(np.mean(err <= bound))
     print(f"next recording: {len(err)} samples, {100 * covered:.2f} % within the stored bound "
           f"(median {np.median(bound) / 1e6:.2f} ms), median |error| "

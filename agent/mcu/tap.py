@@ -190,7 +190,7 @@ def stream(payloads: list[dict[str, Any]]) -> Stream:
         accs.append(np.asarray(d["acc"], np.float64))
         scales.append(np.repeat(np.asarray(sc, np.float64), cn) if isinstance(sc, list)
                       else np.full(int(cn.sum()), float(sc)))
-        clock = p.get("clock") or {}
+        clock = d["chunks"]["clock"]  # a map, however the batch stored it
         raw = clock.get("error_bound_ns")
         b = int(raw) if isinstance(raw, (int, float)) and raw >= 0 else -1
         bound = max(bound, b)
