@@ -73,8 +73,13 @@ def test_calibrate_recovers_the_rigs_latency_and_the_next_recording_uses_it(
     truth_file = tmp_path / "truth.json"
     monkeypatch.setenv(TRUTH_ENV, str(truth_file))
     cfg = config.load(cfg_path)
+    sims: list = []
     head, band = record(cfg, cfg.wrist[0], Prompter(), taps=12, min_taps=8, tap_timeout=20,
-                        timeout=90, settle=15, rng=random.Random(4))
+                        timeout=90, settle=15, rng=random.Random(4),
+                        on_sim=lambda rig, mcu: sims.append(mcu))
+    felt = capsys.readouterr().out.count("  felt (")
+    haptics = sims[0].haptic_history
+    assert felt == 12 and len(haptics) == felt  # each tap the head felt was confirmed
     r, assumed = analyse(tap.stream(head), tap.stream(band), "left", min_taps=8)
     truth = json.loads(truth_file.read_text())["left"]
     span = (r.span_ns[0] - 10**9, r.span_ns[1] + 10**9)

@@ -197,8 +197,11 @@ def run(args: argparse.Namespace) -> int:
     if r.rejected_ns or r.head_only or r.band_only:
         print(f"  not used: {len(r.rejected_ns)} inconsistent, {r.head_only} felt by the "
               f"head only, {r.band_only} by the band only")
-    from agent.wrist.timing import profile_latency
+    from agent.wrist.timing import TIMING, profile_latency
 
+    if TIMING[band.profile].kind == "two-way":
+        print(f"  note: {band.profile} bands measure their latency themselves (the two-way "
+              "time exchange); the setting is only their fallback without it")
     default = profile_latency(band.profile)
     if r.uncertainty_ns >= default.uncertainty_ns:
         print(f"  note: +-{doc['latency_uncertainty_ms']:.2f} ms is no tighter than the profile's "

@@ -19,6 +19,7 @@ import random
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -90,8 +91,10 @@ class _HeadWatch:
 
 def record(cfg: Config, band: WristBand, prompt: Prompter, *, taps: int, min_taps: int,
            tap_timeout: float, timeout: float, settle: float,
-           rng: random.Random | None = None) -> tuple[list[dict[str, Any]],
-                                                      list[dict[str, Any]]]:
+           rng: random.Random | None = None,
+           on_sim: Callable[[Any, Any], None] | None = None) -> tuple[list[dict[str, Any]],
+                                                                       list[dict[str, Any]]]:
+    """``on_sim(rig, mcu)``: told the simulated rig's devices once they run (tests)."""
     from agent import livestatus
     from agent.errors import SourceError, UsageError
     from agent.mcu import led
@@ -117,6 +120,8 @@ def record(cfg: Config, band: WristBand, prompt: Prompter, *, taps: int, min_tap
             prompt.say("simulated rig: starting its bands and head MCU ...")
             rig = stack.enter_context(SimRig(cfg))
             sim_mcu = stack.enter_context(_sim_mcu(cfg))
+            if on_sim is not None:
+                on_sim(rig, sim_mcu)
         port = cfg.mcu.port or (sim_mcu.path if sim_mcu is not None else "")
         if not port:
             raise SourceError("no MCU port: set [mcu] port (a path, a udev symlink or "
