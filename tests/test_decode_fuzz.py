@@ -30,6 +30,13 @@ def test_random_bytes_never_raise(profile, data):
     assert dec.malformed <= len(data)  # at most one count per notification
 
 
+def test_witmotion_counts_a_notification_of_bad_packets_once():
+    dec = make_decoder("witmotion", rate_hz=200)
+    assert dec.feed(bytes(40), 0) == [] and dec.malformed == 1  # two bad 20-byte packets
+    good = GOOD["witmotion"][0]
+    assert len(dec.feed(bytes(20) + good, 1)) == 1 and dec.malformed == 2
+
+
 @pytest.mark.parametrize("profile", PROFILES)
 @settings(max_examples=150, deadline=None)
 @given(which=st.integers(0, 5), cut=st.integers(0, 400), pos=st.integers(0, 400),
@@ -37,8 +44,8 @@ def test_random_bytes_never_raise(profile, data):
 def test_truncated_and_corrupted_packets_never_raise(profile, which, cut, pos, byte):
     dec = make_decoder(profile, rate_hz=200)
     good = GOOD[profile][which % len(GOOD[profile])]
-    out = dec.feed(good, 0) + dec.flush()  # WitMotion holds chunks back until flushed
-    assert out or profile == "polar-pmd"  # an ACC frame waits for its GYRO
+    out = dec.feed(good, 0) + dec.flush()  # a held chunk (Polar ACC waiting for GYRO) is flushed
+    assert out
     trunc = good[: cut % (len(good) + 1)]
     before = dec.malformed
     out = dec.feed(trunc, 1)

@@ -63,16 +63,18 @@ class WitMotionDecoder:
             self.malformed += 1
             return []
         samples: list[tuple[I16, I16]] = []
+        bad = False  # malformed counts notifications, however many packets in one are bad
         for off in range(0, len(packet), SIZE):
             p = packet[off:off + SIZE]
             if p[0] != 0x55:
-                self.malformed += 1
+                bad = True
                 continue
             if p[1] != 0x61:
                 self.ignored += 1
                 continue
             v = np.frombuffer(p, dtype="<i2", offset=2)
             samples.append((as_counts(v[0:3]), as_counts(v[3:6])))
+        self.malformed += bad
         if not samples:
             return []
         return self._chunks(self.numberer.push(arrival_ns, len(samples), (arrival_ns, samples)))
