@@ -10,14 +10,25 @@ open profile runs its two-way time exchange, with write and notify latencies tha
 
 Samples are decoded, observed and placed by the agent's own code (agent.wrist.timing), in
 batches closed every 0.5 s as the recorder does, with the latency the profile's config gives
-(never the simulator's). Per cell, over ALL samples from the first: p50/p99/max of
-|host time - truth| (and p99 after the first 60 s), the share inside the batch's own stored
-bound, the median bound / p99 ratio, backward steps in sample order, samples lost with no gap,
-samples claimed lost that were not, and the naive baseline (each sample at its notification's
-arrival). Budgets per cell: coverage >= 99 %, median bound <= 3 x p99, no backward step, no
-silent loss, false losses <= 1 %, p99 <= latency uncertainty + 1 ms (vendor bands), <= 1 ms
-for the open profile with its two-way exchange; for a band with no clock the stated floor (one
-sample period) relaxes the p99 budget to max(budget, floor).
+(never the simulator's). Per cell: p50/p99/max of |host time - truth| over ALL samples from
+the first, and the p99 after the first 60 s; the share inside the batch's own stored bound
+(all samples); the median bound / p99 ratio (all samples); backward steps in sample order,
+samples lost with no gap, samples claimed lost that were not, gaps and the share written as
+lost -1, and the naive baseline (each sample at its notification's arrival).
+
+Budgets per cell (the verdict column names each one missed):
+
+- coverage: >= 99 % of ALL samples, from the first, inside their own bound;
+- p99: the p99 after the first 60 s (what the acceptance run's table scores: "p99 error after
+  60 s"; the all-sample p99 and max are printed beside it) <= the latency uncertainty + 1 ms
+  for vendor bands, <= 1 ms for the open profile with its two-way exchange; where the fit
+  states a phase-locked floor (``BandClock.stated_floor_ns``: a device-clock band whose waits
+  do not slide, one packet period; a band with no clock whose rate fit has not converged,
+  one sample period), <= max(that budget, the floor). The floor is the median of what the
+  fit stated at each batch after 60 s;
+- tight: median bound <= 3 x p99, in every cell except where the fit states such a floor
+  (there the budget is coverage and the p99 above; b/p99 is still printed);
+- monotonic: no backward step; no silent loss; false losses <= 1 % of samples.
 
     .venv/bin/python bench/bench_clock.py                     # a short sweep (~1-2 min)
     nice -n 10 .venv/bin/python bench/bench_clock.py --sweep  # the long sweep [--json]
@@ -37,7 +48,7 @@ import numpy as np
 
 from agent.sim.band_model import BandModel, BandParams
 from agent.wrist.decode import ImuChunk, make_decoder
-from agent.wrist.timing import TIMING, PingAimer, make_clock, observe, place, profile_latency
+from agent.wrist.timing import PingAimer, make_clock, observe, place, profile_latency
 
 T0 = 1_000_000_000
 BATCH_NS = 500_000_000
@@ -116,6 +127,7 @@ def run_cell(c: Cell, trace: dict[str, Any] | None = None) -> dict[str, Any]:
     source: list[np.ndarray] = []
     parts: dict[str, list[int]] = {"fit_ns": [], "latency_ns": [], "quantisation_ns": [],
                                    "slew_ns": []}
+    floors: list[tuple[int, float]] = []  # batch close, the floor the fit states then
     claimed_lost = 0
     delivered = 0
     gaps = unknown = 0
@@ -177,6 +189,8 @@ def run_cell(c: Cell, trace: dict[str, Any] | None = None) -> dict[str, Any]:
                 pending.append(ch)
         if t >= next_batch:
             close_batch()
+            if clock.ready:
+                floors.append((t, clock.stated_floor_ns()))
             next_batch += BATCH_NS
     pending.extend(dec.flush())
     close_batch()
@@ -204,21 +218,21 @@ def run_cell(c: Cell, trace: dict[str, Any] | None = None) -> dict[str, Any]:
     naive = np.abs(arr - truth)
     p99 = float(np.percentile(ae, 99))
     med_bound = float(np.median(bnd))
-    # what arrival times cannot beat: one sample period for a band with no clock; for a
-    # phase-locked band with a device clock, its constant wait (below the interval)
-    floor = 1e9 / rate if TIMING[c.profile].kind == "rate" else 0.0
-    if c.link == "locked" and TIMING[c.profile].kind == "device":
-        floor = float(model.interval_ns)
+    # what arrival times cannot beat, as the fit states it (BandClock.stated_floor_ns): the
+    # median over the batches after 60 s (all of them in a shorter cell)
+    stated = [f for when, f in floors if when - T0 >= 60e9] or [f for _w, f in floors]
+    floor = float(np.median(stated)) if stated else 0.0
     unc = lat.uncertainty_ns
     budget = 1e6 if (c.profile == "wearcap-open" and c.two_way) else unc + 1e6
     budget = max(budget, floor)
+    p99_late = float(np.percentile(ae[late], 99)) if late.any() else p99
     out: dict[str, Any] = {
         "profile": c.profile, "link": c.link, "latency_ms": c.latency_ms, "seed": c.seed,
         "two_way": ping, "interval_ms": model.interval_ns / 1e6, "drift_ppm": p.drift_ppm,
         "samples": len(k), "delivered": delivered,
         "p50_us": float(np.percentile(ae, 50)) / 1e3, "p99_us": p99 / 1e3,
         "max_us": float(ae.max()) / 1e3,
-        "p99_after_60s_us": float(np.percentile(ae[late], 99)) / 1e3 if late.any() else None,
+        "p99_after_60s_us": p99_late / 1e3 if late.any() else None,
         "p99_after_10s_us": float(np.percentile(ae[settled], 99)) / 1e3
         if settled.any() else None,
         "mean_error_us": float(err.mean()) / 1e3,
@@ -239,11 +253,11 @@ def run_cell(c: Cell, trace: dict[str, Any] | None = None) -> dict[str, Any]:
     }
     out["ok"] = {
         "coverage": out["coverage"] >= 0.99,
-        "tight": out["bound_over_p99"] <= 3.0,
+        "tight": floor > 0 or out["bound_over_p99"] <= 3.0,
         "monotonic": back == 0,
         "no_silent_loss": out["silent_losses"] == 0,
         "false_losses": out["false_loss_share"] <= 0.01,
-        "p99": p99 <= budget,
+        "p99": p99_late <= budget,
     }
     return out
 
@@ -258,13 +272,15 @@ def fmt(r: dict[str, Any]) -> str:
             f"{r['bound_over_p99']:5.1f} {r['backward_steps']:4d} {r['silent_losses']:5d} "
             f"{r['false_losses']:5d} {r['gaps']:4d} {100 * r['unknown_gap_share']:4.0f} | "
             f"{r['naive_p50_us']:8.0f} {r['naive_p99_us']:8.0f} | "
-            f"{r['budget_p99_us']:6.0f} {bad}")
+            f"{r['budget_p99_us']:6.0f} {'F' if r['floor_us'] else ' '} {bad}")
 
 
 HEAD = (f"{'profile':12} {'link':9} {'lat':>4} {'sd':>3} {'p50':>8} {'p99':>8} {'p99>60s':>8} "
         f"{'max':>9} {'cov%':>6} {'bound':>8} {'b/p99':>5} {'back':>4} {'silnt':>5} "
         f"{'false':>5} {'gaps':>4} {'-1%':>4} | {'naive50':>8} {'naive99':>8} | {'budget':>6} "
-        "verdict")
+        "F verdict")
+LEGEND = ("p99 budget scored on p99>60s; coverage and b/p99 on all samples; F: the fit states "
+          "a phase-locked floor (p99 budget max(budget, floor); tightness not budgeted)")
 
 
 def cells(profiles: list[str], links: list[str], latencies: list[float], seeds: list[int],
@@ -321,6 +337,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{minutes:g} simulated min per cell; errors and bounds in us over every sample "
           "from the first; latency assumed from each profile's [timing] default, never the "
           "simulator's")
+    print(LEGEND)
     print(HEAD)
     rows.sort(key=lambda r: (PROFILES.index(r["profile"]), list(LINKS).index(r["link"]),
                              r["latency_ms"], r["seed"]))

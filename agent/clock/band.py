@@ -496,6 +496,16 @@ class BandClock:
             return 0.0
         return float(min(gaps[len(gaps) // 2], self.wait_prior_ns))
 
+    def stated_floor_ns(self) -> float:
+        """The floor this fit states in its bound now: what arrival times cannot place
+        closer. A band with a device clock whose waits do not slide: its packet period
+        (``lock_floor_ns``); a band with no clock whose rate fit has not converged (on a
+        link phase-locked to its sample clock it never does): one sample period. 0 where
+        the bound holds no such floor (anchored or two-way packets, waits that slide)."""
+        if self.kind == "rate":
+            return 0.0 if self.fit.converged else self.nominal_period_ns
+        return self.lock_floor_ns()
+
     def _bin_spread(self) -> float:
         """How far the window's per-bin lowest residuals spread (90th percentile): waits
         that slide, however slowly, move them; locked ones do not. Once per refit."""
