@@ -62,7 +62,12 @@ LINKS: dict[str, dict[str, Any]] = {
     # phase locked: every packet period a multiple of the 40 ms interval, the band's crystal
     # within 1 ppm of the host's, no rate error: the waits never slide
     "locked": {"interval_ms": (40.0, 40.0), "retransmit_prob": 0.05},
+    # the default link, but it drops: a supervision timeout every ~40 s on average (the band
+    # loses what it had queued and samples on while the host reconnects, 1-4 s)
+    "lossy": {"interval_ms": (30.0, 30.0), "retransmit_prob": 0.05},
 }
+DROPS: dict[str, tuple[float, tuple[float, float]]] = {"lossy": (40.0, (1.0, 4.0))}
+"""Links that drop: mean seconds between drops, and how long a reconnection takes."""
 LOCKED_RATES = {"wearcap-open": 200.0, "polar-pmd": 50.0, "movesense": 100.0,
                 "witmotion": 50.0}
 """Rates whose packet period is a multiple of 40 ms: Polar 16 samples at 50 Hz (320 ms),
@@ -131,6 +136,39 @@ def run_cell(c: Cell, trace: dict[str, Any] | None = None) -> dict[str, Any]:
     claimed_lost = 0
     delivered = 0
     gaps = unknown = 0
+    pending_k0: list[int] = []  # the band's number of each pending chunk's first sample
+    spans: list[tuple[int, int, int]] = []  # gaps: (first band number, end, lost or -1)
+    no_counter = c.profile == "witmotion"
+    state = {"broken": False, "last": -1}
+
+    def take(ch: ImuChunk, first: int | None) -> None:
+        """A decoded chunk: into the fit, its gap (if any) counted as the stream would."""
+        nonlocal claimed_lost, gaps, unknown
+        observe(clock, ch)
+        if ping:
+            aim.feed(clock, ch)
+        k0 = ch.index if first is None else first
+        est = getattr(getattr(dec, "numberer", None), "estimated", {})
+        estimate = ch.lost_before > 0 and est.get(ch.index) == ch.lost_before
+        lost = -1 if estimate else ch.lost_before
+        if state["broken"]:
+            state["broken"] = False
+            # a reconnection's gap: counted by this chunk (a sequence number counts even when
+            # it says 0), or written with lost -1 (unknown)
+            if ch.lost_before <= 0 and ch.seq is None:
+                lost = -1
+            gaps += 1
+            unknown += lost < 0
+            spans.append((state["last"] + 1, k0, lost))
+        elif ch.lost_before > 0:
+            gaps += 1
+            unknown += lost < 0
+            spans.append((state["last"] + 1, k0, lost))
+        if lost > 0:
+            claimed_lost += lost
+        state["last"] = k0 + ch.n - 1
+        pending_k0.append(k0)
+        pending.append(ch)
 
     def close_batch() -> None:
         if not pending:
@@ -140,15 +178,16 @@ def run_cell(c: Cell, trace: dict[str, Any] | None = None) -> dict[str, Any]:
         worst = max(times, key=lambda t: t.bound_ns)
         for k in parts:
             parts[k].append(getattr(worst, k))
-        for ch, t in zip(pending, times, strict=True):
+        for ch, k0, t in zip(pending, pending_k0, times, strict=True):
             i = np.arange(ch.n)
-            idx.append(ch.index + i)
+            idx.append(k0 + i)
             host.append(t.t0_ns + np.rint(i * t.period_ns).astype(np.int64))
             bound.append(np.full(ch.n, b, dtype=np.int64))
             arrival.append(np.full(ch.n, ch.arrival_ns, dtype=np.int64))
             if trace is not None:
                 source.append(np.full(ch.n, t.source))
         pending.clear()
+        pending_k0.clear()
 
     rng = np.random.default_rng(c.seed + 11)
     aim = PingAimer()
@@ -157,8 +196,32 @@ def run_cell(c: Cell, trace: dict[str, Any] | None = None) -> dict[str, Any]:
     end = T0 + int(c.minutes * 60e9)
     t = T0
     ping = c.profile == "wearcap-open" and c.two_way
+    drops = DROPS.get(c.link)
+    lrng = np.random.default_rng(c.seed * 104_729 + 17)
+    next_drop = T0 + round(lrng.exponential(drops[0]) * 1e9) if drops else end
     while t < end:
         t += 10_000_000
+        if t >= next_drop and drops:
+            # the link is lost (supervision timeout): what the band had queued is gone, and it
+            # samples on until the host has reconnected; the stream flushes its decoder
+            for ch in dec.flush():
+                take(ch, None)
+            close_batch()  # no batch spans a break
+            clock.cut()
+            model.disconnect(t)
+            up = t + round(float(lrng.uniform(*drops[1])) * 1e9)
+            model.skip_until(up)
+            model.connect(up)
+            state["broken"] = True
+            while t < up:  # batches still close while the link is down
+                t += 10_000_000
+                if t >= next_batch:
+                    close_batch()
+                    if clock.ready:
+                        floors.append((t, clock.stated_floor_ns()))
+                    next_batch += BATCH_NS
+            next_drop = up + round(lrng.exponential(drops[0]) * 1e9)
+            next_ping = max(next_ping, t)
         if ping:
             while next_ping <= t:
                 model.ping(next_ping)
@@ -177,22 +240,21 @@ def run_cell(c: Cell, trace: dict[str, Any] | None = None) -> dict[str, Any]:
                 aim.exchange(clock, send, rx)
                 continue
             delivered += d.n
-            for ch in dec.feed(d.packet, d.host_ns):
-                observe(clock, ch)
-                if ping:
-                    aim.feed(clock, ch)
-                claimed_lost += max(0, ch.lost_before)
-                if ch.lost_before > 0:
-                    gaps += 1  # a gap: exact, or an estimate the stream writes as lost -1
-                    est = getattr(getattr(dec, "numberer", None), "estimated", {})
-                    unknown += 1 if est.get(ch.index) == ch.lost_before else 0
-                pending.append(ch)
+            got = dec.feed(d.packet, d.host_ns)
+            # the band's own numbers: a band with no counter is numbered by the decoder, which
+            # across a reconnection can only estimate; its chunks come out per packet
+            first = d.first_sample if no_counter and sum(ch.n for ch in got) == d.n else None
+            for ch in got:
+                take(ch, first)
+                if first is not None:
+                    first += ch.n
         if t >= next_batch:
             close_batch()
             if clock.ready:
                 floors.append((t, clock.stated_floor_ns()))
             next_batch += BATCH_NS
-    pending.extend(dec.flush())
+    for ch in dec.flush():
+        take(ch, None)
     close_batch()
     k = np.concatenate(idx)
     h = np.concatenate(host)
@@ -206,8 +268,12 @@ def run_cell(c: Cell, trace: dict[str, Any] | None = None) -> dict[str, Any]:
     truly_lost = {s + j for s, n in model.lost_samples for j in range(n)}
     taken = set(k.tolist())
     sent_upto = int(k.max()) + 1
-    silent = len([s for s in range(sent_upto) if s not in taken and s not in truly_lost])
-    lost_real = sum(1 for s in truly_lost if s < sent_upto)
+    # a gap written with lost -1 covers whatever was lost inside it; the exact ones must
+    # count what was lost in theirs
+    unknown_span = {s for a, b, n in spans if n < 0 for s in range(a, b)}
+    silent = len([s for s in range(sent_upto) if s not in taken and s not in truly_lost
+                  and s not in unknown_span])
+    lost_real = sum(1 for s in truly_lost if s < sent_upto and s not in unknown_span)
     counted_missing = max(0, lost_real - claimed_lost)  # lost with no gap counting them
     false_lost = max(0, claimed_lost - lost_real)
     late = (truth - T0) >= 60e9
@@ -244,6 +310,7 @@ def run_cell(c: Cell, trace: dict[str, Any] | None = None) -> dict[str, Any]:
         "silent_losses": silent + counted_missing,
         "false_losses": false_lost, "false_loss_share": false_lost / max(1, len(k)),
         "gaps": gaps, "unknown_gap_share": unknown / gaps if gaps else 0.0,
+        "lost_real": len(truly_lost), "lost_claimed": claimed_lost,
         "naive_p50_us": float(np.percentile(naive, 50)) / 1e3,
         "naive_p99_us": float(np.percentile(naive, 99)) / 1e3,
         "budget_p99_us": budget / 1e3, "floor_us": floor / 1e3,

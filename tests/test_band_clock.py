@@ -180,3 +180,47 @@ def test_wrist_latency_config_keys_are_validated(tmp_path):
     cfg = load_config(f)
     assert cfg.wrist[0].latency_ms == pytest.approx(1.2)
     assert np.isclose(band_latency(cfg.wrist[0]).uncertainty_ns, 300_000)
+
+
+def test_a_rate_fit_drawn_through_a_high_first_tooth_bottom_widens_its_bound():
+    """A band with no clock: the rate fit's slope is the chord of its tooth bottoms, and a
+    bottom is only a wait near zero, up to that wait high. Here the first ten seconds' bins
+    all sit 0.4 ms up (their waits), so the chord from the first bottom to the last is
+    ~1.4 ppm off and, 300 s on, the envelope is 0.4 ms under the floor. The bound counted
+    only the tightest bins (0.2 ms: a 10-min WitMotion cell then fell to 50 % coverage after
+    510 s); the newest bins, 0.4 ms above the line, show it, and the bound now holds it."""
+    period, lat = 20_000_000, 2_000_000
+    clock = BandClock("rate", Latency(lat, 100_000), period_ns=period)
+    t0 = 10**9
+    n = 300 * 50
+    for k in range(n):
+        sec = k // 50
+        level = 400_000 if sec < 10 else 0
+        if sec % 20 == 5:
+            level += 1_000_000  # a jump up and down: the bins beside it are tooth bottoms
+        noise = (k * 7919) % 50 * 20_000 if k % 50 else 0  # each bin's lowest at its level
+        clock.observe_index(t0 + k * period + lat + level + noise, 1, k)
+    assert clock.converged
+    k = n - 1
+    t = clock.place(float(k), 1, None, t0 + k * period + lat, k)
+    err = t.t0_ns - (t0 + k * period)
+    assert abs(err) <= t.bound_ns, (err, t)
+    assert t.bound_ns < 1_500_000  # held by what the newest bins show, not a wide prior
+
+
+@pytest.mark.parametrize("profile", ["polar-pmd", "witmotion"])
+def test_a_link_that_drops_is_counted_and_keeps_its_claims(profile):
+    """The bench's lossy link: a supervision timeout every ~40 s, the band's queue lost and
+    its samples taken meanwhile never sent. Polar's clock counts them exactly (it counted
+    none, and spread the next frame over the gap: 336 silent losses, coverage 33 %);
+    WitMotion's count is an estimate, written as lost -1, and its numbers across the break
+    are not the fit's (time off by the samples missed: coverage 89 %), so its fit starts
+    again after each break."""
+    r = run_cell(Cell(profile, "lossy", 1.0, 1, 1.5))
+    assert r["lost_real"] > 0 and r["gaps"] >= 1
+    assert r["silent_losses"] == 0 and r["false_losses"] == 0
+    assert r["coverage"] >= 0.99 and r["backward_steps"] == 0
+    if profile == "polar-pmd":
+        assert r["lost_claimed"] == r["lost_real"] and r["unknown_gap_share"] == 0
+    else:
+        assert r["unknown_gap_share"] == 1.0

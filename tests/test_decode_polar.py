@@ -128,3 +128,26 @@ def test_gyro_float_frames_are_quantised_to_the_declared_step():
     dps = c.gyro.astype(float) * c.gyro_scale * 180 / np.pi
     assert np.allclose(dps[0], [1.0, 10.0, 20.0], atol=2000 / 32768 / 2 + 1e-9)
     assert dec.malformed == 0 and GYRO == 5
+
+
+def test_frames_lost_with_the_link_are_counted_by_the_band_clock_and_not_spread():
+    """A lost link drops the frames the band had queued. The SDK's spacing, (ts - prev) / n,
+    spread the next frame's samples over the whole gap (each up to the gap off) and nothing
+    counted the loss; the band's clock says how many samples it took meanwhile."""
+    period = round(1e9 / 52)
+    enc, dec = polar_pmd.PolarEncoder(), PolarDecoder(rate_hz=52)
+    t0 = POLAR_EPOCH_OFFSET_NS + 10**12
+    acc = np.zeros((16, 3), dtype=np.int16)
+    chunks = []
+    for frame in range(8):
+        if frame in (3, 4):
+            continue  # two frames (32 samples) gone with the link
+        dev = t0 + (frame * 16 + np.arange(16)) * period
+        for pkt in enc.encode(dev, acc, acc):
+            chunks += dec.feed(pkt, frame * 10**9)
+    chunks += dec.flush()
+    after = [c for c in chunks if c.lost_before]
+    assert [c.lost_before for c in after] == [32]
+    assert after[0].index == 5 * 16 and after[0].period_ns == pytest.approx(period, abs=2)
+    assert after[0].device_t0_ns == pytest.approx(t0 + 5 * 16 * period, abs=16)
+    assert sum(c.n for c in chunks) == 6 * 16

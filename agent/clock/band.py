@@ -94,6 +94,9 @@ PRIOR_DRIFT_PPM = 100.0
 """How far from 1 a young window's slope may be used (crystals: tens of ppm each side)."""
 SLOPE_JUMP_PPM = 100.0
 """How far a converged fit's slope may move in one refit and still be believed."""
+LOCAL_LOW_NS = 30_000_000_000
+"""The recent stretch whose lowest observation bounds how far the envelope may be below the
+floor at the newest samples (``_local_low``)."""
 REPLAY_NS = 2_000_000_000
 """Observations a fit restarted for an impossible rate starts again from."""
 LOCK_SPREAD_NS = 6_000_000
@@ -204,6 +207,8 @@ class BandClock:
         self._good_slope: float | None = None
         self._bin_spread_at = (-1, -1)
         self._bin_spread_cache = 0.0
+        self._low_at = (-1, -1)
+        self._low_cache = 0.0
         self.held = 0
         """Refits of a converged fit whose slope jumped by over SLOPE_JUMP_PPM (not used)."""
 
@@ -382,6 +387,18 @@ class BandClock:
             self._add(k, a, m)
             self._recent.append((k, a, m))
 
+    def cut(self) -> None:
+        """The stream broke (a lost link, dropped notifications). A band with a device clock
+        keeps its fit: that clock ran on. A band with none is numbered by arrivals, and what
+        it took meanwhile is only an estimate, so the numbers after the break are not those
+        of the fit's line: it starts again from the arrivals after (placed by arrival, widely
+        bounded, until it settles), and host time stays monotonic (``place``)."""
+        if self.kind != "rate":
+            return
+        self._restart([])
+        self._arr.clear()
+        self._res.clear()
+
     def observe_exchange(self, host_send_ns: int, device_rx_ns: int, host_recv_ns: int,
                          device_tx_ns: int) -> None:
         """A two-way reply: the request written at ``host_send_ns`` went on air in the
@@ -553,6 +570,31 @@ class BandClock:
             part = max(part, self.max_slope_dev * dist)
         return part
 
+    def _local_low(self) -> float:
+        """How far the recent observations (the window's last ``LOCAL_LOW_NS`` of bins, and
+        the open one) are above the envelope, at the lowest: the floor is under every one
+        of them, so the envelope is at most that far below it at the newest samples. A
+        slope drawn through a few supports far back (the tooth bottoms of a rate fit, each
+        up to its own wait high) is off by what those supports' elevations differ by over
+        the span; this is where that shows, and the bound need not guess it from the
+        tightest bins. Once per refit."""
+        f = self.fit
+        at = (f.refits, self._epoch)
+        if self._low_at == at:
+            return self._low_cache
+        slope, ax, ay = self._line()
+        x0, y0 = f._x0 or 0, f._y0
+        pts = list(f._bins)
+        if f._cur is not None:
+            pts.append(f._cur)
+        out = 0.0
+        if pts:
+            newest = pts[-1][0]
+            out = max(0.0, min(y0 + y - (ay + slope * (x0 + x - ax))
+                               for x, y in pts if x >= newest - LOCAL_LOW_NS))
+        self._low_at, self._low_cache = at, out
+        return out
+
     def _window_obs(self) -> int:
         """Observations the fit's window holds (bins x observations per bin lately)."""
         rec = self._recent
@@ -589,7 +631,11 @@ class BandClock:
             # bound, not guessed at in the point (a slow slide looks alike for a while, and
             # its envelope is right)
             excess += lock
-        fit_part, lat_part, source = round(max(excess - ex_mid, ex_mid) + sl), \
+        # the envelope may be above the floor by the excess (and a slope error the other
+        # way); below it, by no more than the recent observations rise above the line (the
+        # floor is under every observation), whatever the slope's error is
+        below = self._local_low() if self._bins() >= SETTLE_BINS else sl
+        fit_part, lat_part, source = round(max(excess - ex_mid + sl, ex_mid + below)), \
             lat.uncertainty_ns, (
             "rate" if self.kind == "rate" else "one-way")
         m = self._measured_latency() if self.kind == "two-way" else None

@@ -359,16 +359,27 @@ class BandModel:
         self._next_event = host_ns + int(self.rng.integers(0, self.interval_ns))
 
     def disconnect(self, host_ns: int) -> int:
-        """Drop everything not yet delivered (as a real disconnect does); returns samples lost."""
+        """Drop everything not yet delivered (as a real disconnect does); returns samples lost
+        (listed in ``lost_samples`` too)."""
         self._make_packets(host_ns)
-        lost = sum(n for _, _, _, n in self._queue)
+        lost = 0
+        for _, _, first, n in self._queue:
+            if n > 0:
+                self.lost_samples.append((first, n))
+                lost += n
         self._queue.clear()
+        self._stamped.clear()
+        self._pings.clear()
         return lost
 
     def skip_until(self, host_ns: int) -> int:
-        """The band keeps sampling while disconnected: discard samples up to ``host_ns``."""
+        """The band keeps sampling while disconnected: discard samples up to ``host_ns``
+        (listed in ``lost_samples``)."""
         before = self._next_sample
         self._make_packets(host_ns)
+        for _, _, first, n in self._queue:
+            if n > 0:
+                self.lost_samples.append((first, n))
         self._queue.clear()
         return self._next_sample - before
 

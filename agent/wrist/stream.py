@@ -262,6 +262,9 @@ class BandStream:
         self._take(self._flush_decoder())
         self._settle(None)
         self._emit_batch()
+        cut = getattr(self.fit, "cut", None)
+        if cut is not None:
+            cut()  # a band with no clock: its numbering across the break is an estimate
 
     def _batch_full(self) -> bool:
         b = self._batch

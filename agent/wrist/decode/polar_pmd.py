@@ -35,6 +35,8 @@ from agent.wrist.decode import DEG, MISSING, G, ImuChunk
 
 ACC, GYRO = 2, 5
 HEAD = struct.Struct("<BQB")
+MAX_RATE_ERROR = 0.10
+"""How far a band's sample clock may run from nominal (the frame gap test allows for it)."""
 
 
 class FrameError(ValueError):
@@ -200,6 +202,8 @@ class PolarDecoder:
         self._pend: dict[int, deque[tuple[int, tuple[int, int, int], float, float, int, int]]]
         self._pend = {ACC: deque(), GYRO: deque()}
         self._index = 0
+        self._spacing: dict[int, float] = {ACC: 0.0, GYRO: 0.0}
+        self._last_t: int | None = None  # band time of the last sample released
 
     def feed(self, packet: bytes, arrival_ns: int) -> list[ImuChunk]:
         if len(packet) < HEAD.size:
@@ -209,7 +213,7 @@ class PolarDecoder:
         if meas not in (ACC, GYRO):
             self.ignored += 1
             return []
-        prev = self._prev[meas]
+        prev = raw_prev = self._prev[meas]
         ts = HEAD.unpack_from(packet)[1]
         self._prev[meas] = ts  # the chain follows every frame of this measurement
         nominal = 1e9 / self.rate_hz
@@ -220,6 +224,20 @@ class PolarDecoder:
         except FrameError:
             self.malformed += 1
             return []
+        # never taken for shorter than a band's sample clock can be (start-up stamps run slow)
+        spacing = max(self._spacing[meas], nominal * (1 - MAX_RATE_ERROR))
+        n_raw = len(fr.raw)
+        if raw_prev and self._spacing[meas] and ts - raw_prev > 1.5 * n_raw * spacing:
+            # frames missing since the last one (a lost link: the band drops what it had
+            # queued): spaced over the whole gap, the SDK's way, every sample would be off by
+            # up to that gap. Spaced by the chain's last spacing instead, ending at its stamp;
+            # the samples between are counted lost when the frame is paired (``_chunks``)
+            prev = 0
+            fr = PmdFrame(fr.measurement, fr.timestamp_ns, fr.frame_type, fr.compressed,
+                          fr.raw, [ts - round(spacing * (n_raw - 1 - i))
+                                   for i in range(n_raw)], spacing)
+        elif prev:
+            self._spacing[meas] = fr.period_ns
         fac = self.factor[meas]
         if meas == ACC:
             scale = G * fac if (fr.compressed and fr.frame_type == 0) else G * fac * 1e-3
@@ -289,6 +307,14 @@ class PolarDecoder:
                     and out[j][7] == out[i][7]:
                 j += 1
             run = out[i:j]
+            # samples the band took between the last one released and this run's first
+            # (its clock says when each was taken): a gap counted exactly
+            lost = 0
+            last, period = self._last_t, run[0][5]
+            if last is not None and period > 0 and run[0][0] - last > 1.5 * period:
+                lost = round((run[0][0] - last) / period) - 1
+                self._index += lost
+            self._last_t = run[-1][0]
             chunks.append(ImuChunk(
                 arrival_ns=max(r[6] for r in run), seq=None, device_t0_ns=run[0][0],
                 period_ns=run[0][5],
@@ -297,7 +323,7 @@ class PolarDecoder:
                 gyro=(np.array([r[2] for r in run], dtype=np.int16).reshape(-1, 3)
                       if self.streams[GYRO] else None),
                 gyro_scale=run[0][4], raw_time=run[0][7], index=self._index,
-                first_arrival_ns=min(r[8] for r in run)))
+                first_arrival_ns=min(r[8] for r in run), lost_before=lost))
             self._index += len(run)
             i = j
         return chunks
