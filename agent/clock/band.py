@@ -220,6 +220,7 @@ class BandClock:
             self._oneway = self._rate.fit
         else:
             args = dict(self._fit_args)
+            args.setdefault("max_edge_dev", self.max_slope_dev)
             self._oneway = OneWayFit(0, **args)
 
     @property

@@ -66,6 +66,7 @@ class OneWayFit:
         jump_ns: int | None = None,
         unconverged_bound_ns: int = 50_000_000,
         burst_gap_ns: int = 0,
+        max_edge_dev: float | None = None,
     ) -> None:
         if latency_kind not in ("calibrated", "bounded"):
             raise ValueError("latency_kind is 'calibrated' or 'bounded'")
@@ -77,6 +78,8 @@ class OneWayFit:
         self.restart_back_ns = restart_back_ns
         self.jump_ns = jump_ns
         self.burst_gap_ns = burst_gap_ns
+        self.max_edge_dev = max_edge_dev
+        """|slope - 1| no clock can have: a hull edge past it is not taken for the slope."""
         self._burst_start = 0
         self._last_arrival: int | None = None
         self.unconverged_bound_ns = int(unconverged_bound_ns)
@@ -156,6 +159,19 @@ class OneWayFit:
         (x1, y1), (x2, y2) = hull[i], hull[i + 1]
         self.slope = (y2 - y1) / (x2 - x1)
         self._ax, self._ay = x1, y1
+        dev = self.max_edge_dev
+        if dev is not None and abs(self.slope - 1.0) > dev:
+            # an edge no clock can have: it spans a change of wait (a phase-locked wait that
+            # wrapped by an interval), not drift. The nearest edge a clock can have gives the
+            # slope, and the line is lowered onto the lowest bin under it
+            edges = [(abs(j - i), j) for j in range(len(hull) - 1)
+                     if abs((hull[j + 1][1] - hull[j][1]) / (hull[j + 1][0] - hull[j][0]) - 1.0)
+                     <= dev]
+            if edges:
+                j = min(edges)[1]
+                (x1, y1), (x2, y2) = hull[j], hull[j + 1]
+                self.slope = (y2 - y1) / (x2 - x1)
+                self._ax, self._ay = min(pts, key=lambda p: p[1] - self.slope * p[0])
         if self.jump_ns:
             self._fit_bottoms(pts)
         res = sorted(y - self._line(x) for x, y in pts)
