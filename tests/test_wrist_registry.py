@@ -42,3 +42,12 @@ def test_each_profiles_facts_agree_with_the_modules_that_use_them(name):
 def test_an_unknown_profile_names_the_known_ones():
     with pytest.raises(ValueError, match="known: wearcap-open, polar-pmd"):
         registry.facts("fitbit")
+
+
+def test_timing_facts_come_from_the_registry():
+    from agent.clock.rate import BURST_GAP_NS
+
+    for name in registry.NAMES:
+        assert timing.TIMING[name] is registry.facts(name).timing
+        args = registry.facts(name).timing.fit_args
+        assert args.get("burst_gap_ns", BURST_GAP_NS) == BURST_GAP_NS

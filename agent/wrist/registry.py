@@ -4,12 +4,12 @@
     NAMES                             # the profiles, in a stable order (config choices)
 
 A profile's facts are: its decoder (module and class, imported only when asked), its clock
-fit's kind (the placement parameters are ``agent.wrist.timing.TIMING``, keyed by the same
-names), whether its band answers control writes, whether its stop reply counts the samples
-it sent, from which profile version it takes the two-way time exchange, the batch encoding
-its samples are stored in, how many samples its simulated firmware packs per notification,
-and its sensor-profile file (GATT layout, commands, scales, the latency default and its
-uncertainty: ``device_configs/sensors/<name>.toml``, ``agent.wrist.profiles``).
+fit (kind and placement parameters, ``ProfileTiming``: ``agent.wrist.timing`` builds each
+band's mapper from it), whether its band answers control writes, whether its stop reply
+counts the samples it sent, from which profile version it takes the two-way time exchange,
+the batch encoding its samples are stored in, how many samples its simulated firmware packs
+per notification, and its sensor-profile file (GATT layout, commands, scales, the latency
+default and its uncertainty: ``device_configs/sensors/<name>.toml``, ``agent.wrist.profiles``).
 
 This module imports nothing heavy: ``agent.config`` reads its choices from here.
 """
@@ -17,7 +17,7 @@ This module imports nothing heavy: ``agent.config`` reads its choices from here.
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -26,13 +26,27 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True, slots=True)
+class ProfileTiming:
+    """How a profile's band is timed (agent.clock.band.BandClock's arguments)."""
+
+    kind: str
+    """agent.clock.band kinds: "device" (one-way), "rate" (no device clock), "two-way"."""
+    quantisation_ns: int
+    """Resolution of the band's timestamps."""
+    wait_prior_ns: int
+    """Largest plausible wait of a packet between its observed instant and the connection
+    event it leaves in (vendor bands: an interval; the open profile's anchor: ~0)."""
+    fit_args: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
 class ProfileFacts:
     name: str
     decoder: str
     """``module:Class`` of its decoder (agent.wrist.decode.*)."""
     decoder_takes_rate: bool
-    fit_kind: str
-    """agent.clock.band kinds: "two-way", "device" (one-way), "rate" (no device clock)."""
+    timing: ProfileTiming
+    """Its clock fit: kind and placement parameters."""
     replies_from_version: int | None
     """The profile version from which its band answers every control write on the control
     point (agent.wrist.control; 0: every version); None: its replies are not read."""
@@ -44,6 +58,11 @@ class ProfileFacts:
     """What the simulated firmware packs per notification (agent.sim.band_model)."""
     batch_encoding: str = "d12-zz-i16le-planar"
     """How its samples are stored (agent.wrist.imu_batch ENCODING): the same for all today."""
+
+    @property
+    def fit_kind(self) -> str:
+        """agent.clock.band kinds: "two-way", "device" (one-way), "rate" (no device clock)."""
+        return self.timing.kind
 
     def make_decoder(self, rate_hz: float) -> Decoder:
         module, _, cls = self.decoder.partition(":")
@@ -69,17 +88,31 @@ class ProfileFacts:
 
 
 _D = "agent.wrist.decode."
+_BURST_GAP_NS = 2_000_000  # agent.clock.rate.BURST_GAP_NS (checked by the tests)
 REGISTRY: dict[str, ProfileFacts] = {f.name: f for f in (
-    ProfileFacts("wearcap-open", _D + "open_profile:OpenDecoder", False, "two-way",
+    # anchored packets: the tx instant is the connection event; the fit converges in seconds
+    ProfileFacts("wearcap-open", _D + "open_profile:OpenDecoder", False,
+                 ProfileTiming("two-way", 1_000, 20_000_000,
+                               {"converge_span_ns": 20_000_000_000}),
                  replies_from_version=2, stop_count=True, two_way_from_version=2,
                  sim_samples_per_packet=4),
-    ProfileFacts("polar-pmd", _D + "polar_pmd:PolarDecoder", True, "device",
+    # ns timestamps of each frame's last sample (the band's own clock ticks: 1/32768 s)
+    ProfileFacts("polar-pmd", _D + "polar_pmd:PolarDecoder", True,
+                 ProfileTiming("device", 31_000, 150_000_000,
+                               {"converge_span_ns": 240_000_000_000,
+                                "burst_gap_ns": _BURST_GAP_NS}),
                  replies_from_version=0, stop_count=False, two_way_from_version=None,
                  sim_samples_per_packet=16),
-    ProfileFacts("movesense", _D + "movesense:MovesenseDecoder", True, "device",
+    # uint32 ms of the packet's first sample: a sample is up to 1 ms after its stamp
+    ProfileFacts("movesense", _D + "movesense:MovesenseDecoder", True,
+                 ProfileTiming("device", 1_000_000, 150_000_000,
+                               {"converge_span_ns": 240_000_000_000,
+                                "burst_gap_ns": _BURST_GAP_NS}),
                  replies_from_version=None, stop_count=False, two_way_from_version=None,
                  sim_samples_per_packet=8),
-    ProfileFacts("witmotion", _D + "witmotion:WitMotionDecoder", True, "rate",
+    # no clock: sample numbers, rate fitted from arrivals (agent/clock/rate.py)
+    ProfileFacts("witmotion", _D + "witmotion:WitMotionDecoder", True,
+                 ProfileTiming("rate", 0, 150_000_000),
                  replies_from_version=None, stop_count=False, two_way_from_version=None,
                  sim_samples_per_packet=1),
 )}

@@ -20,41 +20,14 @@ from a simulator.
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass, field
 from typing import Any
 
 from agent.clock.band import BandClock, ChunkTime, Latency
-from agent.clock.rate import BURST_GAP_NS
 from agent.wrist.decode import ImuChunk
+from agent.wrist.registry import REGISTRY, ProfileTiming
 
-
-@dataclass(frozen=True, slots=True)
-class ProfileTiming:
-    kind: str
-    """agent.clock.band kinds: "device" (one-way), "rate" (no device clock), "two-way"."""
-    quantisation_ns: int
-    """Resolution of the band's timestamps."""
-    wait_prior_ns: int
-    """Largest plausible wait of a packet between its observed instant and the connection
-    event it leaves in (vendor bands: an interval; the open profile's anchor: ~0)."""
-    fit_args: dict[str, Any] = field(default_factory=dict)
-
-
-TIMING: dict[str, ProfileTiming] = {
-    # anchored packets: the tx instant is the connection event; the fit converges in seconds
-    "wearcap-open": ProfileTiming("two-way", 1_000, 20_000_000,
-                                  {"converge_span_ns": 20_000_000_000}),
-    # ns timestamps of each frame's last sample (the band's own clock ticks: 1/32768 s)
-    "polar-pmd": ProfileTiming("device", 31_000, 150_000_000,
-                               {"converge_span_ns": 240_000_000_000,
-                                "burst_gap_ns": BURST_GAP_NS}),
-    # uint32 ms of the packet's first sample: a sample is up to 1 ms after its stamp
-    "movesense": ProfileTiming("device", 1_000_000, 150_000_000,
-                               {"converge_span_ns": 240_000_000_000,
-                                "burst_gap_ns": BURST_GAP_NS}),
-    # no clock: sample numbers, rate fitted from arrivals (agent/clock/rate.py)
-    "witmotion": ProfileTiming("rate", 0, 150_000_000),
-}
+TIMING: dict[str, ProfileTiming] = {n: f.timing for n, f in REGISTRY.items()}
+"""Each profile's timing, as the registry gives it (agent.wrist.registry: one table)."""
 
 
 def band_latency(band: Any) -> Latency:
