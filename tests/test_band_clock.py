@@ -235,3 +235,23 @@ def test_a_phase_locked_wait_that_wraps_does_not_tilt_the_fit():
     r = run_cell(Cell("polar-pmd", "locked", 3.0, 1, 1.5))
     assert r["coverage"] >= 0.99 and r["backward_steps"] == 0
     assert r["p99_after_60s_us"] < 2_500
+
+
+def test_a_converged_fit_that_moves_is_slewed_in_at_the_fast_rate():
+    """The demo's band: as its fit converged the output was left 4.4 ms from it, and the
+    500 ppm slew took ~9 s to bring it back (the p99 of a 20 s run). A converged fit's
+    change larger than its own fit part is absorbed at the fast rate (5000 ppm)."""
+    clock = BandClock("device", Latency(1_000_000, 500_000), period_ns=10_000_000,
+                      wait_prior_ns=20_000_000, converge_span_ns=5_000_000_000)
+    feed_line(clock, 10**9, 30, 3_000_000)
+    assert clock.converged
+    key = 10**9 + 30 * 10**9
+    first = clock.place(key, 10, 10_000_000)
+    # the band's notifications now arrive 4 ms earlier than the fit says (the host got
+    # faster, or the first window was supported by waits): the envelope moves at once
+    feed_line(clock, key, 40, -1_000_000)
+    placed = [clock.place(key + k * 100_000_000, 10, 10_000_000) for k in range(1, 400)]
+    assert all(b.t0_ns > a.t0_ns for a, b in itertools.pairwise([first, *placed]))
+    slews = [p.slew_ns for p in placed]
+    settle = next(i for i, s in enumerate(slews) if s < 200_000)
+    assert settle < 20  # within 2 s of band time (500 ppm: 8 s)

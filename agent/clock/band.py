@@ -699,6 +699,10 @@ class BandClock:
         out = t0
         last = self._last
         rate = self.slew_rate_ppm * 1e-6
+        if self.converged and self._last_slew_ns > fit_part:
+            # the output is further from a converged fit than the fit's own uncertainty (the
+            # fit moved as it converged): absorbed at the fast rate, not over many seconds
+            rate = self.slew_fast_ppm * 1e-6
         if last is not None:
             lkey, lh, _lsp, epoch, lsource = last
             dx = self._x(key) - self._x(lkey)
@@ -753,7 +757,8 @@ class BandClock:
 
     @property
     def slew_rate_ppm(self) -> float:
-        """The slew rate now: ``slew_ppm`` once converged, ``slew_fast_ppm`` before, and
+        """The slew rate now: ``slew_ppm`` once converged (``slew_fast_ppm`` while the output
+        is further from the fit than the fit part of its bound), ``slew_fast_ppm`` before, and
         ``SLEW_START_PPM`` while the fit has not settled (the first seconds, and after a
         restart: a first placement may be a whole wait off, and what is not yet slewed in
         is in every bound until it is)."""
