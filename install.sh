@@ -61,11 +61,12 @@ if [ "$mode" = pi ]; then
   sudo_ install -d -o wearcap -g wearcap -m 0750 /var/lib/wearcap /var/lib/wearcap/spool
   sudo_ install -d -m 0755 /etc/wearcap
   sudo_ ln -sf "$here/.venv/bin/wearcap" /usr/local/bin/wearcap
-  for unit in systemd/*.service; do
+  for unit in systemd/*.service systemd/*.timer; do
     sed "s#@PREFIX@#$here#g" "$unit" | sudo_ tee "/etc/systemd/system/$(basename "$unit")" >/dev/null
   done
   sudo_ systemctl daemon-reload
-  sudo_ systemctl enable wearcap-capture.service wearcap-sync.service >/dev/null
+  sudo_ systemctl enable wearcap-capture.service wearcap-sync.service \
+    wearcap-capture-resume.timer >/dev/null
   say "done. Next: wearcap provision, then wearcap selftest"
 else
   # postgresql: the collector's shared-store tests start a private server (tests/pg.py)

@@ -18,7 +18,7 @@ from agent.errors import WearcapError
 
 COMMANDS = (
     "run", "sync", "collector", "demo", "inspect", "export", "config",
-    "status", "selftest", "provision", "pair", "calibrate",
+    "status", "selftest", "provision", "pair", "calibrate", "battery",
 )
 
 

@@ -136,6 +136,9 @@ class McuSection:
     discard_minutes: float = _f(5.0, min=0.1, max=120.0)
     low_battery_percent: int = _f(5, min=0, max=50)
     """At or below this, not charging: seal and stop (exit 3) before brown-out; 0 never."""
+    resume_margin_percent: int = _f(5, min=0, max=50)
+    """After a low-battery stop, capture resumes when charging, or without charging once the
+    gauge reads low_battery_percent + this (wearcap battery --charging)."""
     pause_motion: bool = _f(False)
     """While paused, also hold back the wrist and head IMU streams (default: they go on)."""
 

@@ -14,7 +14,9 @@ from pathlib import Path
 import pytest
 from conftest import REPO
 
-UNITS = ("wearcap-capture.service", "wearcap-sync.service")
+UNITS = ("wearcap-capture.service", "wearcap-sync.service",
+         "wearcap-capture-resume.service")
+TIMERS = ("wearcap-capture-resume.timer",)
 EXPOSURE_BUDGET = 2.5
 
 needs_systemd = pytest.mark.skipif(
@@ -31,9 +33,9 @@ def _installed(tmp_path: Path) -> Path:
     exe.chmod(0o755)
     out = tmp_path / "units"
     out.mkdir()
-    for name in UNITS:
+    for name in UNITS + TIMERS:
         text = (REPO / "systemd" / name).read_text()
-        assert "@PREFIX@" in text
+        assert "@PREFIX@" in text or name in TIMERS
         (out / name).write_text(text.replace("@PREFIX@", str(prefix)))
     return out
 
@@ -41,7 +43,8 @@ def _installed(tmp_path: Path) -> Path:
 @needs_systemd
 def test_units_verify(tmp_path: Path) -> None:
     units = _installed(tmp_path)
-    res = subprocess.run(["systemd-analyze", "verify", *[str(units / u) for u in UNITS]],
+    res = subprocess.run(["systemd-analyze", "verify",
+                          *[str(units / u) for u in UNITS + TIMERS]],
                          capture_output=True, text=True, timeout=120, check=False)
     assert res.returncode == 0, res.stdout + res.stderr
     assert "wearcap" not in res.stderr, res.stderr  # no warning about our units
@@ -80,3 +83,28 @@ def test_units_allow_exactly_the_rigs_devices() -> None:
                      "StartLimitBurst=", "RestrictAddressFamilies=AF_UNIX"):
             assert line in text, line
     assert "AF_INET" not in capture  # the capture service never speaks IP
+
+
+def test_a_low_battery_stop_is_not_restarted_but_resumed_on_charging() -> None:
+    """Capture's exit 3 is a clean stop systemd does not restart; the resume timer starts
+    the oneshot every minute, which runs only while capture's marker exists and starts
+    capture only when ``wearcap battery --charging`` says so; install.sh installs and
+    enables the timer."""
+    from agent.commands.run import EXIT_LOW_BATTERY
+    from agent.mcu.lowbattery import MARKER
+
+    systemd = REPO / "systemd"
+    capture = (systemd / "wearcap-capture.service").read_text()
+    assert f"RestartPreventExitStatus={EXIT_LOW_BATTERY}\n" in capture
+    assert f"SuccessExitStatus={EXIT_LOW_BATTERY}\n" in capture
+    resume = (systemd / "wearcap-capture-resume.service").read_text()
+    assert f"ConditionPathExists=/var/lib/wearcap/spool/{MARKER}\n" in resume
+    assert "ExecCondition=@PREFIX@/.venv/bin/wearcap battery --charging\n" in resume
+    assert "ExecStart=+/usr/bin/systemctl --no-block start wearcap-capture.service\n" in resume
+    assert "Type=oneshot" in resume and "User=wearcap" in resume
+    assert sorted(re.findall(r"^DeviceAllow=(\S+) rw$", resume, re.M)) == [
+        "char-ttyACM", "char-ttyAMA"]
+    timer = (systemd / "wearcap-capture-resume.timer").read_text()
+    assert "OnCalendar=minutely" in timer and "WantedBy=timers.target" in timer
+    install = (REPO / "install.sh").read_text()
+    assert "systemd/*.timer" in install and "wearcap-capture-resume.timer" in install

@@ -76,6 +76,20 @@ def _mcu_sources(cfg: Config, spool_root: Path, sim_mcu: Any = None) -> list[Sou
                       batch_seconds=cfg.mcu.batch_seconds, battery_file=battery)]
 
 
+def _notify(root: Path) -> Any:
+    """systemd's notify, and on READY (recording) the end of a low-battery stop: its marker
+    goes, so the resume timer stops looking at the gauge (agent.mcu.lowbattery)."""
+    from agent import sdnotify
+    from agent.mcu.lowbattery import clear_marker
+
+    def notify(state: str) -> Any:
+        if state.startswith("READY=1") and clear_marker(root):
+            print("recording again after a low-battery stop", flush=True)
+        return sdnotify.notify(state)
+
+    return notify
+
+
 def _sim_mcu(cfg: Config) -> AbstractContextManager[Any]:
     """The simulated head MCU on a pty, when the simulated rig has one (mcu.port empty)."""
     if cfg.sim.enabled and cfg.mcu.enabled and not cfg.mcu.port:
@@ -119,6 +133,10 @@ def run(args: argparse.Namespace) -> int:
     def on_signal(signum: int, _frame: object) -> None:
         stop.set()
 
+    from agent import stopreason
+
+    stopreason.clear_stop()
+    wearer: Any = None
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         with _sim_rig(cfg) as rig, _sim_mcu(cfg) as sim_mcu:
@@ -137,9 +155,24 @@ def run(args: argparse.Namespace) -> int:
                     camera.exposure_hook = sim_mcu.on_exposure  # the sensor's true exposures
             from agent.livestatus import Publisher
 
+            wearer = _wearer(cfg, sources, root)
             service = CaptureService(settings, spool, camera, sources, stop=stop,
-                                     wearer=_wearer(cfg, sources, root), publisher=Publisher())
+                                     wearer=wearer, publisher=Publisher(),
+                                     notify=_notify(root))
             result = service.run()
+            if result.stopped_for == "low-battery":
+                from agent.mcu.lowbattery import write_marker
+
+                write_marker(root, getattr(wearer.source, "battery", None),
+                             cfg.mcu.low_battery_percent)
+    except Exception as exc:
+        # what stopped recording, for `wearcap status` (the LED shows it already)
+        from agent.errors import WearcapError
+
+        why = str(getattr(wearer, "fault_reason", "") or exc) or type(exc).__name__
+        code = exc.exit_code if isinstance(exc, WearcapError) else 1
+        stopreason.record_stop(root, "fault", why, code)
+        raise
     finally:
         for s, h in old.items():
             signal.signal(s, h)
@@ -150,7 +183,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"wearer: {', '.join(result.events) or 'no events'}; "
               f"{result.paused_frames} frame(s) withheld while paused", flush=True)
     if result.stopped_for == "low-battery":
-        print("stopped: battery low (the open segment was sealed); charge the rig",
-              flush=True)
+        pct = (getattr(wearer.source, "battery", None) or {}).get("percent")
+        stopreason.record_stop(root, "low-battery", f"battery low ({pct} %), waiting for "
+                               "charge", EXIT_LOW_BATTERY)
+        print("stopped: battery low (the open segment was sealed); charge the rig: it "
+              "resumes when charging (wearcap-capture-resume.timer)", flush=True)
         return EXIT_LOW_BATTERY
     return 0

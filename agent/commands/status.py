@@ -52,6 +52,11 @@ def _lock_held(path: Path) -> bool:
     return False
 
 
+def capture_running(spool: Path) -> bool:
+    """A capture service holds this spool's lock (agent.record.spool.Spool.lock)."""
+    return _lock_held(spool / "capture.lock")
+
+
 def _files(d: Path, pattern: str) -> list[Path]:
     try:
         return sorted(d.glob(pattern))
@@ -66,10 +71,34 @@ def _size(p: Path) -> int:
         return 0
 
 
+def _stopped(spool: Path, service_up: bool, stop: dict[str, Any] | None,
+             marker: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Why capture is not running, when it stopped on its own: a low battery (the spool's
+    marker, agent.mcu.lowbattery: it lasts across reboots until capture records again), or
+    a fault (the run directory's stop record, agent.stopreason: this boot)."""
+    if service_up:
+        return None
+    if marker is not None:
+        b = {k: marker.get(k) for k in ("percent", "millivolts", "stopped_at")}
+        return {"kind": "low-battery", "reason": "battery low, waiting for charge",
+                "summary": "stopped: battery low, waiting for charge", **b}
+    if stop is not None and stop.get("kind") == "fault" and (
+            not stop.get("spool") or Path(str(stop["spool"])).resolve() == spool.resolve()):
+        return {"kind": "fault", "reason": stop.get("reason"),
+                "exit_code": stop.get("exit_code"), "stopped_at": stop.get("stopped_at"),
+                "age_s": stop.get("age_s"),
+                "summary": f"stopped on a fault: {stop.get('reason')}"}
+    return None
+
+
 def collect(spool: Path, reserve_bytes: int, now: float | None = None, *,
-            live: dict[str, Any] | None = None, spool_from: str = "--spool") -> dict[str, Any]:
+            live: dict[str, Any] | None = None, spool_from: str = "--spool",
+            stop: dict[str, Any] | None = None) -> dict[str, Any]:
     """One snapshot. ``live`` is the capture service's live status (agent.livestatus), if
-    one was found; it counts only when it is fresh and about this spool."""
+    one was found; it counts only when it is fresh and about this spool. ``stop`` is the
+    capture service's last stop record (agent.stopreason), if any."""
+    from agent.mcu.lowbattery import read_marker
+
     now = time.time() if now is None else now
     parts = _files(spool / "active", "*.mcap.part")
     sealed = _files(spool / "sealed", "*.mcap")
@@ -131,6 +160,9 @@ def collect(spool: Path, reserve_bytes: int, now: float | None = None, *,
             faults.append(f"{stream_label(st)} absent for {st.get('absent_s', 0):.0f} s "
                           f"({st.get('absent_cause') or 'unknown cause'})")
     syncing = bool(sync and sync.get("uploading") and sync_fresh and not sync_error)
+    stopped = _stopped(spool, service_up, stop, read_marker(spool))
+    if stopped is not None and stopped["kind"] == "fault":
+        faults.insert(0, stopped["summary"])
     return {
         "spool": str(spool),
         "spool_from": spool_from,
@@ -138,7 +170,9 @@ def collect(spool: Path, reserve_bytes: int, now: float | None = None, *,
         "capture_service": service_up,
         "live_status": (live or {}).get("path") if live_here else None,
         "state": (live or {}).get("state") if live_here else (
-            "recording" if recording else ("up" if service_up else "down")),
+            "recording" if recording else ("up" if service_up else (
+                "stopped-" + stopped["kind"] if stopped else "down"))),
+        "stopped": stopped,
         "device_id": (live or {}).get("device_id") if live_here else None,
         "open_segment": (live or {}).get("segment") if live_here else None,
         "camera": (live or {}).get("camera") if live_here else None,
@@ -186,6 +220,11 @@ def render(st: dict[str, Any]) -> Any:
     svc = "up" if st["capture_service"] else "down"
     who = f", device {st['device_id']}" if st.get("device_id") else ""
     lines.append(Text.from_markup(f"recording: {rec}   (capture service {svc}{who})"))
+    stopped = st.get("stopped")
+    if stopped:
+        colour = "yellow" if stopped["kind"] == "low-battery" else "red"
+        lines.append(Text.from_markup(f"[{colour}]{stopped['summary'].split(':')[0]}:[/]")
+                     + Text(stopped["summary"].split(":", 1)[1]))
     seg = st.get("open_segment")
     if seg:
         lines.append(Text(f"segment:   {seg['id']} open, {seg.get('frames', 0)} frames, "
@@ -256,7 +295,10 @@ def snapshot(args: argparse.Namespace) -> dict[str, Any]:
         spool, why = Path(live["spool"]), "the running capture service's"
     else:
         spool, why = cfg.spool_path, f"spool.path of {cfg.sources[-1]}"
-    return collect(spool, cfg.spool.reserve_mb * 1024 * 1024, live=live, spool_from=why)
+    from agent.stopreason import last_stop
+
+    return collect(spool, cfg.spool.reserve_mb * 1024 * 1024, live=live, spool_from=why,
+                   stop=last_stop())
 
 
 def run(args: argparse.Namespace) -> int:
