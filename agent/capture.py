@@ -96,6 +96,8 @@ class CaptureService:
         self.anchor = anchor or (lambda: read_anchor(clock))
         self.stop = stop or threading.Event()
         self.policy = RollPolicy(settings.segment_seconds)
+        self._frame_taps: list[Callable[[int, int], Any]] = [
+            tap for src in sources if callable(tap := getattr(src, "on_frame", None))]
         self.result = CaptureResult()
         self._seg: SegmentWriter | None = None
         self._fh: IO[bytes] | None = None
@@ -220,6 +222,8 @@ class CaptureService:
             self.policy.opened(f.host_ts_ns)
         assert self._seg is not None
         self._seg.write_frame(f)
+        for tap in self._frame_taps:  # e.g. the head MCU matches the frame to its strobe
+            tap(f.index, f.host_ts_ns)
         self._last_index, self._last_frame_ns = f.index, f.host_ts_ns
         if discard is not None:
             self._write_discard(discard, f.host_ts_ns)

@@ -290,17 +290,22 @@ def _mcu_fields(st: StreamReport, s: Streams, topic: str) -> None:
     if topic == "/wearcap/events":
         st.events = [msgpack.unpackb(r.data) for r in s.segment.topic_records(topic)]
         return
-    if topic != "/head/strobe":
+    strobe, stored = "/head/strobe", "/head/strobe_match"
+    if topic != strobe and not (topic == stored and strobe not in s.counts):
         return
     from agent.export.streams import frames as frame_table
-    from agent.mcu.strobes import segment_report
+    from agent.mcu.strobes import segment_report, stored_report
 
     fr = frame_table(s.segment)
     if fr is None:
         return
-    payloads = [msgpack.unpackb(r.data) for r in s.segment.topic_records(topic)]
+    payloads = [msgpack.unpackb(r.data) for r in s.segment.topic_records(strobe)]
     explained = [(g.start_ns, g.end_ns) for g in s.gaps if g.names(VIDEO_TOPIC)]
-    rep = segment_report(payloads, fr.host_ns, fr.index, explained)
+    if stored in s.counts:  # matched at capture time (agent.mcu.strobes.StrobeMatcher)
+        rows = [msgpack.unpackb(r.data) for r in s.segment.topic_records(stored)]
+        rep = stored_report(rows, fr.host_ns, fr.index, explained, payloads)
+    else:  # a recording from before the stored match: matched here, by time
+        rep = segment_report(payloads, fr.host_ns, fr.index, explained)
     if rep is not None:
         st.strobes = rep.to_dict()
 

@@ -139,6 +139,12 @@ def _strobe_line(con: Any, r: dict[str, Any]) -> None:
             f"{r['frames_without_strobe']} frame(s) without strobe")
     if r["strobes_lost"]:
         line += f", {r['strobes_lost']} strobe(s) lost on the link"
+    if r.get("stored"):
+        line += " (matched at capture)"
+        if r.get("unchecked"):
+            line += f"; {r['unchecked']} matched after the roll (next segment)"
+        if r.get("for_previous_segment"):
+            line += f"; {r['for_previous_segment']} for the previous segment's frames"
     con.print(line)
     if r["unexplained_missing_frames"]:
         con.print(f"  [red]strobes: {r['unexplained_missing_frames']} exposure(s) with no "

@@ -4,6 +4,7 @@
                      (agent.wrist.imu_batch: d12-zz-i16le-planar counts, per-chunk times)
                      plus each sample's raw tick offset from the chunk's even grid
     /head/strobe     camera strobe edges: raw ticks and the mapped mid-exposure instant
+    /head/strobe_match  each frame's strobe, matched at capture time (agent.mcu.strobes)
     /head/button     the button's debounced edges (raw ticks, mapped host time)
     /head/battery    gauge readings
     /head/clock      every ping/pong exchange (host send, MCU tick, host receive)
@@ -23,6 +24,7 @@ from agent.wrist import imu_batch
 
 IMU_TOPIC = "/head/imu"
 STROBE_TOPIC = "/head/strobe"
+STROBE_MATCH_TOPIC = "/head/strobe_match"
 BUTTON_TOPIC = "/head/button"
 BATTERY_TOPIC = "/head/battery"
 CLOCK_TOPIC = "/head/clock"
@@ -56,6 +58,17 @@ STROBE_SCHEMA = _schema(
     "(CLOCK_MONOTONIC ns), within bound_ns of the truth.",
     {"index": _INTS, "rise_tick": _INTS, "fall_tick": _INTS, "device_mid_ns": _INTS,
      "host_mid_ns": _INTS, "bound_ns": _INTS})
+STROBE_MATCH_SCHEMA = _schema(
+    "wearcap.StrobeMatch",
+    "Each camera frame's strobe, matched at capture time: one row per written frame and one "
+    "per strobe no frame took. host_ns: the frame's stamp (a strobe without frame: its mapped "
+    "mid-exposure). frame_index / strobe_index: -1 when that side is missing (a frame the MCU "
+    "saw no strobe for; an exposure no recorded frame matches). residual_ns = frame stamp - "
+    "strobe mid-exposure (0 when a side is missing), bound_ns: the strobe's mapping bound (-1 "
+    "without strobe). A row is written when its match is final, in the segment open then: a "
+    "frame's row can be in the next segment (its strobe came after the roll).",
+    {"host_ns": _INTS, "frame_index": _INTS, "strobe_index": _INTS, "strobe_mid_ns": _INTS,
+     "residual_ns": _INTS, "bound_ns": _INTS})
 BUTTON_SCHEMA = _schema(
     "wearcap.McuButton", "Debounced button edges: down (true) or up, raw tick, mapped host ns.",
     {"down": _BOOLS, "tick": _INTS, "host_ns": _INTS})
@@ -81,6 +94,7 @@ def channels() -> list[ChannelSpec]:
     return [
         ChannelSpec(IMU_TOPIC, imu_batch.SCHEMA_NAME, IMU_SCHEMA, meta),
         ChannelSpec(STROBE_TOPIC, "wearcap.McuStrobes", STROBE_SCHEMA),
+        ChannelSpec(STROBE_MATCH_TOPIC, "wearcap.StrobeMatch", STROBE_MATCH_SCHEMA),
         ChannelSpec(BUTTON_TOPIC, "wearcap.McuButton", BUTTON_SCHEMA),
         ChannelSpec(BATTERY_TOPIC, "wearcap.McuBattery", BATTERY_SCHEMA),
         ChannelSpec(CLOCK_TOPIC, "wearcap.TwoWayExchanges", CLOCK_SCHEMA),

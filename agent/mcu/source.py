@@ -7,6 +7,9 @@ preallocated ByteRing and sends a ping every ``1/ping_hz`` s; nothing else happe
 
 - head IMU batches (agent.mcu.records) of ``batch_seconds``, earlier at ``flush()``;
 - strobes, button edges, battery readings, the clock exchanges, as columnar batches;
+- each frame's strobe, matched as it is recorded (``on_frame(index, host_ns)``, called by
+  the capture loop for every frame it writes; agent.mcu.strobes.StrobeMatcher), on
+  ``/head/strobe_match``;
 - gaps: a jump of the IMU's sample number is a gap of exactly that many samples (cause
   ``unplugged`` if the port was lost meanwhile, else ``link-loss``); a gap in the frame seq
   counter is counted (``frames_lost``); a ring overflow is a gap of unknown size.
@@ -39,6 +42,7 @@ from agent.clock.unwrap import Unwrapper
 from agent.durable import write_atomic
 from agent.mcu import protocol as p
 from agent.mcu import records
+from agent.mcu.strobes import MATCH_COLUMNS, StrobeMatcher
 from agent.ring import ByteRing
 from agent.sources import ChannelSpec, Message
 from agent.timeline import Clock, monotonic_ns
@@ -96,6 +100,9 @@ class McuSource:
             records.STROBE_TOPIC: [], records.BUTTON_TOPIC: [], records.BATTERY_TOPIC: [],
             records.CLOCK_TOPIC: []}
         self._pending_strobes: list[dict[str, Any]] = []
+        self._rows[records.STROBE_MATCH_TOPIC] = []
+        self.matcher = StrobeMatcher()
+        self._to_match: list[tuple[int, int]] = []  # (strobe index, device mid ns)
         self._flush = False
         self._stopping = False
         self._lock = threading.Lock()
@@ -242,6 +249,7 @@ class McuSource:
             for m in self.decoder.feed(data):
                 self._message(m, arrival, out)
         self._replay(None, out)
+        self._match_strobes()
         if self._held and not self._usable and len(self._held) * 10 > self.hold_samples:
             self._map_held(out)
         if self._batch and (self._flush or self._batch_span() >= self.batch_ns):
@@ -259,6 +267,32 @@ class McuSource:
         self._flush = False
         out.sort(key=lambda m: m.log_time_ns)
         return out
+
+    def on_frame(self, index: int, host_ns: int) -> None:
+        """A frame the capture loop wrote (writer's thread): matched to its strobe."""
+        h = self._hello
+        if h is not None and h.caps.get("strobe") is False:
+            return  # this MCU sees no strobe: nothing to match, no row per frame
+        self.matcher.frame(index, host_ns)
+
+    MATCH_WAIT = 600
+    """Strobes held for the fit (about 20 s at 30 fps) before frames are decided without
+    them: a fit that never becomes usable must not hold every frame for ever."""
+
+    def _match_strobes(self) -> None:
+        if self._to_match and self._usable:
+            for index, dev in self._to_match:
+                host, bound = self._map(dev)
+                self.matcher.strobe(index, host, bound)
+            self._to_match.clear()
+        elif self._to_match and not self._stopping:
+            if len(self._to_match) <= self.MATCH_WAIT:
+                return  # strobes wait for the fit: their frames are not decided without them
+            self._to_match.clear()
+        rows = self.matcher.decide(self.clock(), final=self._stopping)
+        if rows:
+            self._rows[records.STROBE_MATCH_TOPIC].extend(
+                dict(zip(MATCH_COLUMNS, r, strict=True)) for r in rows)
 
     def _replay(self, ticket: int | None, out: list[Message]) -> None:
         while self._events and (ticket is None or self._events[0][0] <= ticket):
@@ -452,6 +486,7 @@ class McuSource:
         rise = self._dev(m.rise)
         fall = rise + ((m.fall - m.rise) % (1 << 32)) * p.TICK_NS
         mid = (rise + fall) // 2
+        self._to_match.append((m.index, mid))
         self._rows[records.STROBE_TOPIC].append(
             {"index": m.index, "rise_tick": m.rise, "fall_tick": m.fall, "device_mid_ns": mid,
              "host_mid_ns": None, "bound_ns": -1})  # mapped when written (_map_rows)
