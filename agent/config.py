@@ -156,7 +156,8 @@ class SimSection:
     """Latency model of the simulated MCU's serial link (agent.sim.mcu_link)."""
     mcu_drift_ppm: float = _f(35.0, min=-500.0, max=500.0)
     mcu_presses: list[str] = _f([])
-    """Scripted button presses of the simulated MCU: "AT_S:HELD_S" each (e.g. "10:0.2")."""
+    """Scripted button presses of the simulated MCU: "AT_S:HELD_S" each (e.g. "10:0.2"), AT_S
+    counted from when capture first listens to it (accepts its hello)."""
     band_rssi_dbm: list[float] = _f([])
     """RSSI the rig's adapter sees for each [[wrist]] band, in order (missing: -50 dBm)."""
     taps: list[str] = _f([])

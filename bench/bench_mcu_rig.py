@@ -99,6 +99,7 @@ def main() -> int:
         writer.join()
         truth = sim.truth_host_ns
         sim_stats = dict(sim.stats)
+        exchanges = dict(sim.exchanges)
     res = svc.result
     reports = [report(read_streams(p)) for p in expand([str(spool.sealed)])]
     streams = [read_streams(p) for p in expand([str(spool.sealed)])]
@@ -120,6 +121,11 @@ def main() -> int:
             cover.append(e <= (b if b >= 0 else np.inf) + 1000)
             idx.append(d["index"])
     e, nv, cv = np.concatenate(errs), np.concatenate(naive), np.concatenate(cover)
+    import msgpack
+
+    clock_rows = [msgpack.unpackb(r.data) for st in streams
+                  for r in st.segment.topic_records("/head/clock")]
+    links = link_figures(clock_rows, exchanges)
     ix = np.sort(np.concatenate(idx))
     missing = int(ix[-1] - ix[0] + 1 - len(ix))
     imu = [r.streams["/head/imu"] for r in reports if "/head/imu" in r.streams]
@@ -142,6 +148,7 @@ def main() -> int:
         "naive_error_us": {"p50": float(np.percentile(nv, 50) / 1e3),
                            "p99": float(np.percentile(nv, 99) / 1e3)},
         "bound_coverage": float(cv.mean()),
+        "link_us": links,
         "strobes": {"matched": sum(x["matched"] for x in strobes),
                     "residual_p50_us": float(np.median([x["residual_ns"]["p50"]
                                                         for x in strobes]) / 1e3),
@@ -171,6 +178,22 @@ def main() -> int:
           f"max {m['max']:.1f} us; naive arrival p99 {n['p99']:.1f} us "
           f"({n['p99'] / max(m['p99'], 1e-9):.0f}x); within the stored bound "
           f"{100 * out['bound_coverage']:.2f} %")
+    lk = out["link_us"]
+    if lk:
+        q = lk["all"]
+        b = lk["best_rtt_tenth"]
+        print(f"what the real pty and scheduler add to the link model, per ping/pong "
+              f"({lk['exchanges']} exchanges, us p50/p99): host->sim "
+              f"{q['fwd_real'][0]:.0f}/{q['fwd_real'][1]:.0f}, sim late to deliver "
+              f"{q['ret_sim_late'][0]:.0f}/{q['ret_sim_late'][1]:.0f}, sim->host stamp "
+              f"{q['ret_real'][0]:.0f}/{q['ret_real'][1]:.0f} (model: forward "
+              f"{q['fwd_model'][0]:.0f}/{q['fwd_model'][1]:.0f}, return "
+              f"{q['ret_model'][0]:.0f}/{q['ret_model'][1]:.0f})")
+        print(f"  over the tenth with the best round trips (what the fit leans on): "
+              f"round trip {b['rtt'][0]:.0f}/{b['rtt'][1]:.0f}, of which real pty and "
+              f"scheduler {b['real'][0]:.0f}/{b['real'][1]:.0f}; half the asymmetry "
+              f"{b['half_asym'][0]:.0f}/{b['half_asym'][1]:.0f} (model only "
+              f"{b['half_asym_model'][0]:.0f}/{b['half_asym_model'][1]:.0f})")
     s = out["strobes"]
     print(f"strobes: {s['matched']} matched, residual p50 {s['residual_p50_us']:.0f} us, p99 "
           f"{s['residual_p99_us']:.0f} us; {s['frames_without_strobe']} frames without strobe, "
@@ -180,6 +203,45 @@ def main() -> int:
     print(f"faults injected: {faults}; decoder counted: "
           f"{ {k: v for k, v in mcu.decoder.errors.items() if v} }")
     return 0
+
+
+def link_figures(rows: list[dict[str, Any]], exchanges: dict[int, list[int]],
+                 ) -> dict[str, Any] | None:
+    """Each recorded exchange (host send t0, MCU tick, host receive t1) split with the
+    simulator's own instants into what its link model adds and what the real pty and both
+    processes' scheduling add: host->sim (the sim reads the ping late), sim late (the sim
+    writes the pong after the model's delivery instant), sim->host (pty + the agent's
+    reader thread waking and stamping). Half the asymmetry of an exchange is the error it
+    puts into the fit."""
+    t0s, t1s, ticks = [], [], []
+    for r in rows:
+        t0s += r["host_send_ns"]
+        t1s += r["host_recv_ns"]
+        ticks += r["tick"]
+    recs = [(t0, t1, exchanges[k]) for t0, t1, k in zip(t0s, t1s, ticks, strict=True)
+            if k in exchanges and exchanges[k][3]]
+    if not recs:
+        return None
+    t0 = np.array([r[0] for r in recs], float)
+    t1 = np.array([r[1] for r in recs], float)
+    read, at_mcu, sched, wrote = (np.array([r[2][i] for r in recs], float) for i in range(4))
+    parts = {"fwd_real": read - t0, "fwd_model": at_mcu - read,
+             "ret_model": sched - (at_mcu + 3_000), "ret_sim_late": wrote - sched,
+             "ret_real": t1 - wrote}
+    rtt = t1 - t0
+    fwd, ret = at_mcu - t0, t1 - at_mcu
+    half = np.abs(fwd - ret) / 2
+    half_model = np.abs(parts["fwd_model"] - (sched - at_mcu)) / 2
+    real = parts["fwd_real"] + parts["ret_sim_late"] + parts["ret_real"]
+    best = rtt <= np.percentile(rtt, 10)
+
+    def q(x: Any) -> list[float]:
+        return [float(np.percentile(x, 50) / 1e3), float(np.percentile(x, 99) / 1e3)]
+
+    return {"exchanges": len(recs), "all": {k: q(v) for k, v in parts.items()},
+            "best_rtt_tenth": {"rtt": q(rtt[best]), "real": q(real[best]),
+                               "half_asym": q(half[best]),
+                               "half_asym_model": q(half_model[best])}}
 
 
 if __name__ == "__main__":

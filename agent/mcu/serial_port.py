@@ -120,6 +120,9 @@ class SerialLink:
         except (OSError, serial.SerialException) as exc:
             log.debug("mcu open %s failed: %s", path, exc)
             return False
+        # bytes the device sent while nobody read are stale: their arrival time lies
+        with contextlib.suppress(OSError, serial.SerialException):
+            ser.reset_input_buffer()
         with self._wlock:
             self._ser = ser
         self.device = path

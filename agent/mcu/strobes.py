@@ -342,8 +342,14 @@ def stored_report(rows: list[dict[str, Any]], frame_ns: I64, frame_index: I64,
     with_strobe = si >= 0
     if with_strobe.any():
         rep.strobe_bound_ns = int(np.median(bound[with_strobe]))
+    # as in ``match``: only the span the frames cover can be judged (a pause that outlasts
+    # the segment leaves its exposures after the last frame; the pause's gap record is in
+    # the segment where it ends)
+    tol = int(np.median(np.diff(np.sort(f))) // 2) if len(f) > 1 else 16_000_000
     lone = ~is_frame
-    missing = t[lone]
+    inside = (t >= f.min() - tol) & (t <= f.max() + tol) if len(f) else np.zeros(len(t), bool)
+    rep.unchecked += int((lone & ~inside).sum())
+    missing = t[lone & inside]
     rep.strobes_without_frame = len(missing)
     spans = _explained(f, frame_index, explained)
     rep.unexplained_missing_frames = sum(

@@ -30,6 +30,7 @@ tap calibration against a wrist band.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import heapq
 import math
@@ -63,7 +64,8 @@ class SimMcuParams:
     battery_drain_pct_per_min: float = 0.0
     charging: bool = False
     script: list[tuple[float, float]] = field(default_factory=list)
-    """Button presses: (seconds after start, held seconds)."""
+    """Button presses: (seconds after the host first accepts the MCU's hello, that is once
+    it listens, held seconds). A press before anyone reads the port is lost, as on a rig."""
     major: int = p.PROTO_MAJOR
     minor: int = p.PROTO_MINOR
     directory: str | None = None
@@ -112,15 +114,22 @@ class SimMcu:
         self.battery = self.p.battery_percent
         self.charging = self.p.charging
         self.led_history: list[tuple[int, int, int]] = []
+        self._tx: collections.deque[tuple[int, int, bytes, int]] = collections.deque()
+        self._tx_partial = 0
+        self._pong_orders: dict[int, int] = {}
+        self.exchanges: dict[int, list[int]] = {}
+        """Per pong tick: [the instant the sim read the ping, the modelled instant the MCU
+        stamped it, the instant the link model delivers the pong, the instant the sim wrote
+        it to the pty]: what the real pty and scheduler add, for bench/bench_mcu_rig.py."""
         self.haptic_history: list[tuple[int, int, int]] = []
         self.stats: dict[str, Any] = {"frames_out": 0, "frames_lost_unplugged": 0,
                                       "imu_samples": 0, "strobes": 0, "pongs": 0,
                                       "pings": 0, "garbage_bytes": 0, "truncated": 0,
                                       "unplugs": 0, "samples_while_unplugged": 0,
                                       "rx_bad": 0, "accepts": 0, "samples_sent": 0,
-                                      "samples_never_sent": 0}
-        for at_s, held in self.p.script:
-            self.press(held, at_ns=self.t_start + int(at_s * 1e9))
+                                      "samples_never_sent": 0,
+                                      "frames_dropped_no_reader": 0}
+        self._script_started = False
 
     # ------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -237,23 +246,25 @@ class SimMcu:
             self._seq = (s + 1) % p.SEQ_MOD
         return s
 
-    def _send(self, msg: Any, queued_host_ns: int) -> None:
+    def _send(self, msg: Any, queued_host_ns: int) -> tuple[int, int]:
+        """Queue a message for the link; (its delivery instant, its order number)."""
         msg = type(msg)(self._next_seq(), *[getattr(msg, f) for f in msg.__dataclass_fields__
                                             if f != "seq"])
         frame = p.encode(msg)
         at = self.link.to_host(queued_host_ns, len(frame))
-        self._queue(frame, at, msg.n if isinstance(msg, p.ImuBatch) else 0)
+        return self._queue(frame, at, msg.n if isinstance(msg, p.ImuBatch) else 0)
 
-    def _queue(self, data: bytes, at_ns: int, samples: int = 0) -> None:
+    def _queue(self, data: bytes, at_ns: int, samples: int = 0) -> tuple[int, int]:
         with self._lock:
             if not self._plugged:
                 self.stats["frames_lost_unplugged"] += 1
                 self.stats["samples_never_sent"] += samples
-                return
+                return at_ns, -1
             at = max(at_ns, self._last_deliver)  # one wire: in order
             self._last_deliver = at
             self._order += 1
             heapq.heappush(self._out, (at, self._order, data, samples))
+            return at, self._order
 
     # ------------------------------------------------------------ the MCU's loop
     def _run(self) -> None:
@@ -271,7 +282,7 @@ class SimMcu:
             fd = self._master
             if fd is not None:
                 try:
-                    select.select([fd], [], [], max(wait, 0) / 1e9)
+                    select.select([fd], [fd] if self._tx else [], [], max(wait, 0) / 1e9)
                 except (OSError, ValueError):
                     time.sleep(0.001)
             else:
@@ -337,33 +348,52 @@ class SimMcu:
             mv = int(3300 + 9 * pct)
             self._send(p.Battery(0, mv, int(pct), self.charging), now)
 
+    TX_BUFFER_S = 2.0
+    """How long a frame may wait for a reader (a host that does not read, or has not opened
+    the port yet) before it is dropped: about the 32-64 KiB a host's tty layer buffers. The
+    MCU never blocks on its transmitter; a pty only takes ~17 KB, so without this the
+    simulator would stall, then deliver seconds of old samples at once."""
+
     def _deliver(self, now: int) -> None:
-        out: list[bytes] = []
-        samples = 0
         with self._lock:
             while self._out and self._out[0][0] <= now:
                 e = heapq.heappop(self._out)
-                out.append(e[2])
-                samples += e[3]
+                self._tx.append((e[0], e[1], e[2], e[3]))
             fd = self._master
-        if not out:
-            return
-        try:
-            if fd is None:
-                raise OSError("unplugged")
-            data = b"".join(out)
-            while data:  # a pty takes a few KiB at a time
-                try:
-                    k = os.write(fd, data)
-                except BlockingIOError:
-                    select.select([], [fd], [], 0.01)
-                    continue
-                data = data[k:]
-            self.stats["frames_out"] += len(out)
-            self.stats["samples_sent"] += samples
-        except OSError:
-            self.stats["frames_lost_unplugged"] += len(out)
-            self.stats["samples_never_sent"] += samples
+        tx = self._tx
+        while tx:
+            _, order, frame, n = tx[0]
+            try:
+                if fd is None:
+                    raise OSError("unplugged")
+                if self._tx_partial:
+                    frame = frame[self._tx_partial:]
+                k = os.write(fd, frame)
+            except BlockingIOError:
+                break  # the reader is behind: try again at the next turn of the loop
+            except OSError:
+                self.stats["frames_lost_unplugged"] += len(tx)
+                self.stats["samples_never_sent"] += sum(e[3] for e in tx)
+                tx.clear()
+                self._tx_partial = 0
+                return
+            if k < len(frame):  # a frame begun on the wire is finished first
+                self._tx_partial += k
+                break
+            self._tx_partial = 0
+            tx.popleft()
+            self.stats["frames_out"] += 1
+            self.stats["samples_sent"] += n
+            if order in self._pong_orders:
+                tick = self._pong_orders.pop(order)
+                rec = self.exchanges.get(tick)
+                if rec is not None:
+                    rec[3] = time.monotonic_ns()
+        stale = time.monotonic_ns() - int(self.TX_BUFFER_S * 1e9)
+        while tx and tx[0][0] < stale and not self._tx_partial:  # behind an absent reader
+            _, _, _, n = tx.popleft()
+            self.stats["frames_dropped_no_reader"] += 1
+            self.stats["samples_never_sent"] += n
 
     def _receive(self, now: int) -> None:
         fd = self._master
@@ -382,14 +412,21 @@ class SimMcu:
                 self.stats["pings"] += 1
                 at_mcu = self.link.to_mcu(now, 11)
                 tick = self.tick(at_mcu)
-                self._send(p.Pong(0, m.ping_id, tick), at_mcu + 3_000)
+                at, order = self._send(p.Pong(0, m.ping_id, tick), at_mcu + 3_000)
                 self.stats["pongs"] += 1
+                if len(self.exchanges) < 100_000:
+                    self.exchanges[tick] = [now, at_mcu, at, 0]
+                    self._pong_orders[order] = tick
             elif isinstance(m, p.HelloRequest):
                 self._accepted = False
                 self._next_hello = 0
             elif isinstance(m, p.Accept):
                 self._accepted = m.major == self.p.major
                 self.stats["accepts"] += 1
+                if not self._script_started:
+                    self._script_started = True
+                    for at_s, held in self.p.script:
+                        self.press(held, at_ns=now + int(at_s * 1e9))
                 self._next_battery = 0  # the host is listening now: tell it at once
             elif isinstance(m, p.Led):
                 self.led_history.append((now, m.pattern, m.rgb))
