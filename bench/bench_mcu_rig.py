@@ -42,6 +42,10 @@ def main() -> int:
     ap.add_argument("-s", "--seconds", type=float, default=300.0)
     ap.add_argument("--link", choices=("uart", "usb-cdc"), default="uart")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--mcu-process", action="store_true",
+                    help="run the simulated MCU in a process of its own "
+                         "(agent.sim.mcu_process): its 'hardware' instants are then not "
+                         "delayed by the agent's interpreter lock")
     a = ap.parse_args()
 
     from agent import config
@@ -69,7 +73,14 @@ def main() -> int:
                                chunk_bytes=cfg.segment.chunk_bytes, duration=T)
     stop = threading.Event()
     faults = {"garbage": 0, "truncated": 0, "unplugs": 0}
-    with _sim_rig(cfg), _sim_mcu(cfg) as sim:
+    if a.mcu_process:
+        from agent.sim.mcu import params_from_config
+        from agent.sim.mcu_process import SimMcuProcess
+
+        sim_mcu: Any = SimMcuProcess(params_from_config(cfg))
+    else:
+        sim_mcu = _sim_mcu(cfg)
+    with _sim_rig(cfg), sim_mcu as sim:
         sources = _wrist_sources(cfg) + _mcu_sources(cfg, spool.root, sim)
         mcu = next(s for s in sources if isinstance(s, McuSource))
         camera = open_camera(cfg.camera)
@@ -137,7 +148,8 @@ def main() -> int:
               for ev in (r.streams["/wearcap/events"].events if "/wearcap/events" in r.streams
                          else [])]
     out = {
-        "seconds": T, "link": a.link, "segments": len(res.sealed), "frames": res.frames,
+        "seconds": T, "link": a.link, "mcu_process": a.mcu_process,
+        "segments": len(res.sealed), "frames": res.frames,
         "paused_frames": res.paused_frames, "faults_injected": faults,
         "head_imu": {"samples": len(ix), "lost_in_gap_records": lost,
                      "missing_from_recording": missing, "unreported_holes": holes,
@@ -168,7 +180,8 @@ def main() -> int:
         print(json.dumps(out, indent=1))
         return 0
     h = out["head_imu"]
-    print(f"{T:g} s on the simulated rig, MCU over {a.link}: {out['segments']} segments, "
+    print(f"{T:g} s on the simulated rig, MCU over {a.link}"
+          f"{' (in its own process)' if a.mcu_process else ''}: {out['segments']} segments, "
           f"{out['frames']} frames ({out['paused_frames']} withheld while paused)")
     print(f"head IMU: {h['samples']} samples; lost per the gap records {h['lost_in_gap_records']}"
           f", missing from the recording {h['missing_from_recording']} (equal: nothing lost "

@@ -37,6 +37,7 @@ DOCUMENTED: dict[str, p.Message] = {
     "led": p.Led(2, 2, 0xFFA000),
     "haptic": p.Haptic(3, 1, 200),
     "hello_request": p.HelloRequest(4),
+    "bye": p.Bye(5),
 }
 
 

@@ -16,6 +16,7 @@ Without a marker it does not open the port at all.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import select
@@ -87,6 +88,10 @@ def read_battery(spec: str, baud: int, timeout_s: float) -> dict[str, Any]:
     except OSError as exc:
         raise SourceError(f"{path}: {exc}", device="mcu") from None
     finally:
+        if q.hello is not None:
+            with contextlib.suppress(OSError, serial.SerialException):
+                ser.write(q.closing())
+                ser.flush()
         ser.close()
     b = q.result
     if b is None:

@@ -20,7 +20,7 @@ import msgpack
 from cobs import cobs
 
 PROTO_MAJOR = 1
-PROTO_MINOR = 0
+PROTO_MINOR = 1
 MAX_FRAME = 1024
 """Largest encoded frame (delimiter excluded) either side accepts; longer input is dropped
 up to the next delimiter and counted as ``overflow``."""
@@ -33,7 +33,7 @@ IMU_SAMPLE = struct.Struct("<6h")
 # message types, MCU -> host
 HELLO, IMU, STROBE, BUTTON, BATTERY, PONG, ERROR = 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x7F
 # host -> MCU
-ACCEPT, PING, LED, HAPTIC, HELLO_REQUEST = 0x81, 0x82, 0x83, 0x84, 0x85
+ACCEPT, PING, LED, HAPTIC, HELLO_REQUEST, BYE = 0x81, 0x82, 0x83, 0x84, 0x85, 0x86
 
 ERROR_KINDS = ("cobs", "short", "crc", "payload", "fields", "unknown", "overflow")
 
@@ -138,8 +138,19 @@ class HelloRequest:
     seq: int
 
 
+@dataclass(frozen=True)
+class Bye:
+    """The host stops on purpose (1.1): the MCU keeps its pattern, no host-silence fault."""
+
+    seq: int
+
+
+HOST_SILENCE_S = 3.0
+"""An MCU that accepted a host and then hears no valid frame from it for this long, without
+a ``bye``, shows the fault pattern by itself (docs/mcu-protocol.md, "Host silence")."""
+
 Message = (Hello | ImuBatch | Strobe | Button | Battery | Pong | McuError | Accept | Ping
-           | Led | Haptic | HelloRequest)
+           | Led | Haptic | HelloRequest | Bye)
 
 
 class FieldError(ValueError):
@@ -201,6 +212,7 @@ _SPEC: dict[int, tuple[int, Any]] = {
     LED: (2, lambda s, f: Led(s, _u(f[0], 8), _u(f[1], 24))),
     HAPTIC: (2, lambda s, f: Haptic(s, _u(f[0], 8), _u(f[1], 16))),
     HELLO_REQUEST: (0, lambda s, f: HelloRequest(s)),
+    BYE: (0, lambda s, f: Bye(s)),
 }
 
 
@@ -230,6 +242,8 @@ def fields(msg: Message) -> list[Any]:
         return [LED, m.seq, m.pattern, m.rgb]
     if isinstance(m, Haptic):
         return [HAPTIC, m.seq, m.pattern, m.ms]
+    if isinstance(m, Bye):
+        return [BYE, m.seq]
     return [HELLO_REQUEST, m.seq]
 
 

@@ -33,6 +33,10 @@ class BatteryQuery:
     def opening(self) -> bytes:
         return p.encode(p.HelloRequest(self._next()))
 
+    def closing(self) -> bytes:
+        """``bye``: the query stops on purpose, so the MCU keeps its pattern."""
+        return p.encode(p.Bye(self._next()))
+
     def feed(self, data: bytes) -> bytes:
         """Bytes read from the port in; bytes to write back out (possibly empty)."""
         out = b""

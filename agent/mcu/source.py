@@ -128,6 +128,8 @@ class McuSource:
 
     def stop(self) -> None:
         if self._link is not None:
+            # on purpose: the MCU keeps its pattern (no host-silence fault, protocol 1.1)
+            self._send(p.Bye(self._seq()))
             self._link.stop()
         self._stopping = True
         self._flush = True

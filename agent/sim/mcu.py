@@ -20,6 +20,8 @@ It behaves as docs/mcu-protocol.md says firmware must:
   ``on_exposure`` (the simulated sensor's truth, not the agent's stamps);
 - button edges, battery reports, hello at start and on request, LED/haptic commands kept in
   ``led_history`` / ``haptic_history`` for tests;
+- the host-silence rule: an accepted host silent for 3 s without a ``bye`` is shown as a
+  fault (appended to ``led_history``, counted in ``stats["host_silence_faults"]``);
 - faults: ``garbage`` bytes, a ``truncate``d frame, ``unplug()`` (the pty closes, frames in
   flight are lost, the IMU keeps sampling) and ``replug()`` (a new pty behind the same
   symlink, as udev does on re-enumeration).
@@ -109,6 +111,8 @@ class SimMcu:
         self._taps: list[int] = []
         self._plugged = False
         self._accepted = False
+        self._host_rx = 0  # last valid frame from the host (host-silence rule)
+        self._bye = False
         self._next_hello = 0
         self._next_battery = 0
         self.battery = self.p.battery_percent
@@ -128,7 +132,8 @@ class SimMcu:
                                       "unplugs": 0, "samples_while_unplugged": 0,
                                       "rx_bad": 0, "accepts": 0, "samples_sent": 0,
                                       "samples_never_sent": 0,
-                                      "frames_dropped_no_reader": 0}
+                                      "frames_dropped_no_reader": 0,
+                                      "host_silence_faults": 0}
         self._script_started = False
 
     # ------------------------------------------------------------ lifecycle
@@ -334,7 +339,20 @@ class SimMcu:
         for t, down in due:
             self._send(p.Button(0, down, self.tick(t)), max(t, now))
 
+    def _host_silence(self, now: int) -> None:
+        """docs/mcu-protocol.md, "Host silence": an accepted host that says nothing for
+        HOST_SILENCE_S, without a bye, is shown as a fault, kept until the next led."""
+        if (self._accepted and not self._bye
+                and now - self._host_rx > p.HOST_SILENCE_S * 1e9):
+            from agent.mcu.led import FAST, RED
+
+            self.led_history.append((now, FAST, RED))
+            self.stats["host_silence_faults"] += 1
+            self._accepted = False  # as after boot: hello once a second until an accept
+            self._next_hello = now
+
     def _periodic(self, now: int) -> None:
+        self._host_silence(now)
         if self._plugged and not self._accepted and now >= self._next_hello:
             self._next_hello = now + 1_000_000_000
             self._send(p.Hello(0, self.p.major, self.p.minor, "sim-1.0", {
@@ -408,6 +426,9 @@ class SimMcu:
         now = time.monotonic_ns()  # after the read: the ping was certainly here by now
         bad = self._decoder.bad_frames
         for m in self._decoder.feed(data):
+            self._host_rx = now
+            if isinstance(m, p.Bye):
+                self._bye = True
             if isinstance(m, p.Ping):
                 self.stats["pings"] += 1
                 at_mcu = self.link.to_mcu(now, 11)
@@ -422,6 +443,7 @@ class SimMcu:
                 self._next_hello = 0
             elif isinstance(m, p.Accept):
                 self._accepted = m.major == self.p.major
+                self._bye = False
                 self.stats["accepts"] += 1
                 if not self._script_started:
                     self._script_started = True
