@@ -15,7 +15,11 @@ preallocated ByteRing and sends a ping every ``1/ping_hz`` s; nothing else happe
   counter is counted (``frames_lost``); a ring overflow is a gap of unknown size.
 
 Host times within the IMU stream never step back: a refit that would map a chunk before the
-previous one's last sample is slewed to just after it, and counted (``slewed``).
+previous one's last sample is slewed to a sample period after it, and counted (``slewed``).
+A slewed chunk's samples are spaced at most ``CATCH_UP`` (5 %) closer than the fit's until
+the stream meets the fit again, its bound widened by how far ahead it starts: a stream placed
+ahead (samples written on late arrival times before the fit was usable) catches up at 5 %,
+and no two samples are ever closer than 95 % of a sample period.
 
 Samples that arrive before the first pong (no mapping yet) are held, up to ``hold_samples``;
 after that they are written on their arrival times with ``clock.method = "arrival"``.
@@ -425,14 +429,23 @@ class McuSource:
 
     _prev_end_host: int | None = None
 
+    CATCH_UP = 0.05
+    """How much faster than the fit a slewed chunk runs (50,000 ppm): a stream 1 s ahead of
+    its fit meets it after 20 s of samples."""
+
     def _time(self, c: records.HeadChunk) -> None:
         host, bound = self._map(c.device_ns[0])
         n = len(c.device_ns)
         span = (c.device_ns[-1] - c.device_ns[0]) * self.fit.slope
-        if self._last_imu_host is not None and host <= self._last_imu_host:
+        step = span / (n - 1) if n > 1 else 1e6
+        earliest = (None if self._last_imu_host is None
+                    else self._last_imu_host + max(1, round(step * (1 - self.CATCH_UP))))
+        if earliest is not None and host < earliest:
             self.stats["slewed"] += 1
-            bound += self._last_imu_host + 1 - host
-            host = self._last_imu_host + 1
+            ahead = earliest - host
+            bound += ahead  # the first sample is the furthest from the fit
+            host = earliest
+            span = max(span * (1 - self.CATCH_UP), span - ahead)
         c.host_t0_ns, c.bound_ns = host, bound
         c.host_period_ns = span / (n - 1) if n > 1 else 0.0
         self._last_imu_host = host + int(span)
@@ -447,8 +460,9 @@ class McuSource:
                 self._time(c)
             else:
                 c.host_t0_ns, c.bound_ns = c.arrival_ns, -1
-                if self._last_imu_host is not None and c.host_t0_ns <= self._last_imu_host:
-                    c.host_t0_ns = self._last_imu_host + 1
+                if self._last_imu_host is not None:  # a sample period on (5 % less at most)
+                    earliest = self._last_imu_host + round(1e6 * (1 - self.CATCH_UP))
+                    c.host_t0_ns = max(c.host_t0_ns, earliest)
                 c.host_period_ns = 1e6
                 self._last_imu_host = c.host_t0_ns + int(1e6 * (len(c.device_ns) - 1))
             self._batch.append(c)
