@@ -224,8 +224,9 @@ def _payload(seq: int, size: int) -> bytes:
     return (unit * (size // 8 + 1))[:size]
 
 
-def test_stress_byte_ring_random_size_payloads(fast_switching):
-    total = 150_000
+def _stress_byte_ring(total: int, take) -> None:
+    """A producer thread pushes ``total`` random-size payloads; ``take(ring)`` returns what
+    one read takes, as ``[((seq, key), data), ...]``: in order, intact, or counted dropped."""
     rng = random.Random(7)
     sizes = [rng.randrange(8, 3000) for _ in range(total)]
     ring = ByteRing(256 * 1024, 256, META)
@@ -246,51 +247,7 @@ def test_stress_byte_ring_random_size_payloads(fast_switching):
     got_bytes = 0
     while True:
         finished = done.is_set()
-        item = ring.pop()
-        if item is None:
-            if finished:
-                break
-            time.sleep(0)
-            continue
-        rec, data = item
-        seq = int(rec["seq"])
-        assert seq > last
-        assert len(data) == sizes[seq]
-        assert data == _payload(seq, sizes[seq])
-        assert int(rec["key"]) == (seq % 30 == 0)
-        last = seq
-        n += 1
-        got_bytes += len(data)
-    t.join()
-    assert n + ring.dropped_records == total
-    assert got_bytes + ring.dropped_bytes == sent_bytes
-    assert ring.used_bytes == 0 and len(ring) == 0
-    print("received", n, "dropped", ring.dropped_records)
-
-
-def test_stress_byte_ring_pop_all(fast_switching):
-    total = 50_000  # the pop() stress above runs 150,000
-    rng = random.Random(7)
-    sizes = [rng.randrange(8, 3000) for _ in range(total)]
-    ring = ByteRing(256 * 1024, 256, META)
-    done = threading.Event()
-    sent_bytes = sum(sizes)
-
-    def producer() -> None:
-        for seq, size in enumerate(sizes):
-            ring.push(_payload(seq, size), (seq, seq % 30 == 0))
-            if (seq // 20_000) % 2:
-                time.sleep(0)
-        done.set()
-
-    t = threading.Thread(target=producer)
-    t.start()
-    last = -1
-    n = 0
-    got_bytes = 0
-    while True:
-        finished = done.is_set()
-        items = ring.pop_all()
+        items = take(ring)
         if not items:
             if finished:
                 break
@@ -309,6 +266,22 @@ def test_stress_byte_ring_pop_all(fast_switching):
     assert got_bytes + ring.dropped_bytes == sent_bytes
     assert ring.used_bytes == 0 and len(ring) == 0
     print("received", n, "dropped", ring.dropped_records)
+
+
+def _pop_one(ring: ByteRing) -> list:
+    item = ring.pop()
+    if item is None:
+        return []
+    rec, data = item
+    return [((int(rec["seq"]), int(rec["key"])), data)]
+
+
+def test_stress_byte_ring_random_size_payloads(fast_switching):
+    _stress_byte_ring(150_000, _pop_one)
+
+
+def test_stress_byte_ring_pop_all(fast_switching):
+    _stress_byte_ring(50_000, ByteRing.pop_all)  # the pop() stress above runs 150,000
 
 
 # --------------------------------------------------------------------------- model-based
