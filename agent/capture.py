@@ -486,11 +486,24 @@ class CaptureService:
         except Exception as err:  # the LED is not worth hiding the failure that stopped us
             self.status(f"could not show the fault on the LED: {err}")
 
+    def _show_stopped(self) -> None:
+        """A clean stop: the LED leaves "recording" before the MCU is told bye (the wearer's
+        ``show_stopped``; a low battery keeps its own row)."""
+        show = getattr(self.wearer, "show_stopped", None)
+        if show is None:
+            return
+        try:
+            show()
+        except Exception as err:  # the LED is not worth failing a clean stop for
+            self.status(f"could not show the stop on the LED: {err}")
+
     def _shutdown(self, started: list[Any], failing: bool) -> None:
         """Stop inputs, write what they still hold, seal. When ``failing``, the error that
         stopped the loop wins; otherwise the first error here is raised after sealing."""
         self.notify("STOPPING=1")
         self._stopping = True  # sources are stopped on purpose now: not "absent"
+        if not failing:
+            self._show_stopped()
         if self.publisher is not None:
             self.publisher.clear()
         stop_ns = self.clock()

@@ -1,6 +1,6 @@
 """Host silence (docs/mcu-protocol.md): a capture killed with SIGKILL says nothing more, and
 the MCU (simulated, on a pty, the real pyserial code on the other side) shows the fault by
-itself; a capture stopped on purpose says bye, and the MCU keeps its pattern."""
+itself; a capture stopped on purpose shows "stopped", says bye, and the MCU keeps that."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from tests.conftest import REPO
 
 FAULT = (led.FAST, led.RED)
 RECORDING = (led.SOLID, led.GREEN)
+STOPPED = (led.SOLID, led.WHITE)
 
 
 def _capture(tmp_path: Path, port: str) -> subprocess.Popen[str]:
@@ -57,4 +58,5 @@ def test_a_silent_host_is_shown_as_a_fault_by_the_mcu(tmp_path: Path, how: str) 
     if how == "kill -9":
         assert shown and last == FAULT
     else:
-        assert not shown and last == RECORDING  # a clean stop keeps its pattern
+        # a clean stop shows "stopped" before its bye, and the MCU keeps it
+        assert not shown and last == STOPPED

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from agent.mcu.controls import Controls, ControlSettings, State
-from agent.mcu.led import AMBER, FAST, GREEN, RED, SLOW, SOLID, RigState, led
+from agent.mcu.led import AMBER, DOUBLE, FAST, GREEN, RED, SLOW, SOLID, WHITE, RigState, led
 
 S = 1_000_000_000
 
@@ -65,6 +65,48 @@ def test_led_table_priorities():
     assert led(RigState(paused=True, discarding=True)) == (FAST, AMBER)
     assert led(RigState(paused=True, fault=True, low_battery=True)) == (FAST, RED)
     assert led(RigState(recording=False)) == (0, 0)
+    assert led(RigState(recording=False, stopped=True)) == (SOLID, WHITE)
+    assert led(RigState(stopped=True, low_battery=True)) == (DOUBLE, RED)
+    assert led(RigState(stopped=True, fault=True)) == (FAST, RED)
+
+
+class _Leds:
+    battery: dict | None = None
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[int, int]] = []
+
+    def set_led(self, pattern, rgb):
+        self.sent.append((pattern, rgb))
+
+    def haptic(self, pattern, ms):
+        pass
+
+    def status(self):
+        return {"streaming": True}
+
+
+def test_a_clean_stop_leaves_recording_even_from_a_pending_discard():
+    from agent.mcu.wearer import Wearer
+
+    src = _Leds()
+    w = Wearer(src, None)
+    w.on_button(True, 1 * S)
+    w.poll(7 * S)  # held 6 s: a discard is armed, waiting for a cancel
+    assert src.sent[-1] == (FAST, AMBER)
+    assert w.show_stopped() and src.sent[-1] == (SOLID, WHITE)
+    w.poll(8 * S)  # nothing after the stop brings "recording" or the discard back
+    assert src.sent[-1] == (SOLID, WHITE)
+
+
+def test_a_low_battery_stop_keeps_its_pattern():
+    from agent.mcu.wearer import Wearer
+
+    src = _Leds()
+    src.battery = {"percent": 3, "millivolts": 3300, "charging": False}
+    w = Wearer(src, None)
+    w.poll(1 * S)
+    assert w.show_stopped() and src.sent[-1] == (DOUBLE, RED)
 
 
 def test_the_led_shows_syncing_from_the_sync_status_file(tmp_path):

@@ -4,7 +4,9 @@
 
 The first row that applies wins, so the order is the priority: a fault hides everything, a
 pending discard must be seen (it is waiting for a cancel), a low battery warns before the
-rig stops.
+rig stops. A clean stop (SIGTERM, the end of ``--duration``) shows ``stopped`` (white,
+solid: powered, not recording), sent before ``bye`` so the MCU keeps it; a stop for a fault
+or a low battery keeps that row instead.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ class RigState:
     paused: bool = False
     recording: bool = True
     syncing: bool = False
+    stopped: bool = False
+    """Capture stopped on purpose and is about to close the port."""
 
 
 TABLE: list[tuple[str, int, int]] = [
@@ -31,6 +35,7 @@ TABLE: list[tuple[str, int, int]] = [
     ("fault", FAST, RED),
     ("discarding", FAST, AMBER),
     ("low_battery", DOUBLE, RED),
+    ("stopped", SOLID, WHITE),
     ("paused", SLOW, AMBER),
     ("syncing", BREATHE, BLUE),
     ("recording", SOLID, GREEN),

@@ -63,6 +63,7 @@ class Wearer:
         self._sync_read_at = 0
         self._low_sent = False
         self.requests: list[Path] = []
+        self.stopped = False
 
     def on_button(self, down: bool, host_ns: int) -> None:
         self._edges.append((down, host_ns))
@@ -106,15 +107,30 @@ class Wearer:
         log.error("fault shown on the LED: %s", reason)
         return bool(src.status().get("streaming"))
 
+    def show_stopped(self) -> bool:
+        """Capture stops on purpose (SIGTERM, the end of ``--duration``, a low battery): the
+        LED leaves "recording" now, before the MCU is told ``bye`` and keeps the pattern. A
+        low battery or a fault already shown keeps its row (agent.mcu.led). True if the
+        command went out."""
+        self.stopped = True
+        src = self.source
+        if src is None or not src.status().get("streaming"):
+            return False
+        want = led(self.state())
+        self._led, self._led_at = want, time.monotonic_ns()
+        src.set_led(*want)
+        return True
+
     def _low_battery(self) -> bool:
         b = getattr(self.source, "battery", None)
         return bool(b and self.s.low_battery_percent > 0 and not b["charging"]
                     and b["percent"] <= self.s.low_battery_percent)
 
     def state(self) -> RigState:
-        return RigState(fault=self.fault, discarding=self.controls.discarding,
-                        low_battery=self._low_battery(), paused=self.paused,
-                        recording=True, syncing=self.syncing)
+        live = not self.stopped  # a stopped rig is not discarding, paused nor recording
+        return RigState(fault=self.fault, discarding=live and self.controls.discarding,
+                        low_battery=self._low_battery(), paused=live and self.paused,
+                        recording=live, syncing=live and self.syncing, stopped=self.stopped)
 
     def _read_sync(self, now_ns: int) -> None:
         """Syncing: the sync service's status file (agent.sync.service) says it is uploading
