@@ -3,6 +3,7 @@
 
     .venv/bin/python bench/bench_wrist_recording.py                  # 30 s, 0.05 s vs 0.5 s
     .venv/bin/python bench/bench_wrist_recording.py --seconds 60 --batch 0.05 0.5 1 --json
+    .venv/bin/python bench/bench_wrist_recording.py --seconds 15 --batch 2 --interval-ms 7.5 7.5
 
 The rig records the 1 kHz head MCU too, in the same chunks. For each recording it reads
 the sealed segment(s) back and prints, for the wrist bands and for the head IMU apart, the
@@ -35,10 +36,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 BUDGET = 8.0
 
 
-def record(batch_s: float, seconds: float, tmp: Path) -> Path:
+def record(batch_s: float, seconds: float, tmp: Path,
+           interval_ms: tuple[float, float] | None = None) -> Path:
     cfg = tmp / f"batch-{batch_s:g}.toml"
+    sim = ("" if interval_ms is None else
+           f"\n[sim]\ninterval_ms = [{interval_ms[0]:g}, {interval_ms[1]:g}]\n")
     cfg.write_text('profile = "sim"\n\n[camera]\nbackend = "none"\n\n[spool]\nreserve_mb = 0\n'
-                   f'\n[ble]\nbatch_seconds = {batch_s:g}\n')
+                   f'\n[ble]\nbatch_seconds = {batch_s:g}\n{sim}')
     spool = tmp / f"spool-{batch_s:g}"
     r = subprocess.run([sys.executable, "-m", "agent", "run", "--config", str(cfg),
                         "--duration", f"{seconds:g}", "--spool", str(spool)],
@@ -56,8 +60,10 @@ def chunk_bytes(data: bytes) -> int:
                if isinstance(rec, Chunk))
 
 
-def rewrite_chunk_bytes(messages: list[tuple[str, int, bytes]]) -> int:
-    """Chunk bytes of these messages written as one zstd chunk, as the segment writer does."""
+def write_mcap(messages: list[tuple[str, int, bytes]], chunk_ns: int | None = None) -> bytes:
+    """These messages (topic, log time, data) as an MCAP file with zstd chunks, as the segment
+    writer writes them: one chunk (``chunk_ns`` None), or a chunk closed every ``chunk_ns``
+    of log time, as the writer's checkpoint does."""
     from mcap.writer import CompressionType, Writer
 
     buf = io.BytesIO()
@@ -65,12 +71,24 @@ def rewrite_chunk_bytes(messages: list[tuple[str, int, bytes]]) -> int:
     w.start(profile="wearcap", library="bench")
     sid = w.register_schema("s", "jsonschema", b"{}")
     ids: dict[str, int] = {}
+    chunk_t0: int | None = None
     for seq, (topic, t, data) in enumerate(messages):
         if topic not in ids:
             ids[topic] = w.register_channel(topic, "msgpack", sid)
+        if chunk_ns is not None:
+            if chunk_t0 is None:
+                chunk_t0 = t
+            elif t - chunk_t0 >= chunk_ns:
+                w.flush()  # closes the chunk
+                chunk_t0 = t
         w.add_message(ids[topic], log_time=t, data=data, publish_time=t, sequence=seq)
     w.finish()
-    return chunk_bytes(buf.getvalue())
+    return buf.getvalue()
+
+
+def rewrite_chunk_bytes(messages: list[tuple[str, int, bytes]]) -> int:
+    """Chunk bytes of these messages written as one zstd chunk, as the segment writer does."""
+    return chunk_bytes(write_mcap(messages))
 
 
 def file_chunks(data: bytes) -> list[list[tuple[str, int, bytes]]]:
@@ -173,25 +191,7 @@ def measure(sealed: Path) -> dict[str, Any]:
 
 def baseline_file(msgs: list[tuple[str, int, bytes]]) -> bytes:
     """The same samples as plain msgpack lists, zstd chunks closed every second."""
-    from mcap.writer import CompressionType, Writer
-
-    buf = io.BytesIO()
-    w = Writer(buf, compression=CompressionType.ZSTD, chunk_size=1 << 62)
-    w.start(profile="wearcap", library="bench")
-    sid = w.register_schema("plain", "jsonschema", b"{}")
-    ids: dict[str, int] = {}
-    chunk_t0: int | None = None
-    for seq, (topic, t, data) in enumerate(sorted(msgs, key=lambda m: m[1])):
-        if topic not in ids:
-            ids[topic] = w.register_channel(topic, "msgpack", sid)
-        if chunk_t0 is None:
-            chunk_t0 = t
-        elif t - chunk_t0 >= 1_000_000_000:
-            w.flush()  # closes the chunk, as the segment writer's checkpoint does
-            chunk_t0 = t
-        w.add_message(ids[topic], log_time=t, data=data, publish_time=t, sequence=seq)
-    w.finish()
-    return buf.getvalue()
+    return write_mcap(sorted(msgs, key=lambda m: m[1]), chunk_ns=1_000_000_000)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -200,19 +200,30 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seconds", type=float, default=30.0, help="each recording's length")
     ap.add_argument("--batch", type=float, nargs="+", default=[0.05, 0.5],
                     help="ble.batch_seconds values, recorded side by side")
+    ap.add_argument("--interval-ms", type=float, nargs=2, metavar=("LOW", "HIGH"),
+                    help="the simulated bands' BLE connection interval range ([sim] "
+                    "interval_ms; default: the rig's, 7.5-50 ms drawn per band). "
+                    "--interval-ms 7.5 7.5 is the fast-link case: 1-2 samples a notification")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
+    if args.interval_ms and not 7.5 <= args.interval_ms[0] <= args.interval_ms[1] <= 4000:
+        ap.error("--interval-ms: LOW HIGH within 7.5..4000 ms, LOW <= HIGH")
+    interval = tuple(args.interval_ms) if args.interval_ms else None
     with tempfile.TemporaryDirectory(prefix="wearcap-bench-wrist-") as tmp:
         with ThreadPoolExecutor(len(args.batch)) as pool:
-            sealed = list(pool.map(lambda b: record(b, args.seconds, Path(tmp)), args.batch))
+            sealed = list(pool.map(lambda b: record(b, args.seconds, Path(tmp), interval),
+                                   args.batch))
         results = {f"{b:g}": measure(s) for b, s in zip(args.batch, sealed, strict=True)}
-    report = {"seconds": args.seconds, "budget_B_per_sample": BUDGET, "by_batch_s": results}
+    links = (f"{interval[0]:g}-{interval[1]:g} ms" if interval else "the rig's 7.5-50 ms")
+    report = {"seconds": args.seconds, "interval_ms": list(interval) if interval else None,
+              "budget_B_per_sample": BUDGET, "by_batch_s": results}
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
     print(f"wearcap run on the simulated rig (two 200 Hz bands, the 1 kHz head MCU), camera "
-          f"off, {args.seconds:g} s per recording; stored = each stream's share of the zstd "
-          f"chunk bytes, per 6-axis sample; budget {BUDGET:g} B")
+          f"off, BLE connection interval {links}, {args.seconds:g} s per recording; stored = "
+          f"each stream's share of the zstd chunk bytes, per 6-axis sample; "
+          f"budget {BUDGET:g} B")
     for b, r in results.items():
         print(f"  batch {b:>5} s ({r['segments']} segment(s), "
               f"{r['file_overhead_B_per_segment']} B of schemas/metadata/index per segment):")

@@ -115,6 +115,7 @@ def test_discovers_connects_and_streams_without_gaps(rig):
     first_arrival = min(int(a) for p in run.imu()
                         for a in decode_payload(p)["chunks"]["arrival_ns"])
     assert start["start_ns"] < start["end_ns"] == first_arrival
+    assert first_arrival % 1000 == 0  # the link stamps arrivals in whole us
     assert run.src.status()["state"] == "stopped"
 
 

@@ -11,11 +11,15 @@ from agent.sim.band_model import BandModel, BandParams
 from agent.wrist.decode import make_decoder
 from agent.wrist.imu_batch import (
     CLOCK_KEYSETS,
+    FORMAT,
     LEGACY_ENCODING,
     batch_clock,
     clock_record,
+    columns,
+    decode_arrival,
     decode_counts,
     decode_payload,
+    encode_arrival,
     encode_counts,
     fold,
     imu_channel,
@@ -164,3 +168,87 @@ def test_clock_in_an_unknown_key_order_stays_a_map():
         assert "unknown key order" in str(exc)
     else:
         raise AssertionError("an unknown key order must not decode")
+
+
+# A batch in format 2 (no ``format`` key; ``steps``, ``arrival_after_ns``, the clock a list):
+# 3 chunks of the open profile at 200 Hz on a 7.5 ms link.
+STEPS_FORMAT_BATCH = bytes.fromhex(
+    "de0017a462616e64a46c656674a770726f66696c65ac776561726361702d6f70656ea8656e636f64696e67b3"
+    "6431322d7a7a2d6931366c652d706c616e6172a16e04a3616363c418b9c2ce01121d1d1a0701011107050c00"
+    "0000000000000000a96163635f6f7264657293010101a46779726fc418bf71c7e8acc0100102000201090500"
+    "090500000000000000aa6779726f5f6f7264657293020202a76368756e6b5f6e93010201a96163635f736361"
+    "6c65cb3f739d013a92a305aa6779726f5f7363616c65cb3f51740afa84ad8aa5696e64657893000000a37365"
+    "7193000000a87261775f74696d6593ce004c5af90000ac6465766963655f74305f6e7393cf000000012a435c"
+    "a80000aa686f73745f74305f6e7393ce0014811c0000a57374657073950101cd1388ce004c4b40ce004c4b40"
+    "ab6c6f73745f6265666f726593000000b06465766963655f706572696f645f6e73cb415312d000000000b061"
+    "72726976616c5f61667465725f6e7393ce00e2c99bce004a331bce00df3336ae686f73745f706572696f645f"
+    "6e73cb415312d000000000a5636c6f636b9fc2cb0000000000000000ce0019f0a0ce0016e360a770726f6669"
+    "6c65a774776f2d776179cb40e86a000000000000ce01294a74ce0112632cce0016e360cd03e80000a76f6e65"
+    "2d776179aa636c6f636b5f6b65797301")
+
+
+def test_batches_in_the_steps_format_still_decode():
+    p = msgpack.unpackb(STEPS_FORMAT_BATCH)
+    assert "format" not in p and "steps" in p
+    d = decode_payload(p)
+    assert d["host_ns"].tolist() == [1343772, 6343772, 11343772, 16343772]
+    assert d["chunks"]["arrival_ns"] == [16206519, 16206519, 30971410]
+    assert d["acc"][:2].tolist() == [[-989, 737, 1639], [-990, 746, 1624]]
+    assert d["index"].tolist() == [0, 1, 2, 3]
+    assert d["device_ns"].tolist() == [5004025000, 5009025000, 5014025000, 5019025000]
+    assert batch_clock(p)["error_bound_ns"] == 19483252
+
+
+def _arrivals_back(arrivals: list[int]) -> list[int]:
+    cols = encode_arrival(arrivals)
+    return decode_arrival(msgpack.unpackb(msgpack.packb({**cols, "chunk_n": [1] * len(arrivals)})))
+
+
+def test_arrival_codec_is_exact_for_any_times():
+    rng = np.random.default_rng(11)
+    cases = [[123], [5, 5, 5], [10**13, 10**13 + 7_500_000], [3, 1, 2, 0],
+             rng.integers(0, 2**62, 50).tolist(),  # no grid at all
+             np.sort(rng.integers(10**12, 10**12 + 10**9, 300)).tolist(),
+             (np.arange(200) * 30_000_000 + rng.integers(-40_000_000, 40_000_000, 200)).tolist()]
+    for arrivals in cases:
+        assert _arrivals_back(arrivals) == arrivals
+    us = (np.arange(100) * 7_500_000 + 10**12 + rng.integers(0, 900, 100) * 1000).tolist()
+    assert encode_arrival(us)["arrival_unit_ns"] == 1000 and _arrivals_back(us) == us
+    assert encode_arrival([*us[:-1], us[-1] + 1])["arrival_unit_ns"] == 1  # one ns: ns
+
+
+def test_arrivals_on_a_connection_grid_store_their_jitter_only():
+    """A 7.5 ms link whose controller runs 60 ppm slow of the host, a missed event, two
+    notifications in one event: the events are found, and a residual is the jitter."""
+    rng = np.random.default_rng(5)
+    events = np.concatenate([np.arange(0, 120), np.arange(121, 200)])
+    events = np.insert(events, 50, events[49])  # two in event 49
+    arrivals = (2 * 10**12 + 1_234_567 + np.rint(events * 7_500_000 * (1 + 60e-6))
+                + rng.integers(0, 100, events.size)).astype(np.int64)
+    arrivals[50] += 400_000  # the second packet of its event, one air slot later
+    cols = encode_arrival(arrivals.tolist())
+    assert cols["arrival_unit_ns"] == 1
+    assert np.cumsum(cols["arrival_events"]).tolist() == events.tolist()
+    assert abs(cols["arrival_interval"] - 7_500_000 * (1 + 60e-6)) < 1.0
+    width = len(cols["arrival_resid"]) // events.size
+    assert width == 3  # the 400 us of the shared event; the rest fit one byte
+    z = np.frombuffer(cols["arrival_resid"], np.uint8).reshape(width, -1)
+    assert np.count_nonzero(z[1:]) <= 2  # high planes: zero but the shared event's
+    assert _arrivals_back(arrivals.tolist()) == arrivals.tolist()
+
+
+def test_batches_say_their_format_and_refuse_a_newer_one():
+    m = BandModel(BandParams(profile="wearcap-open", rate_hz=200, seed=3), 0)
+    dec, fit = make_decoder("wearcap-open", rate_hz=200), make_fit("wearcap-open", 200)
+    chunks = [c for d in m.deliveries_until(500_000_000) for c in dec.feed(d.packet, d.host_ns)]
+    for c in chunks:
+        observe(fit, c)
+    p = msgpack.unpackb(msgpack.packb(imu_message("left", chunks, fit, "wearcap-open").payload))
+    assert p["format"] == FORMAT == 3 and "arrival_after_ns" not in p
+    assert columns(p)["arrival_ns"] == [c.arrival_ns for c in chunks]
+    try:
+        columns({**p, "format": FORMAT + 1})
+    except ValueError as e:
+        assert "newer" in str(e)
+    else:
+        raise AssertionError("a newer format was read")

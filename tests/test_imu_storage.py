@@ -21,11 +21,13 @@ BUDGET = 8.0
 T0 = 10_000_000_000  # host time the bands start at
 
 
-def record(seconds: int, batch_per_chunk: int = 1) -> tuple[bytes, int, list[bytes]]:
+def record(seconds: int, batch_per_chunk: int = 1, interval_ms: tuple[float, float] = (7.5, 50),
+           stamp_ns: int = 1) -> tuple[bytes, int, list[bytes]]:
+    """``stamp_ns``: arrivals rounded up to it, as the BLE link stamps them (1000)."""
     bands = []
     for i, name in enumerate(("left", "right")):
-        model = BandModel(BandParams(profile="wearcap-open", rate_hz=200, seed=20 + i), T0,
-                          record=True)
+        model = BandModel(BandParams(profile="wearcap-open", rate_hz=200, seed=20 + i,
+                                     interval_ms=interval_ms), T0, record=True)
         bands.append((name, model, make_decoder("wearcap-open", rate_hz=200),
                       make_fit("wearcap-open", 200)))
     buf = io.BytesIO()
@@ -36,7 +38,8 @@ def record(seconds: int, batch_per_chunk: int = 1) -> tuple[bytes, int, list[byt
     step = 1_000_000_000 // batch_per_chunk
     for t in range(T0 + step, T0 + seconds * 1_000_000_000 + 1, step):
         for name, model, dec, fit in bands:
-            chunks = [c for d in model.deliveries_until(t) for c in dec.feed(d.packet, d.host_ns)]
+            chunks = [c for d in model.deliveries_until(t)
+                      for c in dec.feed(d.packet, -(-d.host_ns // stamp_ns) * stamp_ns)]
             for c in chunks:
                 observe(fit, c)
             if chunks:
@@ -63,6 +66,15 @@ def test_a_batch_per_chunk_stays_within_8_bytes_per_sample():
     # and every sample comes back
     got = sum(len(decode_payload(msgpack.unpackb(p))["host_ns"]) for p in payloads)
     assert got == n
+
+
+def test_fast_links_stay_within_8_bytes_per_sample():
+    """Both bands on a 7.5 ms connection interval: 1-2 samples a notification, so each
+    sample carries most of an arrival time (stamped in whole us, as the link does)."""
+    data, n, payloads = record(12, interval_ms=(7.5, 7.5), stamp_ns=1000)
+    per_sample = chunk_bytes(data) / n
+    assert per_sample <= BUDGET, f"{per_sample:.2f} B per stored sample"
+    assert {msgpack.unpackb(p)["arrival_unit_ns"] for p in payloads} == {1000}
 
 
 def test_short_batches_cost_more_than_a_batch_per_chunk():

@@ -45,6 +45,11 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 TIME_REPLY_HEAD = b"\xf0\x04\x00"
 """An open-profile reply to a time request, successful (``agent.wrist.control``)."""
+ARRIVAL_STAMP_NS = 1_000
+"""A data notification's arrival is stamped in whole us, rounded up (so it stays a time the
+packet had arrived by). The callback runs 0.3-3 ms after the radio event, with jitter of the
+same order, so the ns digits are noise; whole us store in ~1.2 B less per notification
+(agent/wrist/imu_batch.py; docs/design-notes.md)."""
 
 
 # ---------------------------------------------------------------- retry policy
@@ -365,8 +370,8 @@ class BleLink:
         replying = facts.answers(version)  # an open band of version 1 answers nothing
         replies = self._replies = await self._control_replies(client) if replying else None
 
-        def on_notify(_char: Any, data: bytearray) -> None:
-            push(clock(), bytes(data))  # the hot path: nothing else
+        def on_notify(_char: Any, data: bytearray) -> None:  # the hot path: nothing else
+            push(-(-clock() // ARRIVAL_STAMP_NS) * ARRIVAL_STAMP_NS, bytes(data))
 
         await client.start_notify(prof.notify_uuid, on_notify)
         for cmd in (*prof.rate_commands(self.rate_hz), *prof.start_commands(self.rate_hz)):

@@ -22,13 +22,17 @@ batch. Times are stored per chunk (one BLE notification), not per sample: sample
 
 Per-chunk integer columns are stored as residuals from the chunk before (PREDICTED_COLUMNS,
 ``steps``): a regular stream stores zeros, and a chunk's first-sample time costs nothing
-where it follows from the last. Arrival times are stored relative to the chunk's last sample
-(``arrival_after_ns``, exact); the clock record is a list in a named key order
-(``clock_keys``). ``columns(p)`` and ``batch_clock(p)`` read every format ever written.
+where it follows from the last. Arrival times are stored on the batch's connection-event
+grid (``encode_arrival``: a fitted interval, the events between notifications, and each
+notification's residual from its event as zigzag byte planes; exact, in the unit the stamps
+have: 1 us for the BLE link's, else 1 ns); the clock record is a list in a named key order
+(``clock_keys``). ``columns(p)`` and ``batch_clock(p)`` read every format ever written
+(FORMAT: 3 is this one; a batch without ``format`` is 2 if it has ``steps``, else 1).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, cast
 
@@ -41,6 +45,10 @@ from agent.wrist import timing
 from agent.wrist.decode import ImuChunk
 
 SCHEMA_NAME = "wearcap.ImuBatch"
+FORMAT = 3
+"""The batch format this code writes (``format``). 1: per-chunk columns delta coded, arrival
+in ns, the clock a map; 2 (``steps``): columns predicted, ``arrival_after_ns``, the clock a
+list; 3: arrival on the connection-event grid (``arrival_*``). Readers take every one."""
 ENCODING = "d12-zz-i16le-planar"
 LEGACY_ENCODING = "delta-i16le-planar"
 
@@ -71,12 +79,17 @@ SCHEMA: dict[str, Any] = {
         "being that column's entry in steps (in the order index, seq, raw_time, "
         "device_t0_ns, host_t0_ns); a column whose step is null (it has nulls) is delta "
         "coded: the first value, then each value minus the previous non-null one. "
-        "arrival_after_ns[c]: the notification's arrival minus the host time of the chunk's "
-        "last sample (host_t0_ns[c] + round((chunk_n[c]-1)*host_period_ns[c])), ns. "
+        "Arrival of chunk c's notification, in ns: (arrival_t0 + round(k[c] * arrival_interval) "
+        "+ r[c]) * arrival_unit_ns, k being the running sum of arrival_events (k[0] = "
+        "arrival_events[0] = 0) and r[c] the zigzag-decoded ((z >> 1) ^ -(z & 1)) "
+        "little-endian unsigned integer whose byte j is arrival_resid[j*C + c] (C chunks, "
+        "len(arrival_resid) // C bytes each, 0 if every r is 0). (format 2: "
+        "arrival_after_ns[c], the arrival minus the host time of the chunk's last sample, "
+        "host_t0_ns[c] + round((chunk_n[c]-1)*host_period_ns[c]), ns.) "
         "clock: a list of values in the key order clock_keys names (agent.wrist.imu_batch."
         "CLOCK_KEYSETS; 'bound.fit_ns' is clock.bound.fit_ns), or a map. (Batches written "
         "before these carry no steps: every such column delta coded, arrival_ns delta coded "
-        "in ns, clock a map.)"
+        "in ns, clock a map.) format: 3 (absent: 2 with steps, else 1)."
     ),
     "properties": {
         "band": {"type": "string", "description": "band name from the device config"},
@@ -107,8 +120,20 @@ SCHEMA: dict[str, Any] = {
                              "items": {"type": ["number", "null"]},
                              "description": "sample spacing on the band clock, per chunk or "
                              "for all"},
-        "arrival_after_ns": {**_INTS, "description": "host time the notification arrived, "
-                             "minus that of the chunk's last sample"},
+        "format": {"type": "integer", "description": "batch format (agent.wrist.imu_batch."
+                   "FORMAT); absent: 2 if steps is present, else 1"},
+        "arrival_unit_ns": {"type": "integer", "description": "unit of the arrival columns, "
+                            "ns (1000: every arrival is a whole us, 1: ns)"},
+        "arrival_t0": {"type": "integer", "description": "arrival grid origin, in the unit"},
+        "arrival_interval": {"type": "number", "description": "fitted connection interval "
+                             "(events between notifications), in the unit per event"},
+        "arrival_events": {**_INTS, "description": "connection events since the chunk "
+                           "before's notification (first: 0)"},
+        "arrival_resid": {"type": "string", "contentEncoding": "binary",
+                          "description": "each notification's arrival minus its grid "
+                          "event, zigzag, little-endian byte planes"},
+        "arrival_after_ns": {**_INTS, "description": "format 2: host time the notification "
+                             "arrived, minus that of the chunk's last sample"},
         "steps": {**_OPT_NUMS, "description": "step per sample of the predicted columns "
                   "(index, seq, raw_time, device_t0_ns, host_t0_ns); null: delta coded"},
         "clock_keys": {"type": "integer", "description": "key order of a clock stored as a "
@@ -255,10 +280,16 @@ minus its prediction from the chunk before: ``x[c-1] + round(chunk_n[c-1] * step
 a column with nulls, which stays delta coded). A regular stream stores zeros."""
 
 
+STEP_FRACTION = 1024
+"""Stored steps and intervals are rounded to 1/1024 of their unit: any value decodes exactly
+(the residuals absorb it), and a float with few mantissa bits compresses."""
+
+
 def predict_column(values: Sequence[int], chunk_n: Sequence[int]) -> tuple[list[int], float]:
     """(residuals, step per sample) for a column without nulls (see PREDICTED_COLUMNS)."""
     span = sum(chunk_n[:-1])
     step = (values[-1] - values[0]) / span if len(values) > 1 and span else 0.0
+    step = round(step * STEP_FRACTION) / STEP_FRACTION  # few mantissa bits: cheap to store
     out = [int(values[0])]
     for c in range(1, len(values)):
         out.append(int(values[c] - values[c - 1] - round(chunk_n[c - 1] * step)))
@@ -274,6 +305,74 @@ def unpredict_column(values: Sequence[int], chunk_n: Sequence[int], step: float)
 
 def _last_host(t0: int, period: float, n: int) -> int:
     return t0 + round((n - 1) * period)
+
+
+EVENT_STEP_NS = 1_250_000
+"""BLE connection intervals are whole multiples of 1.25 ms (of the controller's clock)."""
+ARRIVAL_KEYS = ("arrival_unit_ns", "arrival_t0", "arrival_interval", "arrival_events",
+                "arrival_resid")
+
+
+def _event_grid(a: npt.NDArray[np.int64], step: int) -> tuple[float, npt.NDArray[np.int64]]:
+    """(interval, event number per notification, the first's 0) of the connection-event
+    grid the arrivals ``a`` sit on. Only how well the residuals compress depends on it: the
+    stored residuals make any grid exact. The interval is the typical spacing of
+    notifications in different events snapped to ``step``, which numbers the events; a
+    least-squares fit of each event's first arrival on those numbers then takes up the drift
+    of host against controller."""
+    k = np.zeros(len(a), dtype=np.int64)
+    d = np.diff(a)
+    pos = d[d > 0]
+    if pos.size == 0:
+        return 0.0, k
+    apart = pos[pos > 0.5 * float(np.median(pos))]  # notifications of different events
+    interval = float(max(1, round(float(np.median(apart)) / step)) * step)
+    x = (a - a[0]) % int(interval)  # phase of each arrival on the grid: its circular mean
+    phase = float(np.angle(np.mean(np.exp(2j * np.pi * x / interval)))) / (2 * np.pi)
+    k = np.rint((a - a[0]) / interval - phase).astype(np.int64)
+    k -= k[0]
+    first = np.diff(k, prepend=-1) != 0  # the first notification of each event: later
+    if np.count_nonzero(first) > 2 and k[-1] > 0:  # ones wait for air slots
+        kf = k[first].astype(np.float64)
+        y = (a - a[0])[first].astype(np.float64)
+        var = float(np.var(kf))
+        if var > 0:
+            fitted = float(np.mean((kf - kf.mean()) * (y - y.mean()))) / var
+            if math.isfinite(fitted) and fitted > 0:
+                interval = round(fitted * STEP_FRACTION) / STEP_FRACTION
+    return interval, k
+
+
+def encode_arrival(arrival_ns: Sequence[int]) -> dict[str, Any]:
+    """Notification arrivals -> the ``arrival_*`` columns (see SCHEMA): exact. The unit is
+    1 us when every arrival is a whole us (the BLE link stamps in us), else 1 ns."""
+    a_ns = np.asarray(arrival_ns, dtype=np.int64)
+    unit = 1000 if not np.any(a_ns % 1000) else 1
+    a = a_ns // unit
+    interval, k = _event_grid(a, EVENT_STEP_NS // unit)
+    rel = a - a[0] - np.rint(k * interval).astype(np.int64)
+    t0 = int(a[0]) + int(np.median(rel))
+    r = a - t0 - np.rint(k * interval).astype(np.int64)
+    z = ((r << 1) ^ (r >> 63)).astype("<u8")
+    width = (int(z.max()).bit_length() + 7) // 8
+    planes = z.view(np.uint8).reshape(-1, 8)[:, :width].T.tobytes()
+    return {"arrival_unit_ns": unit, "arrival_t0": t0, "arrival_interval": interval,
+            "arrival_events": np.diff(k, prepend=0).tolist(), "arrival_resid": planes}
+
+
+def decode_arrival(p: Mapping[str, Any]) -> list[int]:
+    """The ``arrival_*`` columns of a stored batch -> each chunk's arrival, ns."""
+    nc = len(p["chunk_n"])
+    raw = np.frombuffer(p["arrival_resid"], dtype=np.uint8)
+    if raw.size % nc or raw.size > 8 * nc:
+        raise ValueError(f"{raw.size} arrival residual bytes for {nc} chunks")
+    b = np.zeros((nc, 8), dtype=np.uint8)
+    b[:, : raw.size // nc] = raw.reshape(-1, nc).T
+    z = b.view("<u8").reshape(nc)
+    r = (z >> np.uint64(1)).astype(np.int64) ^ -(z & np.uint64(1)).astype(np.int64)
+    k = np.cumsum(np.asarray(p["arrival_events"], dtype=np.int64))
+    a = int(p["arrival_t0"]) + np.rint(k * float(p["arrival_interval"])).astype(np.int64) + r
+    return (a * int(p["arrival_unit_ns"])).tolist()  # type: ignore[no-any-return]
 
 
 CLOCK_KEYSETS: dict[int, tuple[str, ...]] = {
@@ -376,10 +475,9 @@ def imu_message(band_name: str, chunks: Sequence[ImuChunk], fit: BandClock | Bat
         else:
             stored[k], step = predict_column(cast(list[int], col), chunk_n)
             steps.append(int(step) if step.is_integer() else step)
-    arrival = [c.arrival_ns - _last_host(t.t0_ns, t.period_ns, c.n)
-               for c, t in zip(chunks, placed, strict=True)]
     clock, clock_keys = pack_clock(clock_record(fit, placed))
     payload: dict[str, Any] = {
+        "format": FORMAT,
         "band": band_name,
         "profile": profile,
         "encoding": ENCODING,
@@ -395,7 +493,7 @@ def imu_message(band_name: str, chunks: Sequence[ImuChunk], fit: BandClock | Bat
         "steps": steps,
         "lost_before": [c.lost_before for c in chunks],
         "device_period_ns": fold([c.period_ns for c in chunks]),
-        "arrival_after_ns": arrival,
+        **encode_arrival([c.arrival_ns for c in chunks]),
         "host_period_ns": fold([t.period_ns for t in placed]),
         "clock": clock,
     }
@@ -411,6 +509,8 @@ def columns(p: Mapping[str, Any]) -> dict[str, Any]:
     """A stored payload's per-chunk columns as absolute values, one per chunk, whichever
     format wrote them (predicted, delta coded, folded), and its clock as a map."""
     nc = len(p["chunk_n"])
+    if int(p.get("format", 2)) > FORMAT:
+        raise ValueError(f"batch format {p['format']} is newer than this reader ({FORMAT})")
     steps = p.get("steps") or [None] * len(PREDICTED_COLUMNS)
     out = {**p, **{k: unfold(p[k], nc) for k in FOLDED_COLUMNS if k in p}}
     for k, step in zip(PREDICTED_COLUMNS, steps, strict=True):
@@ -418,7 +518,9 @@ def columns(p: Mapping[str, Any]) -> dict[str, Any]:
             out[k] = unpredict_column(p[k], p["chunk_n"], float(step))
         elif k in p:
             out[k] = undelta_column(p[k])
-    if "arrival_after_ns" in p:
+    if "arrival_resid" in p:
+        out["arrival_ns"] = decode_arrival(p)
+    elif "arrival_after_ns" in p:
         out["arrival_ns"] = [_last_host(t0, per, n) + int(a) for t0, per, n, a in zip(
             out["host_t0_ns"], out["host_period_ns"], p["chunk_n"], p["arrival_after_ns"],
             strict=True)]
