@@ -51,3 +51,31 @@ def test_timing_facts_come_from_the_registry():
         assert timing.TIMING[name] is registry.facts(name).timing
         args = registry.facts(name).timing.fit_args
         assert args.get("burst_gap_ns", BURST_GAP_NS) == BURST_GAP_NS
+
+
+@pytest.mark.parametrize("name", registry.NAMES)
+def test_each_profiles_simulated_encoder_comes_from_the_registry(name):
+    """The simulated band packs with the encoder its profile's facts name, and what it packs
+    decodes to the counts it took."""
+    import numpy as np
+
+    from agent.sim.band_model import BandModel, BandParams
+
+    f = registry.facts(name)
+    assert f.sim_encoder.startswith("agent.sim.band_encoders:")
+    model = BandModel(BandParams(profile=name, rate_hz=50, seed=2), 0, record=True)
+    dec = make_decoder(name, rate_hz=50)
+    chunks = [c for d in model.deliveries_until(3_000_000_000) for c in dec.feed(d.packet,
+                                                                               d.host_ns)]
+    chunks.extend(dec.flush())
+    assert chunks and model.recorded is not None
+    for c in chunks:
+        want = np.array([model.recorded[c.index + i][0] for i in range(c.n)])
+        assert c.acc.tolist() == want.tolist()
+    enc = f.make_sim_encoder(model.device_period_ns)
+    acc = np.array([[1, -2, 3], [4, 5, -6]], np.int16)
+    packets = enc(0, np.array([10**9, 10**9 + 20_000_000], np.int64), acc, -acc)
+    assert packets and all(isinstance(p, bytes) for p in packets)
+    dec = make_decoder(name, rate_hz=50)
+    back = [c for i, p in enumerate(packets) for c in dec.feed(p, i)] + dec.flush()
+    assert np.concatenate([c.acc for c in back]).tolist() == acc.tolist()

@@ -8,8 +8,9 @@
 
 The band's clock runs ``drift_ppm`` fast against the host, plus a slow sinusoidal wander of
 ``wander_ppm``; its samples come ``rate_error`` (fraction) faster than nominal. Samples are
-packed ``samples_per_packet`` at a time by the profile's encoder (each profile's encoder
-lives beside its decoder in agent/wrist/decode/), a packet is ready when its last sample is
+packed ``samples_per_packet`` at a time by the profile's encoder (the registry names it,
+agent/sim/band_encoders.py; each encoder lives beside its decoder in agent/wrist/decode/),
+a packet is ready when its last sample is
 taken, and it leaves at the next BLE connection event (interval drawn from
 ``interval_ms``, in 1.25 ms steps). A failed transmission (``retransmit_prob`` per attempt)
 is retried in the same event unless ``close_after_failures`` attempts in a row failed (the
@@ -45,16 +46,15 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 
+from agent.sim.band_encoders import POLAR_EPOCH_OFFSET_NS as POLAR_EPOCH_OFFSET_NS
 from agent.wrist.decode import PROFILES
 from agent.wrist.registry import REGISTRY
 
-POLAR_EPOCH_OFFSET_NS = 757_382_400_000_000_000  # a 2024 wall time, ns since 2000-01-01
 ANCHOR_LEAD_NS = 1_000_000
 """Open-profile firmware packs its samples this long before a connection event."""
 AIR_NS = 400_000
@@ -144,10 +144,6 @@ class Delivery:
 
 DEFAULT_SPP = {n: f.sim_samples_per_packet for n, f in REGISTRY.items()}
 
-Encoder = Callable[[int, npt.NDArray[np.int64], npt.NDArray[np.int16],
-                    npt.NDArray[np.int16]], list[bytes]]
-
-
 class BandModel:
     def __init__(self, params: BandParams, start_host_ns: int, *, record: bool = False) -> None:
         self.p = params
@@ -164,7 +160,7 @@ class BandModel:
                                   * (1.0 + params.drift_ppm * 1e-6))
         self.phase = float(self.rng.uniform(0, self.period_host))
         self._wander_amp = params.wander_ppm * 1e-6 * params.wander_period_s * 1e9 / (2 * math.pi)
-        self._encode = self._encoder()
+        self._encode = REGISTRY[params.profile].make_sim_encoder(self.device_period_ns)
         self._next_sample = 0
         self._queue: deque[tuple[int, bytes, int, int]] = deque()  # ready, packet, first, n
         self.interval_ns = 0
@@ -267,32 +263,6 @@ class BandModel:
         return a, gy
 
     # ---------------------------------------------------------------- packets
-    def _encoder(self) -> Encoder:
-        prof = self.p.profile
-        if prof == "wearcap-open":
-            from agent.wrist.decode import open_profile
-
-            def enc(k0: int, dev: npt.NDArray[np.int64], acc: npt.NDArray[np.int16],
-                    gyro: npt.NDArray[np.int16]) -> list[bytes]:
-                return [open_profile.encode(k0, int(dev[0]) // 1000,
-                                            round(self.device_period_ns), acc, gyro)]
-            return enc
-        if prof == "polar-pmd":
-            from agent.wrist.decode import polar_pmd
-
-            pe = polar_pmd.PolarEncoder()
-            return lambda k0, dev, acc, gyro: pe.encode(
-                dev + POLAR_EPOCH_OFFSET_NS, acc, gyro)
-        if prof == "movesense":
-            from agent.wrist.decode import movesense
-
-            me = movesense.MovesenseEncoder()
-            return lambda k0, dev, acc, gyro: [me.encode(int(dev[0]) // 1_000_000, acc, gyro)]
-        from agent.wrist.decode import witmotion
-
-        return lambda k0, dev, acc, gyro: [witmotion.encode(a, g)
-                                           for a, g in zip(acc, gyro, strict=True)]
-
     def _make_packets(self, until_host_ns: int) -> None:
         """Queue every packet whose last sample is taken by ``until_host_ns``."""
         if self.p.profile == "wearcap-open":

@@ -8,8 +8,9 @@ fit (kind and placement parameters, ``ProfileTiming``: ``agent.wrist.timing`` bu
 band's mapper from it), whether its band answers control writes, whether its stop reply
 counts the samples it sent, from which profile version it takes the two-way time exchange,
 the batch encoding its samples are stored in, how many samples its simulated firmware packs
-per notification, and its sensor-profile file (GATT layout, commands, scales, the latency
-default and its uncertainty: ``device_configs/sensors/<name>.toml``, ``agent.wrist.profiles``).
+per notification and the encoder that packs them, and its sensor-profile file (GATT layout,
+commands, scales, the latency default and its uncertainty:
+``device_configs/sensors/<name>.toml``, ``agent.wrist.profiles``).
 
 This module imports nothing heavy: ``agent.config`` reads its choices from here.
 """
@@ -21,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from agent.sim.band_encoders import Encoder
     from agent.wrist.decode import Decoder
     from agent.wrist.profiles import SensorProfile
 
@@ -56,6 +58,9 @@ class ProfileFacts:
     """The profile version (Info) from which the band takes the time exchange; None: never."""
     sim_samples_per_packet: int
     """What the simulated firmware packs per notification (agent.sim.band_model)."""
+    sim_encoder: str
+    """``module:function`` making the simulated firmware's encoder from the band's device
+    sample period (agent.sim.band_encoders; imported only when asked)."""
     batch_encoding: str = "d12-zz-i16le-planar"
     """How its samples are stored (agent.wrist.imu_batch ENCODING): the same for all today."""
 
@@ -68,6 +73,11 @@ class ProfileFacts:
         module, _, cls = self.decoder.partition(":")
         factory: Any = getattr(importlib.import_module(module), cls)
         return factory(rate_hz=rate_hz) if self.decoder_takes_rate else factory()  # type: ignore[no-any-return]
+
+    def make_sim_encoder(self, device_period_ns: float) -> Encoder:
+        module, _, fn = self.sim_encoder.partition(":")
+        factory: Any = getattr(importlib.import_module(module), fn)
+        return factory(device_period_ns)  # type: ignore[no-any-return]
 
     def sensor_profile(self) -> SensorProfile:
         from agent.wrist.profiles import load_profile
@@ -88,6 +98,7 @@ class ProfileFacts:
 
 
 _D = "agent.wrist.decode."
+_S = "agent.sim.band_encoders:"
 _BURST_GAP_NS = 2_000_000  # agent.clock.rate.BURST_GAP_NS (checked by the tests)
 REGISTRY: dict[str, ProfileFacts] = {f.name: f for f in (
     # anchored packets: the tx instant is the connection event; the fit converges in seconds
@@ -95,26 +106,30 @@ REGISTRY: dict[str, ProfileFacts] = {f.name: f for f in (
                  ProfileTiming("two-way", 1_000, 20_000_000,
                                {"converge_span_ns": 20_000_000_000}),
                  replies_from_version=2, stop_count=True, two_way_from_version=2,
-                 sim_samples_per_packet=4),
+                 sim_samples_per_packet=4,
+                 sim_encoder=_S + "wearcap_open"),
     # ns timestamps of each frame's last sample (the band's own clock ticks: 1/32768 s)
     ProfileFacts("polar-pmd", _D + "polar_pmd:PolarDecoder", True,
                  ProfileTiming("device", 31_000, 150_000_000,
                                {"converge_span_ns": 240_000_000_000,
                                 "burst_gap_ns": _BURST_GAP_NS}),
                  replies_from_version=0, stop_count=False, two_way_from_version=None,
-                 sim_samples_per_packet=16),
+                 sim_samples_per_packet=16,
+                 sim_encoder=_S + "polar_pmd"),
     # uint32 ms of the packet's first sample: a sample is up to 1 ms after its stamp
     ProfileFacts("movesense", _D + "movesense:MovesenseDecoder", True,
                  ProfileTiming("device", 1_000_000, 150_000_000,
                                {"converge_span_ns": 240_000_000_000,
                                 "burst_gap_ns": _BURST_GAP_NS}),
                  replies_from_version=None, stop_count=False, two_way_from_version=None,
-                 sim_samples_per_packet=8),
+                 sim_samples_per_packet=8,
+                 sim_encoder=_S + "movesense"),
     # no clock: sample numbers, rate fitted from arrivals (agent/clock/rate.py)
     ProfileFacts("witmotion", _D + "witmotion:WitMotionDecoder", True,
                  ProfileTiming("rate", 0, 150_000_000),
                  replies_from_version=None, stop_count=False, two_way_from_version=None,
-                 sim_samples_per_packet=1),
+                 sim_samples_per_packet=1,
+                 sim_encoder=_S + "witmotion"),
 )}
 NAMES = tuple(REGISTRY)
 
