@@ -61,6 +61,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -158,6 +159,36 @@ class ChunkTime:
         return self.fit_ns + self.latency_ns + self.quantisation_ns + self.slew_ns
 
 
+@dataclass(frozen=True, slots=True)
+class _FitNow:
+    """What every placement takes from the fit, whatever its chunk (``BandClock._now``)."""
+
+    ver: int
+    """``BandClock._ver`` when computed: it changes with every observation, exchange,
+    restart and cut."""
+    latency: Latency
+    slope: float
+    ax: float
+    ay: float
+    """The envelope's line (``_line``)."""
+    clamped: bool
+    """The fitted slope is outside the physical range."""
+    excess: float
+    """The fit part before the lock floor and the slope part (``_fit_part``)."""
+    ex_mid: float
+    """The excess the point is placed at."""
+    slope_span: float
+    """The window span a slope error is judged over; 0 while it adds nothing."""
+    young: bool
+    lock: float
+    below: float | None
+    """How far the envelope may be below the floor (``_local_low``); None: the slope part."""
+    ln: float
+    """The latency subtracted from the envelope."""
+    lat_part: int
+    source: str
+
+
 class BandClock:
     def __init__(self, kind: str, latency: Latency, *, period_ns: float,
                  quantisation_ns: int = 0, wait_prior_ns: int = WAIT_PRIOR_NS,
@@ -179,6 +210,10 @@ class BandClock:
         self.asymmetry = float(asymmetry)
         self.settle_ns = int(settle_ns)
         self._fit_args = fit_args
+        self._ver = 0
+        """Bumped by whatever changes what ``_now`` is computed from."""
+        self._now_cache: _FitNow | None = None
+        self._gates_cache: tuple[int, tuple[bool, bool, bool]] = (-1, (False, False, False))
         self._rate: RateFit | None = None
         self._oneway: OneWayFit | None = None
         self._twoway: TwoWayFit | None = None
@@ -215,6 +250,7 @@ class BandClock:
     # ---------------------------------------------------------------- fits
     def _new_fit(self) -> None:
         self._epoch = getattr(self, "_epoch", -1) + 1
+        self._ver += 1
         if self.kind == "rate":
             self._rate = RateFit(1e9 / self.nominal_period_ns, 0, **self._fit_args)
             self._oneway = self._rate.fit
@@ -283,6 +319,15 @@ class BandClock:
         slope, ax, ay = self._line()
         return ay + slope * (self._x(key) - ax)
 
+    def _above(self, obs: Iterable[tuple[int, int, int]]) -> list[float]:
+        """How far each observation (key, arrival, n) arrived above the envelope at its
+        newest sample: ``arrival - _envelope(newest key)``, the line taken once."""
+        slope, ax, ay = self._line()
+        if self.kind == "rate":
+            p = self.nominal_period_ns
+            return [a - (ay + slope * ((k + m - 1) * p - ax)) for k, a, m in obs]
+        return [a - (ay + slope * (k - ax)) for k, a, _m in obs]
+
     # ---------------------------------------------------------------- observations
     def observe_device(self, device_ns: int, arrival_ns: int,
                        index: int | None = None) -> None:
@@ -315,6 +360,7 @@ class BandClock:
             self.fit.add(key, arrival_ns)
 
     def _observe(self, key: int, arrival_ns: int, n: int) -> None:
+        self._ver += 1
         f = self.fit
         restarts = f.restarts
         if f.ready:
@@ -339,8 +385,7 @@ class BandClock:
         if self._checked != f.refits and len(rec) >= 4 \
                 and arrival_ns - rec[0][1] >= self.settle_ns * 3 // 4:
             self._checked = f.refits  # once per closed bin
-            low = min(a - self._envelope(k + m - 1 if self.kind == "rate" else k)
-                      for k, a, m in rec)
+            low = min(self._above(rec))
             if low > self.jump_ns:  # a whole settle window above: the envelope is stale
                 self._restart(list(rec))
                 return
@@ -359,7 +404,7 @@ class BandClock:
         tol = self.max_slope_dev + 2 * self.wait_prior_ns / span
         return abs(f.slope - 1.0) <= tol
 
-    def _suspect(self, key: float, n: int, period_ns: float | None, arrival_ns: int) -> bool:
+    def _suspect(self) -> bool:
         """Whether this chunk's timestamps cannot be trusted: the fit runs at an impossible
         rate, or, while it is young, the chunk is further from it than any wait explains."""
         f = self.fit
@@ -380,6 +425,7 @@ class BandClock:
         return self._bins() >= SETTLE_BINS and self._plausible()
 
     def _restart(self, replay: list[tuple[int, int, int]]) -> None:
+        self._ver += 1
         self.restarts += 1
         self._checked = -1
         self._new_fit()
@@ -399,6 +445,7 @@ class BandClock:
         self._restart([])
         self._arr.clear()
         self._res.clear()
+        self._ver += 1
 
     def observe_exchange(self, host_send_ns: int, device_rx_ns: int, host_recv_ns: int,
                          device_tx_ns: int) -> None:
@@ -413,6 +460,7 @@ class BandClock:
             self._twoway = TwoWayFit(max_drift_ppm=self.max_slope_dev * 1e6)
         between = max(0, device_tx_ns - device_rx_ns) * (1.0 - self.max_slope_dev)
         recv = host_recv_ns - round(between)
+        self._ver += 1
         if self._twoway.add(host_send_ns, device_rx_ns, recv):
             self.exchanges += 1
             self._xch.append((device_rx_ns, host_send_ns))
@@ -431,7 +479,8 @@ class BandClock:
         key = (f.refits, self._epoch, self.exchanges // 32)
         if self._lat_cache[0] == key:
             return self._lat_cache[1]
-        sums = sorted(s for s in (self._envelope(rx) - send for rx, send in self._xch)
+        slope, ax, ay = self._line()  # the envelope at each rx (kind "two-way": x is rx)
+        sums = sorted(s for s in (ay + slope * (rx - ax) - send for rx, send in self._xch)
                       if s > 0)
         out: tuple[float, float] | None = None
         if sums:
@@ -488,9 +537,7 @@ class BandClock:
         width: 90th percentile / 0.9), recomputed when the fit moves."""
         f = self.fit
         if self._spread_at != (f.refits, self._epoch):
-            rate = self.kind == "rate"
-            res = sorted(a - self._envelope(k + m - 1 if rate else k)
-                         for k, a, m in self._recent)
+            res = sorted(self._above(self._recent))
             self._spread_cache = (res[int(0.9 * (len(res) - 1))] / 0.9 if res
                                   else float(self.wait_prior_ns))
             self._spread_at = (f.refits, self._epoch)
@@ -557,20 +604,6 @@ class BandClock:
             part += self.nominal_period_ns  # the floor: wait unknown within a period
         return round(part)
 
-    def _slope_part(self, key: float, excess: float) -> float:
-        """What a slope error adds at ``key``: the supports at either end of the window may
-        each be up to the excess high, 3 excess / span per unit of distance from the anchor;
-        a young window's held slope, the physical range over that distance."""
-        f = self.fit
-        if self._bins() < SETTLE_BINS or f.window_span_ns <= 0:
-            return 0.0
-        _s, ax, _ay = self._line()
-        dist = abs(self._x(key) - ax)
-        part = 3.0 * excess * dist / f.window_span_ns
-        if self.young:
-            part = max(part, self.max_slope_dev * dist)
-        return part
-
     def _local_low(self) -> float:
         """How far the recent observations (the window's last ``LOCAL_LOW_NS`` of bins, and
         the open one) are above the envelope, at the lowest: the floor is under every one
@@ -605,40 +638,50 @@ class BandClock:
         per_bin = len(rec) * self.fit.bin_ns / max(dt, self.fit.bin_ns)
         return max(1, round(per_bin * max(1, self.fit.bins)))
 
-    def _target(self, key: float, period_ns: float | None) -> tuple[float, float, int, int, str]:
-        """(host t0, spacing, fit part, latency part, source) by the best fit now."""
+    def _now(self) -> _FitNow:
+        """What a placement takes from the fit that no chunk changes (``_FitNow``), kept
+        until the next change to what it is computed from: an observation, an exchange, a
+        restart, a cut (each bumps ``_ver``) or a new ``latency``. A batch places all its
+        chunks between two observations, so most placements reuse it. Computed only where a
+        placement by the fit reads it (``_target``), as the fit's own caches expect."""
+        now = self._now_cache
+        if now is not None and now.ver == self._ver and now.latency is self.latency:
+            return now
+        now = self._now_cache = self._fit_now()
+        return now
+
+    def _gates(self) -> tuple[bool, bool, bool]:
+        """(``_suspect()``, ``settled``, ``converged``), kept until ``_ver`` changes."""
+        at, gates = self._gates_cache
+        if at == self._ver:
+            return gates
+        gates = self._fresh_gates()
+        self._gates_cache = (self._ver, gates)
+        return gates
+
+    def _fresh_gates(self) -> tuple[bool, bool, bool]:
+        return self._suspect(), self.settled, self.converged
+
+    def _fit_now(self) -> _FitNow:
+        """``_now`` computed afresh (what the cache must always equal)."""
         f = self.fit
-        slope = self._line()[0]
-        if abs(f.slope - 1.0) > self.max_slope_dev:
-            self.clamped += 1
-        if self.kind == "rate":
-            spacing = slope * self.nominal_period_ns
-        else:
-            spacing = (period_ns or self.nominal_period_ns) * slope
+        slope, ax, ay = self._line()
         lat = self.latency
         # the envelope is above the truth by the latency and by an excess in [0, fit]: the
         # truth is in [env - latency_hi - fit, env - latency_lo]; placed at its middle
         excess = float(self._fit_part())
-        env = self._envelope(key)
         # placed at the excess to expect (the lowest of N waits spread over W: W / (N + 1)),
         # bounded by the distance to either end of [0, excess]
         n_obs = max(1, min(f.observations, self._window_obs()))
         ex_mid = min(excess / 2, self._spread() / (n_obs + 1))
-        t0 = env - lat.ns - ex_mid
-        sl = self._slope_part(key, excess)
+        settled_bins = self._bins() >= SETTLE_BINS
+        span = f.window_span_ns
+        # waits that do not slide: the lowest is anywhere in [0, lock). Counted in the
+        # bound, not guessed at in the point (a slow slide looks alike for a while, and
+        # its envelope is right)
         lock = self.lock_floor_ns()
-        if lock:
-            # waits that do not slide: the lowest is anywhere in [0, lock). Counted in the
-            # bound, not guessed at in the point (a slow slide looks alike for a while, and
-            # its envelope is right)
-            excess += lock
-        # the envelope may be above the floor by the excess (and a slope error the other
-        # way); below it, by no more than the recent observations rise above the line (the
-        # floor is under every observation), whatever the slope's error is
-        below = self._local_low() if self._bins() >= SETTLE_BINS else sl
-        fit_part, lat_part, source = round(max(excess - ex_mid + sl, ex_mid + below)), \
-            lat.uncertainty_ns, (
-            "rate" if self.kind == "rate" else "one-way")
+        ln: float = lat.ns
+        lat_part, source = lat.uncertainty_ns, ("rate" if self.kind == "rate" else "one-way")
         m = self._measured_latency() if self.kind == "two-way" else None
         if m is not None:
             # the exchanges observe Ln + Lw (+ the least wait): Ln is half of it, give or
@@ -652,9 +695,46 @@ class BandClock:
             if c_lo <= l_hi and l_lo <= c_hi:
                 l_lo, l_hi = max(l_lo, c_lo), min(l_hi, c_hi)
             ln = (l_lo + l_hi) / 2
-            t0 = env - ln - ex_mid
             lat_part, source = round((l_hi - l_lo) / 2), "two-way"
-        return t0, spacing, fit_part, lat_part, source
+        return _FitNow(
+            ver=self._ver, latency=lat, slope=slope, ax=ax, ay=ay,
+            clamped=abs(f.slope - 1.0) > self.max_slope_dev, excess=excess, ex_mid=ex_mid,
+            slope_span=float(span) if settled_bins and span > 0 else 0.0,
+            young=self.young, lock=lock,
+            below=self._local_low() if settled_bins else None,
+            ln=ln, lat_part=lat_part, source=source)
+
+    def _target(self, key: float, period_ns: float | None) -> tuple[float, float, int, int, str]:
+        """(host t0, spacing, fit part, latency part, source) by the best fit now."""
+        now = self._now()
+        if now.clamped:
+            self.clamped += 1
+        slope = now.slope
+        if self.kind == "rate":
+            spacing = slope * self.nominal_period_ns
+        else:
+            spacing = (period_ns or self.nominal_period_ns) * slope
+        x = self._x(key)
+        env = now.ay + slope * (x - now.ax)
+        t0 = env - now.ln - now.ex_mid
+        # what a slope error adds at ``key``: the supports at either end of the window may
+        # each be up to the excess high, 3 excess / span per unit of distance from the
+        # anchor; a young window's held slope, the physical range over that distance
+        excess = now.excess
+        sl = 0.0
+        if now.slope_span:
+            dist = abs(x - now.ax)
+            sl = 3.0 * excess * dist / now.slope_span
+            if now.young:
+                sl = max(sl, self.max_slope_dev * dist)
+        if now.lock:
+            excess += now.lock
+        # the envelope may be above the floor by the excess (and a slope error the other
+        # way); below it, by no more than the recent observations rise above the line (the
+        # floor is under every observation), whatever the slope's error is
+        below = now.below if now.below is not None else sl
+        fit_part = round(max(excess - now.ex_mid + sl, now.ex_mid + below))
+        return t0, spacing, fit_part, now.lat_part, now.source
 
     def _by_arrival(self, n: int, arrival_ns: int,
                     index: int | None) -> tuple[float, float, int, int, str]:
@@ -680,11 +760,12 @@ class BandClock:
                 commit: bool, index: int | None = None) -> ChunkTime:
         if not self.fit.ready:
             raise ValueError("no observations yet")
-        if arrival_ns is not None and self._suspect(key, n, period_ns, arrival_ns):
+        suspect, settled, converged = self._gates()
+        if arrival_ns is not None and suspect:
             t0, spacing, fit_part, lat_part, source = self._by_arrival(n, arrival_ns, index)
         else:
             t0, spacing, fit_part, lat_part, source = self._target(key, period_ns)
-            if self.kind == "device" and arrival_ns is not None and not self.settled:
+            if self.kind == "device" and arrival_ns is not None and not settled:
                 # a fit that has not settled may rest on timestamps that have not either
                 # (start-up frames): no sample is placed after its chunk's arrival allows
                 # (a backlog delays an arrival, it cannot hasten one)
@@ -699,7 +780,7 @@ class BandClock:
         out = t0
         last = self._last
         rate = self.slew_rate_ppm * 1e-6
-        if self.converged and self._last_slew_ns > fit_part:
+        if converged and self._last_slew_ns > fit_part:
             # the output is further from a converged fit than the fit's own uncertainty (the
             # fit moved as it converged): absorbed at the fast rate, not over many seconds
             rate = self.slew_fast_ppm * 1e-6

@@ -1,0 +1,172 @@
+"""The band mapper's per-placement cache (agent/clock/band.py ``_now``) never goes stale:
+over randomised observation sequences, every placement, peek, state and snapshot equals
+what a mapper that recomputes everything for each placement gives, and the cached value
+equals a fresh recompute after every step. Exact equality, no tolerance."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import pytest
+
+from agent.clock.band import BandClock, Latency, _FitNow
+from bench.bench_clock import Cell, run_cell
+
+
+class Fresh(BandClock):
+    """The mapper with no cache: every placement recomputes what it takes from the fit."""
+
+    def _now(self) -> _FitNow:
+        return self._fit_now()
+
+    def _gates(self) -> tuple[bool, bool, bool]:
+        return self._fresh_gates()
+
+
+class Checked(BandClock):
+    """The cached mapper, each cached value checked against a fresh recompute where it is
+    read (recomputing then changes nothing: no state has changed since it was cached)."""
+
+    reads = 0
+    hits = 0
+
+    def _now(self) -> _FitNow:
+        hit = self._now_cache is not None and self._now_cache.ver == self._ver
+        now = super()._now()
+        assert now == self._fit_now()
+        self.reads += 1
+        self.hits += hit
+        return now
+
+    def _gates(self) -> tuple[bool, bool, bool]:
+        gates = super()._gates()
+        assert gates == self._fresh_gates()
+        return gates
+
+
+def _clock(cls: type[BandClock], kind: str) -> BandClock:
+    period = 5_000_000 if kind != "rate" else 10_000_000
+    return cls(kind, Latency(1_700_000, 1_500_000), period_ns=period,
+               wait_prior_ns=60_000_000, settle_ns=3_000_000_000)
+
+
+def _script(kind: str, seed: int, steps: int) -> list[tuple[str, tuple[Any, ...]]]:
+    """A band's life: notifications on a drifting clock, in stretches of random waits,
+    waits that do not slide, stamps that run at an impossible rate or jump (start-up
+    frames), a reboot, backlogs, link cuts, two-way exchanges; placements in batches and
+    one by one, peeks between."""
+    rng = random.Random(seed)
+    period = 5_000_000 if kind != "rate" else 10_000_000
+    drift = rng.uniform(-80e-6, 80e-6)
+    dev0, host0, jump, stamp = 10**9, 3 * 10**9, 0, 0.0
+    mode = "jumpy"
+    index = 0
+    pending: list[tuple[float, int, int, int]] = []  # key, n, arrival, index
+    out: list[tuple[str, tuple[Any, ...]]] = []
+    t = 0
+
+    def exchange() -> tuple[str, tuple[Any, ...]]:
+        send = host0 + round(t * (1 + drift)) + rng.randint(0, 5_000_000)
+        rx = dev0 + round(stamp) + rng.randint(1_000_000, 9_000_000)
+        tx = rx + rng.choice([0, 7_500_000, 15_000_000])
+        return ("observe_exchange", (send, rx, send + rng.randint(4_000_000, 30_000_000), tx))
+
+    for _ in range(steps):
+        if rng.random() < 0.01:
+            mode = rng.choice(["random", "random", "locked", "slow", "jumpy"])
+        r = rng.random()
+        if r < 0.6 or not out:
+            n = rng.randint(1, 8)
+            t += n * period
+            stamp += n * period * (0.5 if mode == "slow" else 1.0)
+            wait = {"random": rng.uniform(0, 30e6), "locked": 12e6, "slow": rng.uniform(0, 7e6),
+                    "jumpy": rng.uniform(0, 7e6)}[mode]
+            if rng.random() < 0.01:
+                wait += rng.uniform(0.2e9, 2e9)  # a backlog
+            if mode == "jumpy" and rng.random() < 0.1:
+                jump = rng.choice([-2 * 10**9, 2 * 10**9, 0, 300_000_000])
+            if rng.random() < 0.002:
+                dev0 -= round(stamp) + 10**9  # a reboot: the device clock starts again lower
+            arrival = host0 + round(t * (1 + drift)) + 1_700_000 + round(wait)
+            if kind == "rate":
+                out.append(("observe_index", (arrival, n, index)))
+                pending.append((float(index), n, arrival, index))
+            else:
+                last = dev0 + round(stamp) + (jump if mode == "jumpy" else 0)
+                out.append(("observe_device", (last, arrival, index + n - 1)))
+                pending.append((float(last - (n - 1) * period), n, arrival, index))
+            index += n
+        elif r < 0.67 and kind == "two-way":
+            out.append(exchange())
+        elif r < 0.605 and kind == "rate":
+            out.append(("cut", ()))
+            pending.clear()
+            index += rng.randint(1, 50)
+        elif r < 0.73 and len(pending) > 5:
+            # a batch: its chunks placed in order, with nothing observed between
+            for key, n, arrival, idx in pending:
+                out.append(("place", (key, n, float(period), arrival, idx)))
+                if kind == "two-way" and rng.random() < 0.2:
+                    out.append(exchange())  # a reply read between two placements
+            pending.clear()
+        elif r < 0.75 and pending:
+            key, n, arrival, idx = rng.choice(pending)
+            out.append(("peek", (key, n, float(period), arrival, idx)))
+        elif r < 0.76:
+            out.append((rng.choice(["state", "snapshot"]), ()))
+    return out
+
+
+def _run(clock: BandClock, script: list[tuple[str, tuple[Any, ...]]]) -> list[Any]:
+    results = []
+    for name, args in script:
+        try:
+            results.append(getattr(clock, name)(*args))
+        except ValueError as e:  # placed before any observation
+            results.append(("error", str(e)))
+    return results
+
+
+@pytest.mark.parametrize("kind", ["device", "two-way", "rate"])
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_cached_placements_equal_a_fresh_recompute(kind, seed):
+    script = _script(kind, seed, 3000)
+    cached, fresh = _clock(Checked, kind), _clock(Fresh, kind)
+    got = _run(cached, script)
+    want = _run(fresh, script)
+    assert got == want
+    placed = [r for (name, _a), r in zip(script, got, strict=True) if name == "place"]
+    # the sequence exercised what invalidates the cache, and the cache was used
+    assert len(placed) > 1000 and cached.restarts >= 1
+    assert kind == "rate" or ("arrival" in {p.source for p in placed} and cached.clamped > 0)
+    assert isinstance(cached, Checked) and 0 < cached.hits < cached.reads
+    assert (cached.clamped, cached.held, cached.restarts) == \
+        (fresh.clamped, fresh.held, fresh.restarts)
+
+
+def test_the_cache_holds_across_the_simulated_bands(monkeypatch):
+    """The bench's simulated bands (a device clock with start-up jumps, the open profile's
+    exchanges, a band with no clock on a lossy link): each cached value read by a
+    placement equals a fresh recompute at that moment."""
+    reads = []
+    cached_now, cached_gates = BandClock._now, BandClock._gates
+
+    def checked_now(self: BandClock) -> _FitNow:
+        now = cached_now(self)
+        assert now == self._fit_now()
+        reads.append(now.ver)
+        return now
+
+    def checked_gates(self: BandClock) -> tuple[bool, bool, bool]:
+        gates = cached_gates(self)
+        assert gates == self._fresh_gates()
+        return gates
+
+    monkeypatch.setattr(BandClock, "_now", checked_now)
+    monkeypatch.setattr(BandClock, "_gates", checked_gates)
+    for cell in (Cell("polar-pmd", "default", 1.0, 1, 0.5),
+                 Cell("wearcap-open", "default", 2.0, 2, 0.5),
+                 Cell("witmotion", "lossy", 1.0, 1, 0.5)):
+        assert run_cell(cell)["backward_steps"] == 0
+    assert len(reads) > 1000 and len(set(reads)) < len(reads)
