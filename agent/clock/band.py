@@ -779,7 +779,7 @@ class BandClock:
                 fit_part += round((n - 1) * nom * MAX_RATE_ERROR)
         out = t0
         last = self._last
-        rate = self.slew_rate_ppm * 1e-6
+        rate = self._slew_ppm(converged, settled) * 1e-6
         if converged and self._last_slew_ns > fit_part:
             # the output is further from a converged fit than the fit's own uncertainty (the
             # fit moved as it converged): absorbed at the fast rate, not over many seconds
@@ -843,9 +843,12 @@ class BandClock:
         ``SLEW_START_PPM`` while the fit has not settled (the first seconds, and after a
         restart: a first placement may be a whole wait off, and what is not yet slewed in
         is in every bound until it is)."""
-        if self.converged:
+        return self._slew_ppm(self.converged, self.settled)
+
+    def _slew_ppm(self, converged: bool, settled: bool) -> float:
+        if converged:
             return self.slew_ppm
-        return self.slew_fast_ppm if self.settled else max(self.slew_fast_ppm, SLEW_START_PPM)
+        return self.slew_fast_ppm if settled else max(self.slew_fast_ppm, SLEW_START_PPM)
 
     def state(self) -> dict[str, Any]:
         """What a batch records about the mapping (see agent/wrist/imu_batch.py)."""

@@ -239,19 +239,24 @@ class BandStream:
         from agent.wrist.imu_batch import observe
 
         fit = self.fit
-        aim = getattr(fit, "kind", "") == "two-way"
+        aim = self.aimer.feed if getattr(fit, "kind", "") == "two-way" else None
+        stats = self.stats
         for c in chunks:
             observe(fit, c)
-            if aim:
-                self.aimer.feed(fit, c)
-            self.stats["samples"] += c.n
+            if aim is not None:
+                aim(fit, c)
+            n = c.n
+            stats["samples"] += n
             covered = self._break is not None and self._settle(c)
             if c.lost_before > 0 and not covered:
                 self._loss_gap(c)
-            self._batch.append(c)
-            self._batch_n += c.n
+            batch = self._batch
+            batch.append(c)
+            self._batch_n += n
             self._prev = c
-            if self._batch_full():
+            # _batch_full(), inline: this runs for every notification
+            if self._batch_n >= self._batch_samples \
+                    or c.arrival_ns - batch[0].arrival_ns >= self._batch_ns:
                 self._emit_batch()
         if chunks:
             self._note_rate(chunks)

@@ -197,14 +197,20 @@ class OpenDecoder:
         self._next_seq = (seq + n) % SEQ_MOD
         index = self._index + lost
         self._index = index + n
+        counts = as_counts(body)  # acc and gyro in one pass: (n, 3) or (2n, 3) rows
+        if width == 12:
+            counts = counts.reshape(n, 6)
+            acc, gyro = counts[:, 0:3], counts[:, 3:6]
+        else:
+            acc, gyro = counts, None
         return [ImuChunk(
             arrival_ns=arrival_ns,
             seq=seq,
             device_t0_ns=t0_us * 1000,
             period_ns=float(period_ns),
-            acc=as_counts(body[:, 0:3]),
+            acc=acc,
             acc_scale=self.info.acc_scale,
-            gyro=as_counts(body[:, 3:6]) if width == 12 else None,
+            gyro=gyro,
             gyro_scale=self.info.gyro_scale,
             lost_before=lost,
             raw_time=t0_us,
