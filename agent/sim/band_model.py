@@ -160,7 +160,9 @@ class BandModel:
                                   * (1.0 + params.drift_ppm * 1e-6))
         self.phase = float(self.rng.uniform(0, self.period_host))
         self._wander_amp = params.wander_ppm * 1e-6 * params.wander_period_s * 1e9 / (2 * math.pi)
-        self._encode = REGISTRY[params.profile].make_sim_encoder(self.device_period_ns)
+        facts = REGISTRY[params.profile]
+        self._encode = facts.make_sim_encoder(self.device_period_ns)
+        self._at_events = facts.sim_packs_at_events
         self._next_sample = 0
         self._queue: deque[tuple[int, bytes, int, int]] = deque()  # ready, packet, first, n
         self.interval_ns = 0
@@ -265,7 +267,7 @@ class BandModel:
     # ---------------------------------------------------------------- packets
     def _make_packets(self, until_host_ns: int) -> None:
         """Queue every packet whose last sample is taken by ``until_host_ns``."""
-        if self.p.profile == "wearcap-open":
+        if self._at_events:
             self._pack_at_event(until_host_ns)
             return
         while True:
@@ -280,24 +282,22 @@ class BandModel:
                 self.dropped_packets += 1
                 self.lost_samples.append((k0, self.spp))
                 continue
-            per = self.spp if self.p.profile != "witmotion" else 1
-            for j, pkt in enumerate(self._encode(k0, self.stamp_ns(ks), acc, gyro)):
-                first = k0 + (j if per == 1 else 0)
-                n = per if per == 1 else self.spp
+            for pkt, off, n in self._encode(k0, self.stamp_ns(ks), acc, gyro, None):
                 if self._full():
                     self.dropped_packets += 1
-                    self.lost_samples.append((first, n))
+                    self.lost_samples.append((k0 + off, n))
                     continue
-                self._queue.append((ready, pkt, first, n))
+                self._queue.append((ready, pkt, k0 + off, n))
 
     def _pack_at_event(self, ev: int) -> None:
-        """Open-profile firmware: in the radio-notification callback ``ANCHOR_LEAD_NS`` before
-        a connection event, pack every sample taken so far and stamp the event's anchor."""
+        """Firmware that packs at events (the open profile's): in the radio-notification
+        callback ``ANCHOR_LEAD_NS`` before a connection event, pack every sample taken so far
+        (as many a notification as the MTU holds) and stamp the event's anchor."""
         from agent.wrist.decode import open_profile
 
         cut = ev - ANCHOR_LEAD_NS
         last = int(np.floor((cut - self.start - self.phase) / self.period_host))
-        tx_us = int(self.device_at(np.int64(ev))) // 1000
+        tx_ns = int(self.device_at(np.int64(ev)))
         while self._next_sample <= last:
             k0 = self._next_sample
             n = min(last + 1 - k0, open_profile.max_samples(self.mtu))
@@ -308,14 +308,12 @@ class BandModel:
                 self.dropped_packets += 1
                 self.lost_samples.append((k0, n))
                 continue
-            dev = self.stamp_ns(ks)
-            pkt = open_profile.encode(k0, int(dev[0]) // 1000, round(self.device_period_ns),
-                                      acc, gyro, tx_us=tx_us, anchor=True)
-            if self._full():
-                self.dropped_packets += 1
-                self.lost_samples.append((k0, n))
-                continue
-            self._queue.append((ev, pkt, k0, n))
+            for pkt, off, m in self._encode(k0, self.stamp_ns(ks), acc, gyro, tx_ns):
+                if self._full():
+                    self.dropped_packets += 1
+                    self.lost_samples.append((k0 + off, m))
+                    continue
+                self._queue.append((ev, pkt, k0 + off, m))
 
     def _full(self) -> bool:
         return bool(self.p.queue_limit) and len(self._queue) >= self.p.queue_limit
@@ -431,9 +429,8 @@ class BandModel:
             ks = np.arange(k0, last + 1, dtype=np.int64)
             acc, gyro = self.signal(ks)
             self._next_sample = last + 1
-            per = 1 if self.p.profile == "witmotion" else len(ks)
-            for j, pkt in enumerate(self._encode(k0, self.device_ns(ks), acc, gyro)):
-                self._queue.append((host_ns, pkt, k0 + (j if per == 1 else 0), per))
+            for pkt, off, n in self._encode(k0, self.device_ns(ks), acc, gyro, None):
+                self._queue.append((host_ns, pkt, k0 + off, n))
         elif self._next_sample <= last:
             self._next_sample = last + 1
         out: list[Delivery] = []

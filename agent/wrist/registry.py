@@ -61,6 +61,9 @@ class ProfileFacts:
     sim_encoder: str
     """``module:function`` making the simulated firmware's encoder from the band's device
     sample period (agent.sim.band_encoders; imported only when asked)."""
+    sim_packs_at_events: bool = False
+    """Its simulated firmware packs what it has at each connection event and stamps the
+    event's anchor (the open profile), rather than a packet of a fixed size when full."""
     batch_encoding: str = "d12-zz-i16le-planar"
     """How its samples are stored (agent.wrist.imu_batch ENCODING): the same for all today."""
 
@@ -107,7 +110,7 @@ REGISTRY: dict[str, ProfileFacts] = {f.name: f for f in (
                                {"converge_span_ns": 20_000_000_000}),
                  replies_from_version=2, stop_count=True, two_way_from_version=2,
                  sim_samples_per_packet=4,
-                 sim_encoder=_S + "wearcap_open"),
+                 sim_encoder=_S + "wearcap_open", sim_packs_at_events=True),
     # ns timestamps of each frame's last sample (the band's own clock ticks: 1/32768 s)
     ProfileFacts("polar-pmd", _D + "polar_pmd:PolarDecoder", True,
                  ProfileTiming("device", 31_000, 150_000_000,
