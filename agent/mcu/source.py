@@ -16,13 +16,21 @@ preallocated ByteRing and sends a ping every ``1/ping_hz`` s; nothing else happe
 
 Host times within the IMU stream never step back: a refit that would map a chunk before the
 previous one's last sample is slewed to a sample period after it, and counted (``slewed``).
-A slewed chunk's samples are spaced at most ``CATCH_UP`` (5 %) closer than the fit's until
-the stream meets the fit again, its bound widened by how far ahead it starts: a stream placed
-ahead (samples written on late arrival times before the fit was usable) catches up at 5 %,
-and no two samples are ever closer than 95 % of a sample period.
+A slewed chunk's samples are spaced closer than the fit's until the stream meets the fit
+again, its bound widened by how far ahead it starts. The further ahead, the faster: by
+(ahead / ``CATCH_UP_NS``), at least ``CATCH_UP`` (5 %), at most ``CATCH_UP_MAX`` (50 %). A
+stream 18 s ahead runs at double speed for 36 s, then what is left shrinks by about 63 % a
+second until it is under 50 ms, then at 5 %: 2 s ahead meets the fit after about 6 s of
+samples (it took 40 s at a flat 5 %). No two samples are ever closer than half a period.
 
-Samples that arrive before the first pong (no mapping yet) are held, up to ``hold_samples``;
-after that they are written on their arrival times with ``clock.method = "arrival"``.
+Samples that arrive before the fit is usable are held, up to ``hold_samples`` (holding
+longer would break the promise that a crash loses at most a chunk of any stream); after
+that they are written with ``clock.method = "arrival"`` and no bound, timed by the lowest
+(arrival - device time) of the chunks within ``ARRIVAL_WINDOW_NS`` of device time: a sample
+was taken before it arrived, and the MCU's ticks space the samples, so a backlog read at
+once after the process was starved is spread back over the ticks it was taken at instead of
+piling up at its arrival (which, host time never stepping back, put every later sample
+seconds late).
 
 Controls: button edges also go to ``on_button(down, host_ns)`` (agent.mcu.controls), and
 ``set_led(pattern, rgb)`` / ``haptic(pattern, ms)`` send commands to the MCU.
@@ -99,6 +107,8 @@ class McuSource:
         self._last_imu_dev: int | None = None
         self._lost_since: tuple[int, str] | None = None  # port lost: (host_ns, why)
         self._held: list[records.HeadChunk] = []
+        self._early: collections.deque[tuple[int, int]] = collections.deque()
+        """(last device ns, arrival - it) of chunks placed with no usable fit, recent."""
         self._batch: list[records.HeadChunk] = []
         self._rows: dict[str, list[dict[str, Any]]] = {
             records.STROBE_TOPIC: [], records.BUTTON_TOPIC: [], records.BATTERY_TOPIC: [],
@@ -430,22 +440,33 @@ class McuSource:
     _prev_end_host: int | None = None
 
     CATCH_UP = 0.05
-    """How much faster than the fit a slewed chunk runs (50,000 ppm): a stream 1 s ahead of
-    its fit meets it after 20 s of samples."""
+    """How much faster than the fit a slewed chunk runs at least (50,000 ppm)."""
+    CATCH_UP_NS = 1_000_000_000
+    """A stream ahead of its fit runs (ahead / this) faster: 10 % at 100 ms ahead ..."""
+    CATCH_UP_MAX = 0.5
+    """... but never more than 50 % faster: samples stay at least half a period apart."""
+    ARRIVAL_WINDOW_NS = 6_000_000_000
+    """Before the fit is usable, a chunk is timed by the lowest (arrival - device time) of
+    the chunks within this long of device time (the MCU's crystal: tens of ppm over it)."""
+
+    def _catch_up(self, ahead: float) -> float:
+        return min(self.CATCH_UP_MAX, max(self.CATCH_UP, ahead / self.CATCH_UP_NS))
 
     def _time(self, c: records.HeadChunk) -> None:
         host, bound = self._map(c.device_ns[0])
         n = len(c.device_ns)
         span = (c.device_ns[-1] - c.device_ns[0]) * self.fit.slope
         step = span / (n - 1) if n > 1 else 1e6
-        earliest = (None if self._last_imu_host is None
-                    else self._last_imu_host + max(1, round(step * (1 - self.CATCH_UP))))
+        earliest = None
+        if self._last_imu_host is not None:
+            rate = self._catch_up(self._last_imu_host + step - host)
+            earliest = self._last_imu_host + max(1, round(step * (1 - rate)))
         if earliest is not None and host < earliest:
             self.stats["slewed"] += 1
             ahead = earliest - host
             bound += ahead  # the first sample is the furthest from the fit
             host = earliest
-            span = max(span * (1 - self.CATCH_UP), span - ahead)
+            span = max(span * (1 - rate), span - ahead)
         c.host_t0_ns, c.bound_ns = host, bound
         c.host_period_ns = span / (n - 1) if n > 1 else 0.0
         self._last_imu_host = host + int(span)
@@ -453,13 +474,34 @@ class McuSource:
         if self._lost_since is not None and not c.lost_before:
             self._lost_since = None  # the port came back with nothing lost
 
+    def _by_arrival(self, held: list[records.HeadChunk]) -> list[int]:
+        """Host times of ``held``'s first samples with no usable fit: each chunk's device
+        time plus the lowest (arrival - last sample's device time) within
+        ``ARRIVAL_WINDOW_NS`` of it, over these chunks and the ones placed so before."""
+        recent = self._early
+        dev = np.asarray([c.device_ns[-1] for c in held], np.float64)
+        off = np.asarray([c.arrival_ns - c.device_ns[-1] for c in held], np.float64)
+        if recent:
+            dev = np.concatenate([np.asarray([d for d, _ in recent], np.float64), dev])
+            off = np.concatenate([np.asarray([o for _, o in recent], np.float64), off])
+        w = self.ARRIVAL_WINDOW_NS
+        out = []
+        for c in held:
+            near = np.abs(dev - c.device_ns[-1]) <= w
+            out.append(int(c.device_ns[0] + off[near].min()))
+        recent.extend((c.device_ns[-1], c.arrival_ns - c.device_ns[-1]) for c in held)
+        while recent and recent[0][0] < held[-1].device_ns[-1] - w:
+            recent.popleft()
+        return out
+
     def _map_held(self, out: list[Message] | None) -> None:
         held, self._held = self._held, []
-        for c in held:
+        early = self._by_arrival(held) if held and not self._usable else []
+        for i, c in enumerate(held):
             if self._usable:
                 self._time(c)
             else:
-                c.host_t0_ns, c.bound_ns = c.arrival_ns, -1
+                c.host_t0_ns, c.bound_ns = early[i], -1
                 if self._last_imu_host is not None:  # a sample period on (5 % less at most)
                     earliest = self._last_imu_host + round(1e6 * (1 - self.CATCH_UP))
                     c.host_t0_ns = max(c.host_t0_ns, earliest)
