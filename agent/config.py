@@ -112,6 +112,9 @@ class WristBand:
     latency_uncertainty_ms: float = _f(-1.0, min=-1.0, max=100.0)
     """Half-width of the range the true latency may be in; -1: the profile's default (or,
     with latency_ms set, 0.3 ms)."""
+    latency_source: str = _f("config", choices=("config", "calibrated"))
+    """Where latency_ms comes from: "calibrated" when wearcap calibrate measured it on this
+    rig (it writes this key), "config" when it was set by hand. Recordings say which."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -39,7 +39,7 @@ def rig(tmp_path: Path, text: str = RIG) -> Path:
     return p
 
 
-def test_writes_only_that_bands_two_keys(tmp_path):
+def test_writes_only_that_bands_three_keys(tmp_path):
     p = rig(tmp_path)
     write_latency(config_target(config.load(p)), "right", 1.234, 0.456)
     text = p.read_text()
@@ -48,9 +48,12 @@ def test_writes_only_that_bands_two_keys(tmp_path):
     cfg = config.load(p)
     left, right = cfg.wrist
     assert (right.latency_ms, right.latency_uncertainty_ms) == (1.234, 0.456)
+    assert right.latency_source == "calibrated"
     assert (left.latency_ms, left.latency_uncertainty_ms) == (-1.0, -1.0)
+    assert left.latency_source == "config"
     assert text.replace("latency_ms = 1.234  # measured last spring\n"
-                        "latency_uncertainty_ms = 0.456\n", "") == RIG.replace(
+                        "latency_uncertainty_ms = 0.456\nlatency_source = \"calibrated\"\n",
+                        "") == RIG.replace(
         "latency_ms = 2.0  # measured last spring\n", "")
     assert not [f for f in tmp_path.iterdir() if f.name != "rig.toml"]  # no temp left
 
@@ -62,9 +65,12 @@ def test_the_bound_uses_the_written_setting(tmp_path):
     before = band_latency(config.load(p).wrist[0])
     write_latency(p, "left", 0.9, 0.35)
     after = band_latency(config.load(p).wrist[0])
-    assert before.source == "profile" and after.source == "config"
+    assert before.source == "profile" and after.source == "calibrated"
     assert (after.ns, after.uncertainty_ns) == (900_000, 350_000)
     assert after.uncertainty_ns < before.uncertainty_ns
+    # set by hand (no latency_source): "config"
+    p.write_text(p.read_text().replace('latency_source = "calibrated"\n', ""))
+    assert band_latency(config.load(p).wrist[0]).source == "config"
 
 
 def test_a_shipped_profile_is_never_the_target(tmp_path):

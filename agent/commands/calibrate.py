@@ -6,14 +6,19 @@
 The technician taps the band against the head mount when asked; each tap is one mechanical
 event seen by the head IMU (on the two-way-synced MCU clock: no latency assumed) and by the
 band (through its one-way mapping, which assumed a latency). How much later the band saw the
-taps, on average, is how far its assumed latency is off (agent.mcu.tap). The result is
-written as the band's ``latency_ms`` / ``latency_uncertainty_ms`` on its ``[[wrist]]``
-entry of the device config (agent.commands.calibrate_config), so the next recording's
-bounds use it.
+taps, on average, is how far its assumed latency is off (agent.mcu.tap). The band's samples
+are first placed by its clock refitted over the whole recording (agent.mcu.tap_refit), not
+by the young fit they were stored with, whose error at the time of the taps a converged fit
+later no longer has; that refit's own bound at the taps is part of the uncertainty. The
+result is written as the band's ``latency_ms`` / ``latency_uncertainty_ms`` /
+``latency_source = "calibrated"`` on its ``[[wrist]]`` entry of the device config
+(agent.commands.calibrate_config), so the next recording's bounds use it and its batches
+say ``latency: "calibrated"``.
 
 Live (the default) it opens the MCU and the band itself (the capture service must not be
-running: it holds both), waits for both to stream, lets the band's mapping settle, then asks
-for each tap and confirms it on the LED and haptic as the head IMU feels it. On the
+running: it holds both), waits for both to stream, lets the band stream for ``--settle``
+s, then asks for each tap and confirms it on the LED and haptic as the head IMU feels it,
+then streams as long again (the refit is tightest under the middle of its window). On the
 simulated rig the rig taps for the technician (agent.sim.rig.tap_rig). ``--from`` reads
 recorded segments instead (their /head/imu and /wrist/<band>/imu).
 
@@ -51,9 +56,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--timeout", type=positive_float, default=60.0, metavar="S",
                    help="how long to wait for the MCU and the band to stream (default 60)")
     p.add_argument("--settle", type=positive_float, default=60.0, metavar="S",
-                   help="seconds the band streams before the first tap: the taps measure the "
-                   "band's mapping error, latency included, so the mapping must be steady "
-                   "first (default 60)")
+                   help="seconds the band streams before the first tap, and again after the "
+                   "last: its clock is refitted over the whole recording, and the longer it "
+                   "is, the tighter the result (default 60)")
     p.add_argument("--dry-run", action="store_true", help="measure, but write nothing")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
 
@@ -76,8 +81,10 @@ def pick_band(cfg: Config, which: str | None) -> WristBand:
 
 
 def analyse(head: Stream, band: Stream, band_name: str, *, min_taps: int,
-            assumed_ns: int | None = None) -> tuple[TapResult, int]:
-    """The fit, and the latency (ns) the band's times were recorded with."""
+            assumed_ns: int | None = None, refitted: bool = False) -> tuple[TapResult, int]:
+    """The fit, and the latency (ns) the band's times were recorded with. ``refitted``:
+    ``band``'s times come from its clock refitted over the whole recording
+    (agent.mcu.tap_refit.hindsight), whose bound at the taps goes into the uncertainty."""
     from agent.errors import SourceError
     from agent.mcu import tap
 
@@ -93,7 +100,8 @@ def analyse(head: Stream, band: Stream, band_name: str, *, min_taps: int,
     b_on = tap.onsets(band.host_ns, band.acc, band.acc_scale)
     r = tap.calibrate(h_on, b_on, head_bound_ns=tap.bound_at(head, h_on),
                       band_period_ns=tap.period_ns(band),
-                      head_period_ns=tap.period_ns(head) or 1_000_000)
+                      head_period_ns=tap.period_ns(head) or 1_000_000,
+                      band_bound_ns=tap.bound_at(band, b_on) if refitted else 0)
     if r is None or r.taps < min_taps:
         got = 0 if r is None else r.taps
         raise SourceError(
@@ -102,6 +110,18 @@ def analyse(head: Stream, band: Stream, band_name: str, *, min_taps: int,
             + (f", {len(r.rejected_ns)} inconsistent" if r is not None and r.rejected_ns
                else "") + "); tap the band firmly against the head mount", device=band_name)
     return r, assumed
+
+
+def refit(band: WristBand, payloads: list[dict[str, Any]]) -> Stream:
+    """The band's samples placed by its clock refitted over the whole recording."""
+    from agent.errors import SourceError
+    from agent.mcu.tap_refit import hindsight
+
+    try:
+        return hindsight(payloads, band.profile, band.rate_hz)
+    except ValueError as exc:
+        raise SourceError(f"cannot refit the band's clock over the recording: {exc}",
+                          device=band.name) from None
 
 
 def result_doc(band: WristBand, r: TapResult, assumed_ns: int, written: str | None,
@@ -117,6 +137,9 @@ def result_doc(band: WristBand, r: TapResult, assumed_ns: int, written: str | No
             "offsets_ms": [round(o / 1e6, 3) for o in r.offsets_ns],
             "rejected_offsets_ms": [round(o / 1e6, 3) for o in r.rejected_ns],
             "span_ms": [round(t / 1e6, 3) for t in r.span_ns],
+            "head_bound_ms": round(r.head_bound_ns / 1e6, 3),
+            "band_fit_bound_ms": round(r.band_bound_ns / 1e6, 3),
+            "band_mapping": "refitted over the recording",
             "written": written}
 
 
@@ -169,13 +192,13 @@ def run(args: argparse.Namespace) -> int:
 
         head_p, band_p = record(cfg, band, Prompter(quiet=args.json), taps=args.taps,
                                 min_taps=args.min_taps, tap_timeout=args.tap_timeout,
-                                timeout=args.timeout, settle=args.settle)
+                                timeout=args.timeout, settle=args.settle)  # and as long after
         source = "live"
     if not band_p:
         raise SourceError(f"no samples of band {band.name!r}"
                           + (" in these segments" if args.segments else ""), device=band.name)
-    r, assumed = analyse(tap.stream(head_p), tap.stream(band_p), band.name,
-                         min_taps=args.min_taps)
+    r, assumed = analyse(tap.stream(head_p), refit(band, band_p), band.name,
+                         min_taps=args.min_taps, refitted=True)
     latency_ms = r.latency_ms(assumed / 1e6)
     if latency_ms < 0:
         raise SourceError(f"the taps put the band {-latency_ms:.2f} ms ahead of the head IMU, "
@@ -194,6 +217,9 @@ def run(args: argparse.Namespace) -> int:
           f"+- {doc['latency_uncertainty_ms']:.2f} ms from {r.taps} taps "
           f"(recorded assuming {doc['assumed_latency_ms']:.2f} ms; the taps came "
           f"{doc['offset_ms']:+.2f} ms late)")
+    print(f"  the band's samples placed by its clock refitted over the recording; of the "
+          f"uncertainty, +-{doc['band_fit_bound_ms']:.2f} ms is that fit's bound at the taps, "
+          f"+-{doc['head_bound_ms']:.2f} ms the head's")
     if r.rejected_ns or r.head_only or r.band_only:
         print(f"  not used: {len(r.rejected_ns)} inconsistent, {r.head_only} felt by the "
               f"head only, {r.band_only} by the band only")

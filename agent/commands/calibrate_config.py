@@ -1,7 +1,8 @@
 """Where wearcap calibrate writes a band's latency, and how (durably, keeping the file).
 
     path = config_target(cfg)                        # the file whose [[wrist]] tables apply
-    write_latency(path, "left", 1.234, 0.41)         # [[wrist]] name = "left": both keys
+    write_latency(path, "left", 1.234, 0.41)         # [[wrist]] name = "left": latency_ms,
+                                                     # latency_uncertainty_ms, latency_source
 
 The edit goes through tomlkit, so every other line, comment and table stays as it was. The
 new text must load as a config (agent.config.load) before it replaces the old: temp file in
@@ -56,6 +57,7 @@ def write_latency(path: Path, band: str, latency_ms: float, uncertainty_ms: floa
         raise ConfigError(str(path), "wrist", f"no [[wrist]] table with name = {band!r}")
     entry["latency_ms"] = latency_ms
     entry["latency_uncertainty_ms"] = uncertainty_ms
+    entry["latency_source"] = "calibrated"  # recordings then say so (agent.wrist.timing)
     data = tomlkit.dumps(doc).encode()
     tmp = path.with_name(f".{path.name}.calibrate-check.toml")
     try:

@@ -1,15 +1,16 @@
 """wearcap calibrate's own short recording: the head MCU and one band, and the taps asked for.
 
     head, band = record(cfg, band, Prompter(), taps=12, min_taps=6, tap_timeout=15,
-                        timeout=60, settle=8)      # stored-format IMU payloads of each
+                        timeout=60, settle=60)     # stored-format IMU payloads of each
 
 It opens the MCU and the band as the capture service would (agent.mcu.source.McuSource,
 agent.wrist.source.WristSource), waits until both stream and the MCU's two-way mapping has
-converged, lets the band's mapping settle, then asks for one tap at a time. Each tap the
-head IMU feels is confirmed on the LED (a white flash) and the haptic; the next is asked for
-once it is. Nothing is written to the spool. On the simulated rig (``[sim] enabled``) the
-rig taps for the technician a human reaction time after each prompt, on both devices at the
-same true instant (agent.sim.rig.tap_rig).
+converged, lets the band stream for ``settle`` s, then asks for one tap at a time, then
+streams as long again (the band's clock is refitted over all of it, agent.mcu.tap_refit).
+Each tap the head IMU feels is confirmed on the LED (a white flash) and the haptic; the next
+is asked for once it is. Nothing is written to the spool. On the simulated rig (``[sim]
+enabled``) the rig taps for the technician a human reaction time after each prompt, on both
+devices at the same true instant (agent.sim.rig.tap_rig).
 """
 
 from __future__ import annotations
@@ -90,11 +91,14 @@ class _HeadWatch:
 
 
 def record(cfg: Config, band: WristBand, prompt: Prompter, *, taps: int, min_taps: int,
-           tap_timeout: float, timeout: float, settle: float,
+           tap_timeout: float, timeout: float, settle: float, tail: float | None = None,
            rng: random.Random | None = None,
            on_sim: Callable[[Any, Any], None] | None = None) -> tuple[list[dict[str, Any]],
                                                                        list[dict[str, Any]]]:
-    """``on_sim(rig, mcu)``: told the simulated rig's devices once they run (tests)."""
+    """``settle`` s of the band's stream before the first tap and ``tail`` (default: as
+    long) after the last: the band's clock is refitted over the whole recording
+    (agent.mcu.tap_refit), and a one-way fit is tightest under its window's centre.
+    ``on_sim(rig, mcu)``: told the simulated rig's devices once they run (tests)."""
     from agent import livestatus
     from agent.errors import SourceError, UsageError
     from agent.mcu import led
@@ -183,8 +187,10 @@ def record(cfg: Config, band: WristBand, prompt: Prompter, *, taps: int, min_tap
                 pump()
                 time.sleep(0.05)
             mcu.set_led(led.SOLID, led.GREEN)
-        prompt.say("collecting the band's last samples ...")
-        end = time.monotonic() + cfg.ble.batch_seconds + 1.5
+        after = settle if tail is None else tail
+        prompt.say(f"taps done; {after:g} s more of the band's stream (no tapping): its "
+                   "clock is refitted over the whole recording, tightest in the middle ...")
+        end = time.monotonic() + after + cfg.ble.batch_seconds + 1.5
         while time.monotonic() < end:
             pump()
             time.sleep(0.05)

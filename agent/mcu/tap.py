@@ -28,8 +28,11 @@ period), twice the head's bound and 1 ms of mapping jitter allow is rejected: a 
 the band alone near a head tap, a double tap.
 
 What the offset measures is the band's mapping error at the taps: its latency error, plus
-whatever error its fit still has then (agent/clock/band.py; a one-way fit that has not
-converged wanders by milliseconds). See docs/design-notes.md (Head MCU and the wearer).
+whatever error its fit has there. Measured on the times stored while recording, that is a
+young one-way fit's (agent/clock/band.py: it wanders by milliseconds, and a converged fit
+later no longer has that error); so the command maps the band's samples through its clock
+refitted over the whole recording instead (agent.mcu.tap_refit), and adds that fit's own
+bound at the taps to the uncertainty. See docs/design-notes.md (Head MCU and the wearer).
 """
 
 from __future__ import annotations
@@ -100,6 +103,9 @@ class TapResult:
     """Band onsets with no head onset near them (the band hit something else)."""
     span_ns: tuple[int, int] = (0, 0)
     """Host times of the first and last tap used."""
+    head_bound_ns: int = 0
+    band_bound_ns: int = 0
+    """The parts of ``uncertainty_ns`` the two mappings add (the rest is sampling)."""
 
     def latency_ms(self, assumed_ms: float) -> float:
         """The band's calibrated latency setting, given the one it was recorded with."""
@@ -138,13 +144,16 @@ def consistent(offs: list[int], tolerance_ns: float) -> tuple[list[int], list[in
 
 def calibrate(head: list[int], band: list[int], *, head_bound_ns: int, band_period_ns: int,
               head_period_ns: int = 1_000_000, max_sep_ns: int = 100_000_000,
-              jitter_ns: int = 1_000_000) -> TapResult | None:
+              jitter_ns: int = 1_000_000, band_bound_ns: int = 0) -> TapResult | None:
     """Fit the band's offset from the taps both IMUs saw.
 
     A genuine tap's offset is the true one plus a sampling error within half a period of
     each IMU, the head's mapping error (``head_bound_ns``) and the band mapping's jitter;
     offsets further than that from the median are rejected (a bump of the band alone near
-    a head tap, a double tap)."""
+    a head tap, a double tap). ``band_bound_ns``: how far the band's mapping (its clock
+    fit, latency aside) may be off at the taps; the mean offset is off by as much, so it is
+    in the uncertainty (agent.mcu.tap_refit gives it for the fit over the whole
+    recording)."""
     pairs, head_only, band_only = pair(head, band, max_sep_ns)
     tol = (band_period_ns + head_period_ns) / 2 + 2 * head_bound_ns + jitter_ns
     kept, rejected = consistent([o for _h, o in pairs], tol)
@@ -155,10 +164,10 @@ def calibrate(head: list[int], band: list[int], *, head_bound_ns: int, band_peri
     mean = float(o.mean())
     model = np.sqrt((band_period_ns ** 2 + head_period_ns ** 2) / 12 / n)
     spread = float(o.std(ddof=1) / np.sqrt(n)) if n > 1 else float(band_period_ns)
-    unc = int(3 * max(model, spread) + head_bound_ns)
+    unc = int(3 * max(model, spread) + head_bound_ns + band_bound_ns)
     at = [h for h, o in pairs if o in kept]
     return TapResult(n, round(mean), unc, kept, rejected, head_only, band_only,
-                     (min(at), max(at)))
+                     (min(at), max(at)), head_bound_ns, band_bound_ns)
 
 
 @dataclass
@@ -177,7 +186,8 @@ class Stream:
     latency_uncertainty_ns: int | None
 
 
-def stream(payloads: list[dict[str, Any]]) -> Stream:
+def stream(payloads: list[dict[str, Any]], *, sort: bool = True) -> Stream:
+    """``payloads``' samples, in time order (``sort=False``: in stored order)."""
     from agent.wrist.imu_batch import decode_payload
 
     hs, accs, scales, bounds = [], [], [], []
@@ -202,7 +212,7 @@ def stream(payloads: list[dict[str, Any]]) -> Stream:
         return Stream(np.zeros(0, np.int64), np.zeros((0, 3)), np.zeros(0), -1,
                       np.zeros(0, np.int64), None, None)
     h = np.concatenate(hs)
-    order = np.argsort(h, kind="stable")
+    order = np.argsort(h, kind="stable") if sort else np.arange(len(h))
     return Stream(h[order], np.concatenate(accs)[order], np.concatenate(scales)[order],
                   bound, np.concatenate(bounds)[order], lat, unc)
 

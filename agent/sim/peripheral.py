@@ -294,7 +294,11 @@ class Band:
             model = getattr(self.feed, "model", None)
             truth = None if model is None else {  # sample k was taken at start + phase + k*P
                 "start_ns": model.start, "phase_ns": model.phase,
-                "period_ns": model.period_host, "first_sample": self.stats["first_sample"]}
+                "period_ns": model.period_host, "first_sample": self.stats["first_sample"],
+                # the band clock: device_at(t) = offset + (t - start) (1 + drift) + wander
+                "clock": {"offset_ns": model.p.offset_ns, "drift_ppm": model.p.drift_ppm,
+                          "wander_amp_ns": model._wander_amp,
+                          "wander_period_s": model.p.wander_period_s}}
             return {"ok": True, **self.stats, "address": self.address,
                     "streaming": self.started, "connected": self.connected, "truth": truth}
         if cmd == "delivered":  # delivered T: the last sample sent by host time T (ns)

@@ -13,8 +13,9 @@ What a chunk tells the clock: a band with a device clock is observed at the inst
 it sent the packet (open profile: ``tx_device_ns``) or else at the packet's last sample (it
 cannot leave before that was taken), against the first arrival of the notification(s) it
 came in; a band with none (WitMotion) by sample number against arrival. Latency comes from
-the band's config (``[[wrist]] latency_ms``) or its profile's ``[timing]`` default, never
-from a simulator.
+the band's config (``[[wrist]] latency_ms``: its source ``calibrated`` with ``latency_source
+= "calibrated"``, which wearcap calibrate writes, else ``config``) or its profile's
+``[timing]`` default, never from a simulator.
 """
 
 from __future__ import annotations
@@ -39,7 +40,9 @@ def band_latency(band: Any) -> Latency:
     ms = float(getattr(band, "latency_ms", -1.0))
     unc = float(getattr(band, "latency_uncertainty_ms", -1.0))
     if ms >= 0:
-        return Latency(round(ms * 1e6), round((unc if unc >= 0 else 0.3) * 1e6), "config")
+        source = "calibrated" if getattr(band, "latency_source", "") == "calibrated" \
+            else "config"
+        return Latency(round(ms * 1e6), round((unc if unc >= 0 else 0.3) * 1e6), source)
     return Latency(prof.latency_ns, round(unc * 1e6) if unc >= 0 else
                    prof.latency_uncertainty_ns, "profile")
 
