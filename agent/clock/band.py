@@ -211,7 +211,10 @@ class BandClock:
         self.settle_ns = int(settle_ns)
         self._fit_args = fit_args
         self._ver = 0
-        """Bumped by whatever changes what ``_now`` is computed from."""
+        """Bumped by whatever changes what ``_now`` and ``_gates`` are computed from, as it
+        starts and again when it is done: a placement peeked from another thread (the time
+        requests' aimer, on the BLE loop) while an observation is half done caches what it
+        read under a version that is already gone."""
         self._now_cache: _FitNow | None = None
         self._gates_cache: tuple[int, tuple[bool, bool, bool]] = (-1, (False, False, False))
         self._rate: RateFit | None = None
@@ -339,6 +342,7 @@ class BandClock:
         if index is not None:
             self._note_arrival(index, arrival_ns)
         self._observe(device_ns, arrival_ns, 1)
+        self._ver += 1
 
     def _note_arrival(self, index: int, arrival_ns: int) -> None:
         arr = self._arr
@@ -352,6 +356,7 @@ class BandClock:
             raise ValueError("observe_index is for bands with no device clock")
         self._note_arrival(index + n - 1, arrival_ns)
         self._observe(index, arrival_ns, n)
+        self._ver += 1
 
     def _add(self, key: int, arrival_ns: int, n: int) -> None:
         if self._rate is not None:
@@ -464,6 +469,7 @@ class BandClock:
         if self._twoway.add(host_send_ns, device_rx_ns, recv):
             self.exchanges += 1
             self._xch.append((device_rx_ns, host_send_ns))
+        self._ver += 1
 
     def _measured_latency(self) -> tuple[float, float] | None:
         """(S, wait): the least of ``envelope(device_rx) - host_send`` over the recent
@@ -655,8 +661,9 @@ class BandClock:
         at, gates = self._gates_cache
         if at == self._ver:
             return gates
+        ver = self._ver  # before anything is read (see ``_ver``)
         gates = self._fresh_gates()
-        self._gates_cache = (self._ver, gates)
+        self._gates_cache = (ver, gates)
         return gates
 
     def _fresh_gates(self) -> tuple[bool, bool, bool]:
@@ -664,6 +671,7 @@ class BandClock:
 
     def _fit_now(self) -> _FitNow:
         """``_now`` computed afresh (what the cache must always equal)."""
+        ver = self._ver  # before anything is read (see ``_ver``)
         f = self.fit
         slope, ax, ay = self._line()
         lat = self.latency
@@ -697,7 +705,7 @@ class BandClock:
             ln = (l_lo + l_hi) / 2
             lat_part, source = round((l_hi - l_lo) / 2), "two-way"
         return _FitNow(
-            ver=self._ver, latency=lat, slope=slope, ax=ax, ay=ay,
+            ver=ver, latency=lat, slope=slope, ax=ax, ay=ay,
             clamped=abs(f.slope - 1.0) > self.max_slope_dev, excess=excess, ex_mid=ex_mid,
             slope_span=float(span) if settled_bins and span > 0 else 0.0,
             young=self.young, lock=lock,
