@@ -50,7 +50,8 @@ class CaptureSettings:
     margin_bytes: int = 8 << 20
     """Room a segment's next few seconds need, checked with the reserve."""
     tune_heap: bool = True
-    """Keep large transient blocks out of the heap and trim it at each roll (agent.heap)."""
+    """Keep large transient blocks out of the heap, trim it at each roll, and keep what is
+    alive once recording runs out of the cyclic collector's passes (agent.heap)."""
     first_frame_warn_seconds: float = 5.0
     pending_max: int = 1024
     """Source messages held while no segment is open (before the first frame: about 30 s
@@ -233,6 +234,8 @@ class CaptureService:
         if not self._ready:
             self._ready = True
             self.notify("READY=1")
+            if self.s.tune_heap:
+                heap.freeze()  # what recording runs on is in place (agent/heap.py)
 
     def _roll(self) -> None:
         """Seal at a roll: sources first close what they hold (batches, the part of an open
@@ -288,6 +291,8 @@ class CaptureService:
                 if not self._ready:
                     self._ready = True
                     self.notify("READY=1")
+                    if self.s.tune_heap:
+                        heap.freeze()
             return 0
         cam.wait(wait)
         frames = cam.poll(64)
@@ -396,6 +401,8 @@ class CaptureService:
                 raise
             self._loop()
         finally:
+            if self.s.tune_heap:
+                heap.thaw()
             self.spool.unlock()
         return self.result
 

@@ -14,6 +14,12 @@ one core and the agent's total excluding the encoder (budget: <= 3% of a core at
 ``--no-mcu``: without the MCU. ``--stages``: also the writer thread's CPU per stage of its
 loop (each stage's own thread CPU time, stages nest: a flush drains), which costs a little
 CPU itself.
+
+Also printed: what came in per second over the measured window (camera frames written, each
+band's notifications and samples, the MCU's reads, frames and samples). The samples are
+fixed by the rig; how many notifications and reads carry them is not (the simulated links
+and a loaded machine batch them differently from run to run), and the agent's cost follows
+the notifications more than the samples: compare runs at like rates.
 """
 
 from __future__ import annotations
@@ -79,6 +85,23 @@ def stages() -> dict[str, Stage]:
             "live status (_publish)": Stage(CaptureService, "_publish")}
 
 
+def inputs(rig: Any) -> dict[str, int]:
+    """Counters of what the rig delivered so far (see the module doc)."""
+    out = {"camera frames": rig.service.result.frames}
+    for src in rig.sources:
+        st = getattr(src, "stats", None)
+        if not isinstance(st, dict):
+            continue
+        if "packets" in st:  # a wrist band (agent.wrist.stream STATS)
+            out[f"{src.name} notifications"] = st["packets"]
+            out[f"{src.name} samples"] = st["samples"]
+        elif "reads" in st:  # the head MCU
+            out[f"{src.name} reads"] = st["reads"]
+            out[f"{src.name} frames"] = st["frames"]
+            out[f"{src.name} samples"] = st["samples"]
+    return out
+
+
 def measure(seconds: float, warmup: float, mcu: bool, with_stages: bool) -> dict[str, Any]:
     st = stages() if with_stages else {}
     try:
@@ -86,9 +109,9 @@ def measure(seconds: float, warmup: float, mcu: bool, with_stages: bool) -> dict
             time.sleep(warmup)
             for s in st.values():
                 s.on = True
-            c0, t0 = thread_cpu(), time.monotonic()
+            c0, t0, n0 = thread_cpu(), time.monotonic(), inputs(rig)
             time.sleep(seconds)
-            c1, t1 = thread_cpu(), time.monotonic()
+            c1, t1, n1 = thread_cpu(), time.monotonic(), inputs(rig)
             for s in st.values():
                 s.on = False
             names = rig.thread_names()
@@ -108,6 +131,7 @@ def measure(seconds: float, warmup: float, mcu: bool, with_stages: bool) -> dict
             "simulator_pct": round(sim, 2), "mcu": mcu,
             "agent_over_encoder": round(agent / enc, 3) if enc else None,
             "budget_pct": BUDGET_PCT,
+            "inputs_per_s": {k: round((n1[k] - n0.get(k, 0)) / wall, 1) for k in n1},
             "writer_stages_pct": {k: round(s.ns / 1e9 / wall * 100, 3) for k, s in st.items()}}
 
 
@@ -127,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {k:32s} {v:6.2f}% of a core")
     for k, v in res["writer_stages_pct"].items():
         print(f"    writer: {k:44s} {v:6.3f}% of a core")
+    print("inputs per second: " + ", ".join(f"{k} {v:g}" for k, v in res["inputs_per_s"].items()))
     print(f"simulated MCU (the rig, not the agent): {res['simulator_pct']:.2f}%")
     print(f"agent excluding the encoder: {res['agent_excluding_encoder_pct']:.2f}% of a core "
           f"(budget {BUDGET_PCT:g}%); camera+encoder {res['encoder_pct']:.2f}% -> "

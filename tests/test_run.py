@@ -311,3 +311,35 @@ def test_sources_flush_at_every_chunk_close(tmp_path):
     assert len(batches) == src.flushes  # each flush became a message in the file
     flat = [n for b in batches for n in b["n"]]
     assert flat == list(range(1, len(flat) + 1))
+
+
+def test_start_up_objects_are_kept_out_of_the_collector_while_recording(tmp_path):
+    """agent/heap.py freeze: once recording runs, what is alive then is left out of the cyclic
+    collector's passes (each full pass walked every imported module's objects), and handed
+    back when recording ends, so nothing is kept for ever."""
+    import gc
+
+    frozen: list[int] = []
+
+    class Probe(TickSource):
+        def drain(self):
+            frozen.append(gc.get_freeze_count())
+            return super().drain()
+
+    ticks = itertools.count(1_000_000_000_000, 50_000_000)
+    st = CaptureSettings(device_id="dev", config_digest="c" * 64, drain_seconds=0.0,
+                         duration=1.0)
+    probe: Any = Probe()
+    CaptureService(st, Spool(tmp_path / "spool", "dev"), None, [probe],
+                   clock=lambda: next(ticks), notify=lambda s: None,
+                   status=lambda s: None).run()
+    assert frozen and max(frozen) > 1000  # the modules' objects, at least
+    assert gc.get_freeze_count() == 0
+    # without heap tuning, the collector is left alone
+    frozen.clear()
+    st = CaptureSettings(device_id="dev", config_digest="c" * 64, drain_seconds=0.0,
+                         duration=1.0, tune_heap=False)
+    CaptureService(st, Spool(tmp_path / "spool2", "dev"), None, [probe],
+                   clock=lambda: next(ticks), notify=lambda s: None,
+                   status=lambda s: None).run()
+    assert frozen and max(frozen) == 0
