@@ -255,3 +255,41 @@ def test_a_converged_fit_that_moves_is_slewed_in_at_the_fast_rate():
     slews = [p.slew_ns for p in placed]
     settle = next(i for i, s in enumerate(slews) if s < 200_000)
     assert settle < 20  # within 2 s of band time (500 ppm: 8 s)
+
+
+def test_a_line_whose_supports_wait_longer_than_its_tightest_bins_keeps_its_bound():
+    """Polar on the fast link with a host 3 ms slow (the configured 1.7 +- 1.5 ms leaves it
+    0.2 ms): 308 ms frames, ~3 to a bin, and a notification's delay above the floor is a
+    wait for its event plus the host's jitter. The lowest of such sums sits further above
+    the floor, against the spacing of the lowest few, than one uniform wait does, and the
+    hull's slope moved by ~10 ppm between refits while its tightest bins sat 80-150 us from
+    the line: the envelope was 0.8 ms above its floor under a bound that allowed 0.4 ms
+    (coverage 92.6 % in 2.5 minutes, 98.2 % in 10). The excess now comes from the 10th-lowest
+    bin at the tail of a sum of two delays, and the slope from both supports of its edge."""
+    r = run_cell(Cell("polar-pmd", "fast", 3.0, 2, 2.5))
+    assert r["coverage"] >= 0.99 and r["backward_steps"] == 0
+    assert r["bound_over_p99"] <= 3.0
+
+
+def test_a_line_below_its_floor_beyond_the_recent_bins_keeps_its_bound():
+    """WitMotion on a congested link: the rate fit's line is anchored ~300 s back and falls
+    under the floor towards the newest samples; the recent bins show by how much where they
+    are, but the newest samples lie beyond them, where a line that is ``r + h`` under the
+    floor ``d'`` from its anchor is further under (coverage 98.5 % in 5.25 minutes, misses
+    by 0.1-0.3 ms). The bound now extends what each recent bin shows to the sample."""
+    r = run_cell(Cell("witmotion", "congested", 0.3, 3, 5.25))
+    assert r["coverage"] >= 0.99 and r["backward_steps"] == 0
+    assert r["silent_losses"] == 0 and r["false_loss_share"] <= 0.01
+
+
+def test_a_band_with_no_clock_keeps_its_rate_across_a_break():
+    """WitMotion on the lossy link: a 50 Hz band whose samples come 3 % fast. Every break
+    restarted its fit, and the fit after it began at the nominal rate: for the first second
+    after each reconnection the samples were placed 3 % apart too far, up to 28 ms late by
+    the second's end (p99 after 60 s: 21-24 ms in 3-minute cells). The band's rate does not
+    change at a break; only the numbering, and so the offset, is new."""
+    tr: dict = {}
+    r = run_cell(Cell("witmotion", "lossy", 0.3, 1, 1.5), tr)
+    assert r["gaps"] >= 1 and r["coverage"] >= 0.99 and r["backward_steps"] == 0
+    late = tr["truth"] - 10**9 >= 10 * 10**9
+    assert np.abs(tr["error"][late]).max() < 10_000_000  # half a sample period

@@ -27,9 +27,12 @@ in sample order: it is what keeps host time monotonic.
 - ``fit_ns``: how far the envelope may be above the floor it estimates (the wait for a
   connection event, jitter) and what its slope error adds at the newest sample. While the
   fit has few bins it is ``wait_prior_ns / bins`` (the largest plausible wait, shrinking as
-  bins come); then twice the 5th-lowest bin residual. A band with no clock adds its floor,
-  one sample period, until its rate fit has converged (a phase-locked link never does:
-  arrival times cannot place its samples closer, agent/clock/rate.py).
+  bins come); then ``TAIL_FACTOR`` x the 10th-lowest bin residual (a wait plus jitter: the
+  lowest of N is further from the floor than a uniform wait's). A band with no clock adds its
+  floor, one sample period, until its rate fit has converged (a phase-locked link never does:
+  arrival times cannot place its samples closer, agent/clock/rate.py). The slope error adds
+  what the bins behind the line's anchor allow it to tilt, at most what supports at either end
+  of the window, each up to that excess high, allow (``_slope_part``).
 - ``quantisation_ns``: the resolution of the band's timestamps.
 - ``slew_ns``: how far the output is still from the fit (below).
 
@@ -65,7 +68,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from agent.clock.oneway import OneWayFit
+from agent.clock.oneway import TAIL_RANK, OneWayFit
 from agent.clock.rate import BURST_GAP_NS, RateFit
 from agent.clock.twoway import TwoWayFit
 
@@ -116,6 +119,16 @@ ARRIVAL_WINDOW_NS = 6_000_000_000
 by sample numbers at the nominal rate (a backlog delays arrivals; it cannot hasten one)."""
 SETTLE_BINS = 6
 """Closed bins (seconds) a fit needs, since its last restart, before it places samples."""
+TAIL_FACTOR = 1.73
+"""How far the lowest support may be above the floor, in units of the ``TAIL_RANK``-th
+lowest bin residual (agent/clock/oneway.py: the spacing of the lowest ten): 1 % of the time
+further. A notification's delay above the floor is the sum of two independent parts, its
+wait for the connection event and the host's jitter, each with a finite density at zero, so
+the chance that one is within ``x`` of the floor grows as ``x**2``, not ``x``. With the
+ratio of the lowest to the 10th-lowest of such delays ``sqrt(Beta(1, 9))`` distributed, the
+lowest is beyond 1.73 x (10th - lowest) with 1 % chance (``(1 - q**2)**9 = 0.01``, factor
+``q / (1 - q)``); from the 5th-lowest it would take 4.78 x, and a single uniform part gives
+2.16 x the 5th."""
 WAIT_PRIOR_NS = 150_000_000
 """Largest plausible wait of a notification for its connection event (intervals up to
 100 ms, plus jitter), the fit part of a bound before any bin has closed."""
@@ -181,8 +194,9 @@ class _FitNow:
     """The window span a slope error is judged over; 0 while it adds nothing."""
     young: bool
     lock: float
-    below: float | None
-    """How far the envelope may be below the floor (``_local_low``); None: the slope part."""
+    settled_bins: bool
+    """Enough bins for the recent ones to bound the envelope below the floor
+    (``_local_low``); else the slope part does."""
     ln: float
     """The latency subtracted from the envelope."""
     lat_part: int
@@ -243,10 +257,17 @@ class BandClock:
         self._line_at: tuple[int, int, int | bool] = (-1, -1, False)
         self._line_cache = (1.0, 0.0, 0.0)
         self._good_slope: float | None = None
+        self._line_on_edge = False
+        self._carried: tuple[float, float, int] | None = None
+        """Kind "rate": (slope, its uncertainty, window span) of the fit before a break, used
+        until the fit after it spans as much or has converged (``cut``)."""
+        """Whether the line is drawn through the fit's two supports (``edge_ns`` apart)."""
         self._bin_spread_at = (-1, -1)
         self._bin_spread_cache = 0.0
         self._low_at = (-1, -1)
-        self._low_cache = 0.0
+        self._low_cache: list[tuple[float, float]] = []
+        self._tilt_at: tuple[int, int, int] = (-1, -1, -1)
+        self._tilt_cache = (math.inf, math.inf)
         self.held = 0
         """Refits of a converged fit whose slope jumped by over SLOPE_JUMP_PPM (not used)."""
 
@@ -283,6 +304,14 @@ class BandClock:
             return self._line_cache
         slope = f.slope
         dev = self.max_slope_dev
+        car = self._carrying()
+        if car is not None:
+            # the band's rate from before the break: only the offset is new
+            ax, ay = f.lowest(car[0])
+            line = (car[0], float(ax), float(ay))
+            self._line_on_edge = False
+            self._line_at, self._line_cache = key, line
+            return line
         if self.young:
             dev = min(dev, PRIOR_DRIFT_PPM * 1e-6)
         held = False
@@ -297,7 +326,8 @@ class BandClock:
                 self.held += 1
         else:
             self._good_slope = None
-        if abs(slope - 1.0) > dev or held:
+        self._line_on_edge = not (abs(slope - 1.0) > dev or held)
+        if not self._line_on_edge:
             slope = min(max(slope, 1.0 - dev), 1.0 + dev)
             ax, ay = f.lowest(slope)
             line = (slope, float(ax), float(ay))
@@ -305,6 +335,13 @@ class BandClock:
             line = (slope, float(f.ref_device_ns), float(f.map(f.ref_device_ns)))
         self._line_at, self._line_cache = key, line
         return line
+
+    def _carrying(self) -> tuple[float, float, int] | None:
+        """The rate carried over a break (``cut``), while the fit after it is the weaker."""
+        car = self._carried
+        if car is not None and (self.fit.converged or self.fit.window_span_ns >= car[2]):
+            self._carried = car = None
+        return car
 
     @property
     def young(self) -> bool:
@@ -444,12 +481,24 @@ class BandClock:
         keeps its fit: that clock ran on. A band with none is numbered by arrivals, and what
         it took meanwhile is only an estimate, so the numbers after the break are not those
         of the fit's line: it starts again from the arrivals after (placed by arrival, widely
-        bounded, until it settles), and host time stays monotonic (``place``)."""
+        bounded, until it settles), and host time stays monotonic (``place``). The band's
+        rate does not change at a break: the slope of a settled fit is carried over, with
+        its uncertainty (its supports at either end each up to the excess high: 3 excess /
+        span), and lays the line through the arrivals after until the new fit spans as much
+        or has converged (a band 3 % off its nominal rate otherwise ran 3 % off for the
+        first second after every break: up to 29 ms)."""
         if self.kind != "rate":
             return
+        f = self.fit
+        carried = self._carrying()
+        if self.settled and f.window_span_ns > 0 and (
+                carried is None or f.window_span_ns >= carried[2]):
+            span = f.window_span_ns
+            carried = (self._line()[0], 3.0 * self._fit_part() / span, span)
         self._restart([])
         self._arr.clear()
         self._res.clear()
+        self._carried = carried
         self._ver += 1
 
     def observe_exchange(self, host_send_ns: int, device_rx_ns: int, host_recv_ns: int,
@@ -594,46 +643,112 @@ class BandClock:
         return out
 
     def _fit_part(self) -> int:
-        """How far the envelope may be above its floor at ``key`` (module doc): the excess
-        ``E``, at least twice the 5th-lowest bin residual and at least what the lowest of N
-        waits spread over [0, W) stays above with 1 % chance (W ln(100) / N); plus what a
-        slope error adds away from the line's anchor (the supports at either end of the
-        window may each be up to ``E`` high: 3 E / span per unit of distance)."""
+        """How far the envelope may be above its floor at its anchor (module doc): the
+        excess ``E``, at least ``TAIL_FACTOR`` x the 10th-lowest bin residual and at least
+        what the lowest of N waits spread over [0, W) stays above with 1 % chance
+        (W ln(100) / N). What a slope error adds away from the anchor is ``_slope_part``."""
         f = self.fit
         nb = self._bins()
         if nb < SETTLE_BINS:
             part = self.wait_prior_ns / max(1, nb)
         else:
             n_obs = max(1, min(f.observations, self._window_obs()))
-            part = max(2.0 * f.tight_ns, self._spread() * 4.6 / n_obs)
+            # the tail of the lowest delays shows once the window holds several times
+            # TAIL_RANK bins; before, its 5th-lowest bin, doubled (one uniform wait)
+            low = TAIL_FACTOR * f.tail_ns if f.bins >= 4 * TAIL_RANK else 2.0 * f.tight_ns
+            part = max(low, self._spread() * 4.6 / n_obs)
         if self.kind == "rate" and not f.converged:
             part += self.nominal_period_ns  # the floor: wait unknown within a period
         return round(part)
 
-    def _local_low(self) -> float:
-        """How far the recent observations (the window's last ``LOCAL_LOW_NS`` of bins, and
-        the open one) are above the envelope, at the lowest: the floor is under every one
-        of them, so the envelope is at most that far below it at the newest samples. A
-        slope drawn through a few supports far back (the tooth bottoms of a rate fit, each
-        up to its own wait high) is off by what those supports' elevations differ by over
-        the span; this is where that shows, and the bound need not guess it from the
-        tightest bins. Once per refit."""
+    def _slope_part(self, key: float, excess: float) -> float:
+        """What a slope error adds at ``key``, on the side where the envelope is above its
+        floor. The line is ``h`` (<= the excess) above the floor at its anchor; tilted by
+        ``s`` against the floor, it is ``h + s d`` above it a distance ``d`` away, and as far
+        below it on the other side of the anchor, where every observation is above the floor:
+        a bin there ``r`` above the line, ``d'`` from the anchor, allows ``s <= (r + h) / d'``.
+        The tightest of those bins bounds the tilt (``_tilt``), however the supports are
+        spread; with no bin on that side, the supports at either end may each be up to the
+        excess high (3 excess / span per unit of distance). A young window's held slope: the
+        physical range over the distance."""
+        f = self.fit
+        if self._bins() < SETTLE_BINS or f.window_span_ns <= 0:
+            return 0.0
+        _s, ax, _ay = self._line()
+        d = self._x(key) - ax
+        car = self._carrying()
+        if car is not None:
+            return car[1] * abs(d)
+        # a rate fit's slope is the chord of its tooth bottoms (agent/clock/rate.py), each
+        # up to its own wait high: its bound holds what its newest observations show
+        edge = f.edge_ns if self._line_on_edge else 0
+        part = abs(d) * (excess / edge if edge > 0 else 3.0 * excess / f.window_span_ns)
+        tilt = None if self.kind == "rate" else self._tilt(excess, d >= 0)
+        if tilt is not None:
+            part = min(part, abs(d) * tilt)
+        if self.young:
+            part = max(part, self.max_slope_dev * abs(d))
+        return part
+
+    def _tilt(self, excess: float, ahead: bool) -> float | None:
+        """The largest tilt of the line against its floor that raises it ``ahead`` of its
+        anchor (or behind it): min over the bins on the other side of ``(r + excess) / d'``
+        (``_slope_part``). None with no bin there. Once per refit and excess."""
+        f = self.fit
+        at = (f.refits, self._epoch, round(excess))
+        if self._tilt_at != at:
+            slope, ax, ay = self._line()
+            x0, y0 = f._x0 or 0, f._y0
+            behind = ahead_ = math.inf
+            for x, y in f._bins:
+                dx = x0 + x - ax
+                if dx == 0:
+                    continue
+                r = max(0.0, y0 + y - (ay + slope * dx))
+                if dx < 0:
+                    behind = min(behind, (r + excess) / -dx)
+                else:
+                    ahead_ = min(ahead_, (r + excess) / dx)
+            self._tilt_at, self._tilt_cache = at, (behind, ahead_)
+        out = self._tilt_cache[0 if ahead else 1]
+        return None if math.isinf(out) else out
+
+    def _local_low(self, key: float, excess: float) -> float:
+        """How far the envelope may be below its floor at ``key``, from the recent
+        observations (the window's last ``LOCAL_LOW_NS`` of bins, and the open one): the
+        floor is under every one of them, so at a bin ``r`` above the line the envelope is
+        at most ``r`` below it. Further from the anchor (at ``d`` vs the bin's ``d'``) a
+        line ``h`` (<= the excess) above the floor at its anchor and ``r + h`` under it at
+        ``d'`` falls by ``(r + h) / d'`` per unit of distance: ``r + (r + h)(d - d') / d'``.
+        The lowest of those over the recent bins. A slope drawn through a few supports far
+        back (the tooth bottoms of a rate fit, each up to its own wait high) is off by what
+        those supports' elevations differ by over the span; this is where that shows, and
+        the bound need not guess it from the tightest bins. Residuals once per refit."""
         f = self.fit
         at = (f.refits, self._epoch)
-        if self._low_at == at:
-            return self._low_cache
-        slope, ax, ay = self._line()
-        x0, y0 = f._x0 or 0, f._y0
-        pts = list(f._bins)
-        if f._cur is not None:
-            pts.append(f._cur)
-        out = 0.0
-        if pts:
-            newest = pts[-1][0]
-            out = max(0.0, min(y0 + y - (ay + slope * (x0 + x - ax))
-                               for x, y in pts if x >= newest - LOCAL_LOW_NS))
-        self._low_at, self._low_cache = at, out
-        return out
+        if self._low_at != at:
+            slope, ax, ay = self._line()
+            x0, y0 = f._x0 or 0, f._y0
+            pts = list(f._bins)
+            if f._cur is not None:
+                pts.append(f._cur)
+            rec: list[tuple[float, float]] = []
+            if pts:
+                newest = pts[-1][0]
+                rec = [(x0 + x - ax, y0 + y - (ay + slope * (x0 + x - ax)))
+                       for x, y in pts if x >= newest - LOCAL_LOW_NS]
+            self._low_at, self._low_cache = at, rec
+        rec = self._low_cache
+        if not rec:
+            return 0.0
+        d = self._x(key) - self._line()[1]
+        out = math.inf
+        for dj, r in rec:
+            v = r
+            if dj * d > 0 and abs(d) > abs(dj):
+                v += (r + excess) * (abs(d) - abs(dj)) / abs(dj)
+            out = min(out, v)
+        return max(0.0, out)
 
     def _window_obs(self) -> int:
         """Observations the fit's window holds (bins x observations per bin lately)."""
@@ -709,7 +824,7 @@ class BandClock:
             clamped=abs(f.slope - 1.0) > self.max_slope_dev, excess=excess, ex_mid=ex_mid,
             slope_span=float(span) if settled_bins and span > 0 else 0.0,
             young=self.young, lock=lock,
-            below=self._local_low() if settled_bins else None,
+            settled_bins=settled_bins,
             ln=ln, lat_part=lat_part, source=source)
 
     def _target(self, key: float, period_ns: float | None) -> tuple[float, float, int, int, str]:
@@ -725,22 +840,16 @@ class BandClock:
         x = self._x(key)
         env = now.ay + slope * (x - now.ax)
         t0 = env - now.ln - now.ex_mid
-        # what a slope error adds at ``key``: the supports at either end of the window may
-        # each be up to the excess high, 3 excess / span per unit of distance from the
-        # anchor; a young window's held slope, the physical range over that distance
+        # what a slope error adds at ``key`` (``_slope_part``: the edge's, at most what the
+        # bins behind the anchor allow; a young window's held slope, the physical range)
         excess = now.excess
-        sl = 0.0
-        if now.slope_span:
-            dist = abs(x - now.ax)
-            sl = 3.0 * excess * dist / now.slope_span
-            if now.young:
-                sl = max(sl, self.max_slope_dev * dist)
+        sl = self._slope_part(key, excess) if now.slope_span else 0.0
         if now.lock:
             excess += now.lock
-        # the envelope may be above the floor by the excess (and a slope error the other
-        # way); below it, by no more than the recent observations rise above the line (the
-        # floor is under every observation), whatever the slope's error is
-        below = now.below if now.below is not None else sl
+        # the envelope may be above the floor by the excess and the tilt the bins behind
+        # the anchor allow; below it, by no more than the recent observations rise above
+        # the line (the floor is under every observation) and the tilt they allow beyond
+        below = self._local_low(key, excess) if now.settled_bins else sl
         fit_part = round(max(excess - now.ex_mid + sl, now.ex_mid + below))
         return t0, spacing, fit_part, now.lat_part, now.source
 

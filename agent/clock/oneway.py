@@ -33,6 +33,8 @@ from __future__ import annotations
 from collections import deque
 from typing import Any
 
+TAIL_RANK = 10
+"""The bin residual whose rank ``tail_ns`` reports."""
 DEFAULT_LATENCY_NS = 400_000
 """Minimum host-side latency of a notification (controller -> BlueZ -> D-Bus -> the agent):
 the simulated rig's calibrated constant. A real rig calibrates its own (docs/wrist-profile.md)."""
@@ -101,6 +103,8 @@ class OneWayFit:
         self._ay = 0
         self.slope = 1.0
         self._tight_ns = 0
+        self._tail_ns = 0
+        self._edge_ns = 0
         self._span_ns = 0
         self._bottoms: list[tuple[int, int]] = []
 
@@ -159,6 +163,7 @@ class OneWayFit:
         (x1, y1), (x2, y2) = hull[i], hull[i + 1]
         self.slope = (y2 - y1) / (x2 - x1)
         self._ax, self._ay = x1, y1
+        self._edge_ns = x2 - x1
         dev = self.max_edge_dev
         if dev is not None and abs(self.slope - 1.0) > dev:
             # an edge no clock can have: it spans a change of wait (a phase-locked wait that
@@ -171,11 +176,13 @@ class OneWayFit:
                 j = min(edges)[1]
                 (x1, y1), (x2, y2) = hull[j], hull[j + 1]
                 self.slope = (y2 - y1) / (x2 - x1)
+                self._edge_ns = x2 - x1
                 self._ax, self._ay = min(pts, key=lambda p: p[1] - self.slope * p[0])
         if self.jump_ns:
             self._fit_bottoms(pts)
         res = sorted(y - self._line(x) for x, y in pts)
         self._tight_ns = int(res[min(len(res) - 1, 4)])
+        self._tail_ns = int(res[min(len(res) - 1, TAIL_RANK - 1)])
 
     def _fit_bottoms(self, pts: list[tuple[int, int]]) -> None:
         """Sawtooth mode: re-fit through the tooth bottoms (see the module doc)."""
@@ -198,6 +205,7 @@ class OneWayFit:
         hb = lower_hull(bottoms)
         (x1, y1), (x2, y2) = hb[0], hb[-1]
         self.slope = (y2 - y1) / (x2 - x1)
+        self._edge_ns = x2 - x1
         self._ax, self._ay = min(pts, key=lambda p: p[1] - self.slope * p[0])
 
     def lowest(self, slope: float) -> tuple[int, int]:
@@ -254,6 +262,18 @@ class OneWayFit:
     def bottoms(self) -> int:
         """Sawtooth mode: tooth bottoms found in the window."""
         return len(self._bottoms)
+
+    @property
+    def edge_ns(self) -> int:
+        """Device time between the two supports the slope is drawn through (the hull edge,
+        or the chord of the tooth bottoms); 0 with one support."""
+        return self._edge_ns
+
+    @property
+    def tail_ns(self) -> int:
+        """``TAIL_RANK``-th lowest bin residual above the line (agent/clock/band.py's
+        ``TAIL_FACTOR`` says how far the lowest support may be under it)."""
+        return self._tail_ns
 
     @property
     def drift_ppm(self) -> float:
