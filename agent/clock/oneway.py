@@ -204,6 +204,15 @@ class OneWayFit:
             return  # bottoms too close together (or noise early on): keep the hull's slope
         hb = lower_hull(bottoms)
         (x1, y1), (x2, y2) = hb[0], hb[-1]
+        if len(hb) > 2:
+            # the edge of the bottoms' hull under their centre: an end bottom (a bin beside a
+            # backlog taken for one) tilts the chord between the ends, not that edge
+            xm = sum(b[0] for b in bottoms) / len(bottoms)
+            i = 0
+            while i < len(hb) - 2 and hb[i + 1][0] < xm:
+                i += 1
+            if hb[i + 1][0] - hb[i][0] >= self.converge_span_ns:
+                (x1, y1), (x2, y2) = hb[i], hb[i + 1]
         self.slope = (y2 - y1) / (x2 - x1)
         self._edge_ns = x2 - x1
         self._ax, self._ay = min(pts, key=lambda p: p[1] - self.slope * p[0])
