@@ -129,7 +129,7 @@ def _run(clock: BandClock, script: list[tuple[str, tuple[Any, ...]]]) -> list[An
 
 
 @pytest.mark.parametrize("kind", ["device", "two-way", "rate"])
-@pytest.mark.parametrize("seed", [1, 2, 3])
+@pytest.mark.parametrize("seed", [1, 2, 3, 4])
 def test_cached_placements_equal_a_fresh_recompute(kind, seed):
     script = _script(kind, seed, 3000)
     cached, fresh = _clock(Checked, kind), _clock(Fresh, kind)
@@ -170,3 +170,36 @@ def test_the_cache_holds_across_the_simulated_bands(monkeypatch):
                  Cell("witmotion", "lossy", 1.0, 1, 0.5)):
         assert run_cell(cell)["backward_steps"] == 0
     assert len(reads) > 1000 and len(set(reads)) < len(reads)
+
+
+def test_a_peek_from_another_thread_never_reads_an_observation_half_done():
+    """The open profile's time-request aimer peeks from the BLE loop while the writer
+    observes and places. Inside an observation, a placement or a cut, the mapper is held:
+    another thread cannot take it until the call is done."""
+    import threading
+
+    free: list[bool] = []
+
+    def other_thread_can_take(clock: BandClock) -> None:
+        def probe() -> None:
+            got = clock._lock.acquire(blocking=False)
+            free.append(got)
+            if got:
+                clock._lock.release()
+        t = threading.Thread(target=probe)
+        t.start()
+        t.join()
+
+    class Probe(BandClock):
+        def _observe(self, key: int, arrival_ns: int, n: int) -> None:
+            other_thread_can_take(self)
+            super()._observe(key, arrival_ns, n)
+
+    c = _clock(Probe, "device")
+    for i in range(40):
+        c.observe_device(i * 5_000_000, 10**9 + i * 5_000_000 + 2_000_000)
+    assert free and not any(free)
+    other_thread_can_take(c)
+    assert free[-1] is True  # between calls it is free
+    got = c.peek(40 * 5_000_000.0)
+    assert got == c.place(40 * 5_000_000.0)  # a peek is the placement, committing nothing

@@ -69,6 +69,27 @@ def test_device_reboot_restarts_the_fit():
     assert f.restarts == 1 and f.observations == 51
 
 
+def test_an_observation_back_in_a_closed_bin_joins_it_and_the_bins_stay_in_order():
+    """Two streams on one device clock (a band's ACC and GYRO frames) interleave by up to a
+    frame across a bin boundary, and a device clock may step back by under a restart. The
+    bins once went out of device order, two at one x, and the refit divided by zero."""
+    f = OneWayFit(0, converge_span_ns=10**9)
+    true_slope = 1 + 40e-6
+    for i in range(60):
+        x = i * 10**8 if i % 7 else i * 10**8 - 235_000_000  # every 7th: a frame behind
+        f.add(x, int(x * true_slope) + 1_000_000 + (i * 7919) % 300_000)
+    xs = [b[0] for b in f._bins]
+    assert xs == sorted(xs) and len({x // f.bin_ns for x in xs}) == len(xs)
+    assert f.back_joins > 0 and f.restarts == 0
+    assert abs(f.slope - true_slope) < 100e-6
+    # a point older than the whole window is dropped, not inserted past the deque's length
+    g = OneWayFit(0, bin_ns=10**8, window_bins=3)
+    for i in range(6):
+        g.add(i * 10**8, i * 10**8)
+    g.add(50_000_000, 10**9)  # 0.45 s back: no restart, but bin 0 left the window
+    assert [b[0] // 10**8 for b in g._bins] == [2, 3, 4] and g.restarts == 0
+
+
 def test_hull_and_unwrap_helpers():
     pts = [(0, 5), (1, 1), (2, 4), (3, 0), (4, 6)]
     assert lower_hull(pts) == [(0, 5), (1, 1), (3, 0), (4, 6)]

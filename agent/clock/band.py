@@ -63,10 +63,11 @@ from __future__ import annotations
 
 import itertools
 import math
+import threading
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from agent.clock.oneway import TAIL_RANK, OneWayFit
 from agent.clock.rate import BURST_GAP_NS, RateFit
@@ -203,6 +204,23 @@ class _FitNow:
     source: str
 
 
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _serial(method: Callable[Concatenate[BandClock, _P], _R]
+            ) -> Callable[Concatenate[BandClock, _P], _R]:
+    """One thread at a time in a mapper: the writer observes and places, and the open
+    profile's time-request aimer peeks from the BLE loop. A peek must never read, or cache,
+    an observation half done. The lock is uncontended almost always."""
+    def serial(self: BandClock, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        with self._lock:
+            return method(self, *args, **kwargs)
+    serial.__name__, serial.__qualname__ = method.__name__, method.__qualname__
+    serial.__doc__ = method.__doc__
+    return serial
+
+
 class BandClock:
     def __init__(self, kind: str, latency: Latency, *, period_ns: float,
                  quantisation_ns: int = 0, wait_prior_ns: int = WAIT_PRIOR_NS,
@@ -212,6 +230,7 @@ class BandClock:
                  asymmetry: float = TWO_WAY_ASYMMETRY, **fit_args: Any) -> None:
         if kind not in KINDS:
             raise ValueError(f"kind is one of {', '.join(KINDS)}")
+        self._lock = threading.RLock()
         self.kind = kind
         self.latency = latency
         self.nominal_period_ns = float(period_ns)
@@ -369,6 +388,7 @@ class BandClock:
         return [a - (ay + slope * (k - ax)) for k, a, _m in obs]
 
     # ---------------------------------------------------------------- observations
+    @_serial
     def observe_device(self, device_ns: int, arrival_ns: int,
                        index: int | None = None) -> None:
         """A sample stamped ``device_ns`` on the band's clock had arrived by ``arrival_ns``
@@ -387,6 +407,7 @@ class BandClock:
         while arr and arr[0][1] < arrival_ns - ARRIVAL_WINDOW_NS:
             arr.popleft()
 
+    @_serial
     def observe_index(self, arrival_ns: int, n: int, index: int) -> None:
         """Kind "rate": samples ``index .. index + n - 1`` came in one notification."""
         if self.kind != "rate":
@@ -476,6 +497,7 @@ class BandClock:
             self._add(k, a, m)
             self._recent.append((k, a, m))
 
+    @_serial
     def cut(self) -> None:
         """The stream broke (a lost link, dropped notifications). A band with a device clock
         keeps its fit: that clock ran on. A band with none is numbered by arrivals, and what
@@ -501,6 +523,7 @@ class BandClock:
         self._carried = carried
         self._ver += 1
 
+    @_serial
     def observe_exchange(self, host_send_ns: int, device_rx_ns: int, host_recv_ns: int,
                          device_tx_ns: int) -> None:
         """A two-way reply: the request written at ``host_send_ns`` went on air in the
@@ -932,6 +955,7 @@ class BandClock:
             self.max_slew_seen_ns = max(self.max_slew_seen_ns, slew)
         return ct
 
+    @_serial
     def place(self, key: float, n: int = 1, period_ns: float | None = None,
               arrival_ns: int | None = None, index: int | None = None) -> ChunkTime:
         """Host times of a chunk of ``n`` samples from ``key`` (its first sample's device ns,
@@ -942,6 +966,7 @@ class BandClock:
                             index if index is not None else
                             (round(key) if self.kind == "rate" else None))
 
+    @_serial
     def peek(self, key: float, n: int = 1, period_ns: float | None = None,
              arrival_ns: int | None = None, index: int | None = None) -> ChunkTime:
         """``place`` without committing (e.g. to span a gap); a chunk placed already gets
@@ -967,6 +992,7 @@ class BandClock:
             return self.slew_ppm
         return self.slew_fast_ppm if settled else max(self.slew_fast_ppm, SLEW_START_PPM)
 
+    @_serial
     def state(self) -> dict[str, Any]:
         """What a batch records about the mapping (see agent/wrist/imu_batch.py)."""
         f = self.fit
@@ -976,6 +1002,7 @@ class BandClock:
                 "latency": self.latency.source, "kind": self.kind,
                 "slew_max_ppm": self.slew_rate_ppm, "restarts": self.restarts}
 
+    @_serial
     def snapshot(self) -> dict[str, Any]:
         """The fit (and the two-way fit, if any), JSON-ready, for the segment metadata."""
         snap = self._rate.snapshot() if self._rate is not None else self.fit.snapshot()

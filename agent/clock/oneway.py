@@ -88,6 +88,8 @@ class OneWayFit:
         self._bins: deque[tuple[int, int]] = deque(maxlen=window_bins)
         self.observations = 0
         self.restarts = 0
+        self.back_joins = 0
+        """Observations that joined a closed bin (device time back by less than a restart)."""
         self.refits = 0
         """Times the line was re-fitted (a bin closed): cached residuals are stale after."""
         self._reset_state()
@@ -134,6 +136,9 @@ class OneWayFit:
             return
         self.observations += 1
         b = x // self.bin_ns
+        if b < self._cur_bin:
+            self._join_closed(b, x, y)
+            return
         if b != self._cur_bin:
             if self._cur is not None:
                 self._bins.append(self._cur)
@@ -143,6 +148,30 @@ class OneWayFit:
             self._cur = (x, y)
         if not self._bins and self._cur is not None:  # no closed bin: the best point, slope 1
             self._ax, self._ay = self._cur
+
+    def _join_closed(self, b: int, x: int, y: int) -> None:
+        """An observation for a bin already closed: streams that share one device clock (a
+        band's ACC and GYRO frames) interleave by up to a frame, and a device clock may step
+        back by less than ``restart_back_ns``. It joins its own bin, so the bins stay in
+        device order (the hull needs x increasing: two bins at one x have no slope between
+        them), and the line is refitted if the bin's lowest point changed."""
+        self.back_joins += 1
+        bins = self._bins
+        i = len(bins) - 1
+        while i >= 0 and bins[i][0] // self.bin_ns > b:
+            i -= 1
+        if i >= 0 and bins[i][0] // self.bin_ns == b:
+            if self._key(x, y) >= self._key(*bins[i]):
+                return
+            bins[i] = (x, y)
+        else:
+            if len(bins) == bins.maxlen:
+                if i < 0:
+                    return  # older than the whole window
+                bins.popleft()
+                i -= 1
+            bins.insert(i + 1, (x, y))
+        self._refit()
 
     def _key(self, x: int, y: int) -> float:
         return y - self.slope * x
