@@ -245,9 +245,10 @@ class BandClock:
         self._fit_args = fit_args
         self._ver = 0
         """Bumped by whatever changes what ``_now`` and ``_gates`` are computed from, as it
-        starts and again when it is done: a placement peeked from another thread (the time
-        requests' aimer, on the BLE loop) while an observation is half done caches what it
-        read under a version that is already gone."""
+        starts and again when it is done, so a reading taken while a change is half done is
+        cached under a version that is already gone. Other threads (the time requests' aimer
+        peeks from the BLE loop) cannot read mid-change at all: ``_serial`` holds the
+        mapper."""
         self._now_cache: _FitNow | None = None
         self._gates_cache: tuple[int, tuple[bool, bool, bool]] = (-1, (False, False, False))
         self._rate: RateFit | None = None
