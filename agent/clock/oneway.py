@@ -309,7 +309,7 @@ class OneWayFit:
 
     @property
     def tail_ns(self) -> int:
-        """``TAIL_RANK``-th lowest bin residual above the line (agent/clock/band.py's
+        """``TAIL_RANK``-th lowest bin residual above the line (agent/clock/band_bound.py's
         ``TAIL_FACTOR`` says how far the lowest support may be under it)."""
         return self._tail_ns
 
