@@ -2,7 +2,7 @@
 1 kHz head MCU on a pty), so the agent's own cost can be told from the video encoder's.
 
     .venv/bin/python bench/bench_capture_threads.py [-s SECONDS] [--warmup S] [--no-mcu]
-                                                    [--stages] [--json]
+                                                    [--stages] [--notify auto|start] [--json]
 
 Records in-process exactly as `wearcap run` does (bench/rig.py: simulated rig, sources,
 camera, capture service), and after a warm-up reads every thread's CPU from /proc/self/task
@@ -13,7 +13,9 @@ one core and the agent's total excluding the encoder (budget: <= 3% of a core at
 2 x 200 Hz + 1 kHz), with the encoder's share as the baseline of the same run.
 ``--no-mcu``: without the MCU. ``--stages``: also the writer thread's CPU per stage of its
 loop (each stage's own thread CPU time, stages nest: a flush drains), which costs a little
-CPU itself.
+CPU itself. ``--notify``: every band's ``notify`` key (``auto``: data notifications through
+AcquireNotify's socket where the band offers it; ``start``: StartNotify, one D-Bus signal per
+notification); the path each band used is printed.
 
 Also printed: what came in per second over the measured window (camera frames written, each
 band's notifications and samples, the MCU's reads, frames and samples). The samples are
@@ -102,10 +104,11 @@ def inputs(rig: Any) -> dict[str, int]:
     return out
 
 
-def measure(seconds: float, warmup: float, mcu: bool, with_stages: bool) -> dict[str, Any]:
+def measure(seconds: float, warmup: float, mcu: bool, with_stages: bool,
+            notify: str | None = None) -> dict[str, Any]:
     st = stages() if with_stages else {}
     try:
-        with recording(warmup + seconds + 3, mcu=mcu) as rig:
+        with recording(warmup + seconds + 3, mcu=mcu, notify=notify) as rig:
             time.sleep(warmup)
             for s in st.values():
                 s.on = True
@@ -115,6 +118,8 @@ def measure(seconds: float, warmup: float, mcu: bool, with_stages: bool) -> dict
             for s in st.values():
                 s.on = False
             names = rig.thread_names()
+            paths = {src.name: src.status().get("notify_path", "")
+                     for src in rig.sources if hasattr(src, "stream")}
     finally:
         for s in st.values():
             s.restore()
@@ -131,6 +136,7 @@ def measure(seconds: float, warmup: float, mcu: bool, with_stages: bool) -> dict
             "simulator_pct": round(sim, 2), "mcu": mcu,
             "agent_over_encoder": round(agent / enc, 3) if enc else None,
             "budget_pct": BUDGET_PCT,
+            "notify_paths": paths,
             "inputs_per_s": {k: round((n1[k] - n0.get(k, 0)) / wall, 1) for k in n1},
             "writer_stages_pct": {k: round(s.ns / 1e9 / wall * 100, 3) for k, s in st.items()}}
 
@@ -142,8 +148,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--no-mcu", action="store_true", help="leave the head MCU out")
     ap.add_argument("--stages", action="store_true", help="the writer's CPU per stage")
+    ap.add_argument("--notify", choices=("auto", "start"),
+                    help="every band's notify path (default: the config's)")
     a = ap.parse_args(argv)
-    res = measure(a.seconds, a.warmup, not a.no_mcu, a.stages)
+    res = measure(a.seconds, a.warmup, not a.no_mcu, a.stages, a.notify)
     if a.json:
         print(json.dumps(res, indent=2))
         return 0
@@ -152,6 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     for k, v in res["writer_stages_pct"].items():
         print(f"    writer: {k:44s} {v:6.3f}% of a core")
     print("inputs per second: " + ", ".join(f"{k} {v:g}" for k, v in res["inputs_per_s"].items()))
+    print("notify paths: " + ", ".join(f"{k} {v or '?'}" for k, v in res["notify_paths"].items()))
     print(f"simulated MCU (the rig, not the agent): {res['simulator_pct']:.2f}%")
     print(f"agent excluding the encoder: {res['agent_excluding_encoder_pct']:.2f}% of a core "
           f"(budget {BUDGET_PCT:g}%); camera+encoder {res['encoder_pct']:.2f}% -> "

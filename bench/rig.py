@@ -55,10 +55,12 @@ class Rig:
 
 
 @contextlib.contextmanager
-def recording(seconds: float, *, mcu: bool = True, publisher: Any = None) -> Iterator[Rig]:
+def recording(seconds: float, *, mcu: bool = True, publisher: Any = None,
+              notify: str | None = None) -> Iterator[Rig]:
     """Record for at most ``seconds`` (the block may end it sooner) on the simulated rig.
     The live status is published as `wearcap run` does, into a directory on /dev/shm
-    (``publisher``: another agent.livestatus.Publisher)."""
+    (``publisher``: another agent.livestatus.Publisher). ``notify``: every band's ``notify``
+    key (auto: AcquireNotify where offered; start: StartNotify), else the config's."""
     from agent import config
     from agent.camera.open import open_camera
     from agent.capture import CaptureService, CaptureSettings
@@ -68,6 +70,9 @@ def recording(seconds: float, *, mcu: bool = True, publisher: Any = None) -> Ite
     cfg = config.load(REPO / "device_configs" / "sim.toml")
     if not mcu:
         cfg = dataclasses.replace(cfg, mcu=dataclasses.replace(cfg.mcu, enabled=False))
+    if notify is not None:
+        cfg = dataclasses.replace(cfg, wrist=[dataclasses.replace(w, notify=notify)
+                                                  for w in cfg.wrist])
     spool = Spool(Path(tempfile.mkdtemp(prefix="wearcap-bench-")), cfg.device.id)
     settings = CaptureSettings(device_id=cfg.device.id, config_digest=cfg.digest(),
                                segment_seconds=cfg.segment.seconds,

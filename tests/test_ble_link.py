@@ -1,8 +1,11 @@
 """bleak's real BlueZ code against simulated bands on a private BlueZ: streaming, disconnects,
-aborted connects, a changed GATT layout and malformed notifications."""
+aborted connects, a changed GATT layout and malformed notifications; data notifications
+through AcquireNotify's socket, and the fallbacks to StartNotify."""
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import itertools
 import time
 from collections.abc import Callable, Iterator
@@ -32,8 +35,10 @@ def rig() -> Iterator[SimRig]:
 class Run:
     """A WristSource on one simulated band, drained like the writer does."""
 
-    def __init__(self, rig: SimRig, name: str, **source_args: Any) -> None:
+    def __init__(self, rig: SimRig, name: str, band_changes: dict[str, Any] | None = None,
+                 **source_args: Any) -> None:
         band = next(w for w in rig.cfg.wrist if w.name == name)
+        band = dataclasses.replace(band, **(band_changes or {}))
         self.rig, self.name = rig, name
         self.src = WristSource(band, rig.cfg.ble, policy=FAST, **source_args)
         self.msgs: list[Message] = []
@@ -251,3 +256,85 @@ def test_a_band_that_vanishes_and_returns_is_one_gap_with_its_cause(rig):
     assert gap["lost"] >= int(away_s * 200 * 0.975)
     idx = _indices(run.imu())
     assert [b - a - 1 for a, b in itertools.pairwise(idx) if b != a + 1] == [gap["lost"]]
+
+
+# ---------------------------------------------------------------- the notify path
+
+
+@contextlib.contextmanager
+def _band_offers(rig: SimRig, name: str, path: str) -> Iterator[None]:
+    """The band's characteristics offer ``path`` (agent.sim.gatt_objects) while active."""
+    assert rig.fault(name, f"notify-path {path}")["ok"]
+    try:
+        yield
+    finally:
+        rig.fault(name, "notify-path acquire")
+
+
+def test_data_comes_through_acquire_notify_and_a_dropped_link_reconnects(rig):
+    before = rig.stats("right")["socket_packets"]
+    run = Run(rig, "right")
+    run.streaming_samples(100)
+    st = run.src.status()
+    assert (st["notify_path"], st["notify_fallback"]) == ("acquire-notify", "")
+    assert run.src.segment_metadata()["notify_path"] == "acquire-notify"
+    rig.fault("right", "drop")  # the band's end of the socket closes: bleak sees a hang-up
+    run.until(lambda: run.src.status()["reconnects"] >= 1)
+    run.streaming_samples(100)
+    assert run.src.status()["notify_path"] == "acquire-notify"
+    delivered = run.stop()
+    assert run.src.stats["samples"] == delivered["samples"]
+    assert [g["cause"] for g in run.gaps()] == ["disconnect:link-lost"]
+    # the band's side: what it sent went through the socket, not as D-Bus signals
+    sent = rig.stats("right")
+    assert sent["socket_packets"] - before == sent["packets"] - run.base["packets"] > 0
+
+
+def test_a_band_without_acquire_notify_is_read_with_start_notify(rig):
+    with _band_offers(rig, "left", "start"):
+        before = rig.stats("left")["socket_packets"]
+        run = Run(rig, "left")
+        run.streaming_samples(200)
+        st = run.src.status()
+        delivered = run.stop()
+    assert st["notify_path"] == "start-notify"
+    assert st["notify_fallback"].startswith("acquire-failed: ")  # why, as the link saw it
+    assert rig.stats("left")["socket_packets"] == before
+    assert run.src.stats["samples"] == delivered["samples"]
+    assert run.gaps() == []
+
+
+def test_acquire_notify_that_delivers_nothing_falls_back_to_start_notify(rig, monkeypatch):
+    from agent.wrist import ble
+
+    monkeypatch.setattr(ble, "ACQUIRE_SILENT_S", 1.5)
+    with _band_offers(rig, "left", "silent-acquire"):
+        run = Run(rig, "left")
+        run.streaming_samples(200)
+        st = run.src.status()
+        assert (st["notify_path"], st["notify_fallback"]) == ("start-notify", "acquire-silent")
+        meta = run.src.segment_metadata()
+        assert (meta["notify_path"], meta["notify_fallback"]) == ("start-notify",
+                                                                 "acquire-silent")
+        rig.fault("left", "drop")  # the fallback holds for the run: no second silent wait
+        run.until(lambda: run.src.status()["reconnects"] >= 2)
+        run.streaming_samples(100)
+        assert run.src.status()["notify_path"] == "start-notify"
+        delivered = run.stop()
+    assert delivered["connections"] >= 3
+    assert run.src.stats["samples"] == delivered["samples"]
+    # the silent session is in the recording as part of the gap before the first data
+    (start,) = [g for g in run.begin_gaps() if g["cause"].startswith("not-connected:")]
+    assert start["end_ns"] - start["start_ns"] >= 1.5e9
+    assert [g["cause"] for g in run.gaps()] == ["disconnect:link-lost"]
+
+
+def test_the_notify_key_forces_start_notify(rig):
+    before = rig.stats("right")["socket_packets"]
+    run = Run(rig, "right", band_changes={"notify": "start"})
+    run.streaming_samples(100)
+    st = run.src.status()
+    delivered = run.stop()
+    assert (st["notify_path"], st["notify_fallback"]) == ("start-notify", "")
+    assert rig.stats("right")["socket_packets"] == before
+    assert run.src.stats["samples"] == delivered["samples"]

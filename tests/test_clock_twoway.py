@@ -109,3 +109,39 @@ def test_impossible_exchanges_are_refused_and_slope_is_clamped():
         fit.add(t, int(t * 1.01), t + 10_000)
     assert abs(fit.drift_ppm) <= 100.0 + 1e-6
     assert fit.clamped > 0
+
+
+def _bound_by_formula(fit: TwoWayFit, device_ns: int | None) -> int:
+    """bound_ns as the module doc writes it: min over the anchors, every anchor summed."""
+    assert fit._x0 is not None
+    x = fit._last_x if device_ns is None else int(device_ns) - fit._x0
+    return int(min(c + fit.slope_unc * abs(x - xj) for xj, c in fit._anchors)
+               + fit.tick_ns) + 1
+
+
+@pytest.mark.parametrize(("kind", "seed"), [("uart", 1), ("usb-cdc", 2), ("uart", 3)])
+def test_bound_is_the_formula_exactly_at_every_step(kind, seed):
+    """bound_ns skips anchors that cannot be the minimum (sorted once per refit): the same
+    integers as summing every anchor, at the latest exchange and before, between and after
+    the exchanges (up to 5 min away, where the nearest anchor rather than the tightest gives
+    the minimum), from the first exchange through convergence and a device reboot."""
+    rng = np.random.default_rng(seed)
+    link = LinkModel(kind, seed=seed)
+    clock = McuClock(drift_ppm=float(rng.uniform(-60, 60)), origin_ns=10**9)
+    fit = TwoWayFit()
+    not_tightest = checked = 0
+    for k in range(1200):
+        t0 = 10**9 + k * 100_000_000
+        if k == 700:  # the device rebooted: its clock starts again from near zero
+            clock = McuClock(drift_ppm=clock.drift_ppm, offset_ns=0, origin_ns=t0)
+        fit.add(*exchange(clock, link, t0))
+        d = clock.device_ns(t0)
+        for q in (None, d, d + 1, fit._x0,
+                  *(d + int(rng.integers(-span, span)) for span in (10**8, 10**10, 3 * 10**11))):
+            assert fit.bound_ns(q) == _bound_by_formula(fit, q)
+            checked += 1
+        x = d - fit._x0 + 3 * 10**11
+        terms = [c + fit.slope_unc * abs(x - xj) for xj, c in fit._by_c]
+        not_tightest += terms.index(min(terms)) > 2
+    assert fit.restarts == 1 and fit.converged and checked == 8400
+    assert not_tightest > 0  # the pruning is exercised past its first anchors

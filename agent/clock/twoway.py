@@ -44,6 +44,11 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
+
+def _second(pair: tuple[int, float]) -> float:
+    return pair[1]
+
+
 DEFAULT_MAX_DRIFT_PPM = 200.0
 """Largest device-vs-host rate difference the fit accepts (two crystals of +-100 ppm)."""
 
@@ -120,6 +125,8 @@ class TwoWayFit:
         self._a = 0.0  # line: y = a + slope * x (relative to the origin)
         self.slope_unc = self.max_drift
         self._anchors: list[tuple[int, float]] = []  # (x_j, |resid_j| + half_j)
+        self._by_c: list[tuple[int, float]] = []  # bound_ns's cache: the anchors sorted by c
+        self._by_c_of: list[tuple[int, float]] | None = None  # ... of this anchors list
         self._span = 0
         self._feasible = False
         self._best_rtt: int | None = None
@@ -240,8 +247,23 @@ class TwoWayFit:
         if self._x0 is None:
             raise ValueError("no exchanges yet")
         x = self._last_x if device_ns is None else int(device_ns) - self._x0
-        return int(min(c + self.slope_unc * abs(x - xj) for xj, c in self._anchors)
-                   + self.tick_ns) + 1
+        anchors = self._anchors
+        if anchors is not self._by_c_of:  # a refit since: sort its anchors by their c once
+            self._by_c = sorted(anchors, key=_second)
+            self._by_c_of = anchors
+        # min_j (c_j + u |x - x_j|), the same sums as the formula: each term is >= its c_j,
+        # so once c_j >= the best so far no later anchor (sorted by c) can be below it
+        if not anchors:
+            raise ValueError("no exchanges in the window")
+        u = self.slope_unc
+        best = float("inf")
+        for xj, c in self._by_c:
+            if c >= best:
+                break
+            v = c + u * abs(x - xj)
+            if v < best:
+                best = v
+        return int(best + self.tick_ns) + 1
 
     @property
     def converged(self) -> bool:

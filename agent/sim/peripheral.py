@@ -4,12 +4,15 @@
         --rate 200 --seed 1 --control /tmp/x/left.sock [--drop-every 60] [--abort-connects 2]
         [--refuse gyro] [--drop-partial-at-stop] [--info-scales ACC GYRO]
         [--profile-version 1] [--write-latency-ms 2] [--notify-latency-ms 0.4]
-        [--latency-ms 1.2]
+        [--latency-ms 1.2] [--notify-path acquire|start|silent-acquire]
 
 It registers a GATT application (the profile's service with its notify and control
 characteristics) and an LE advertisement with dbus-fast, prints ``ready <address>`` on
-stdout, then serves the band's packets as notifications (``PropertiesChanged`` on ``Value``),
-batched per simulated connection event, while a central is subscribed. ``--latency-ms``
+stdout, then serves the band's packets as notifications, batched per simulated connection
+event, while a central is subscribed: through the socket of ``AcquireNotify`` when the central
+acquired it, else as ``PropertiesChanged`` on ``Value`` (``--notify-path``: what the band's
+characteristics offer, see ``agent.sim.gatt_objects``; default ``acquire``, both, as BlueZ
+offers them). ``--latency-ms``
 holds every notification that long after its connection event: a host's transport latency
 (controller, HCI, kernel), on top of what the private bus itself takes, which no one knows
 (wearcap calibrate measures the sum; the rig's ground truth scores it). Every control write
@@ -24,8 +27,10 @@ are being set up), ``vanish S`` (drop, stop advertising and serving for S second
 garbage notifications), ``shake S`` (the wearer shakes the band for S seconds: large
 acceleration, so provisioning can tell which band moved), ``tap [T]`` (the band is tapped
 against the head mount at host time T ns, default now: a sharp shock, for wearcap
-calibrate), ``stats`` (what was delivered and
-dropped), ``delivered T`` (the true number of the last sample sent by host time T, for crash
+calibrate), ``notify-path P`` (what the characteristics offer from the next registration
+on, which follows every disconnect; at once if no central is connected), ``stats`` (what was
+delivered and dropped, ``socket_packets`` of them through a socket the central acquired),
+``delivered T`` (the true number of the last sample sent by host time T, for crash
 harnesses).
 
 The exported D-Bus objects live in ``agent.sim.gatt_objects``.
@@ -52,7 +57,14 @@ from dbus_fast.aio import MessageBus
 from dbus_fast.service import ServiceInterface
 
 from agent.sim.band_feed import Feed, make_feed
-from agent.sim.gatt_objects import Advertisement, Characteristic, Service
+from agent.sim.gatt_objects import (
+    NOTIFY_PATHS,
+    AcquiringCharacteristic,
+    Advertisement,
+    Characteristic,
+    Service,
+    characteristic,
+)
 
 APP_ROOT = "/org/wearcap/band"
 ADV_PATH = "/org/wearcap/adv0"
@@ -81,6 +93,7 @@ class Band:
                                       "time_replies": 0,
                                       "dropped_samples": 0,
                                       "malformed_sent": 0, "connections": 0, "faults": [],
+                                      "socket_packets": 0, "notify_path": args.notify_path,
                                       "first_sample": None, "last_sample": None}
         self.rng = random.Random(args.seed)
         self.delivered: collections.deque[tuple[int, int]] = collections.deque(maxlen=8192)
@@ -147,7 +160,7 @@ class Band:
                 spath = f"{self.app_path}/service{i}"
                 self.exported.append((spath, Service(svc_uuid)))
                 for j, (uuid, flags) in enumerate(chars):
-                    ch = Characteristic(self, uuid, spath, flags)
+                    ch = characteristic(self, uuid, spath, flags, self.args.notify_path)
                     self.exported.append((f"{spath}/char{j}", ch))
                     if uuid == self.args.notify_uuid:
                         self.notify_char = ch
@@ -237,6 +250,7 @@ class Band:
                 char.notify(packet)
                 self.stats["packets"] += 1
                 self.stats["stop_samples"] += n
+            self.stats["socket_packets"] += len(held) * _through_socket(char)
             span = getattr(self.feed, "last_span", None)
             if span is not None:
                 self.stats["last_sample"] = span[1]
@@ -327,6 +341,12 @@ class Band:
             if model is None:
                 return {"ok": False, "error": "this feed has no motion to tap"}
             model.tap(int(rest[0]) if rest else time.monotonic_ns())
+        elif cmd == "notify-path":
+            if not rest or rest[0] not in NOTIFY_PATHS:
+                return {"ok": False, "error": f"notify-path takes one of {NOTIFY_PATHS}"}
+            self.args.notify_path = self.stats["notify_path"] = rest[0]
+            if not self.connected:
+                await self.register()
         elif cmd == "firmware":
             self._fault("firmware")
             self.layout += 1
@@ -357,6 +377,7 @@ class Band:
                     char.notify(packet)
                     self.stats["packets"] += 1
                     self.stats["samples"] += n
+                self.stats["socket_packets"] += len(deliveries) * _through_socket(char)
                 span = getattr(self.feed, "last_span", None)
                 if deliveries and span is not None:  # true sample numbers sent (a model band)
                     if self.stats["first_sample"] is None:
@@ -376,6 +397,12 @@ class Band:
                     streamed = 0.0
                     self._fault("drop")
                     await self.drop()
+
+
+def _through_socket(char: Characteristic) -> int:
+    """1 if ``char``'s notifications go into a socket the central acquired, that delivers."""
+    return int(isinstance(char, AcquiringCharacteristic) and char.sock is not None
+               and char.for_central and char.deliver)
 
 
 async def serve_control(band: Band, path: str) -> asyncio.AbstractServer:
@@ -429,6 +456,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--latency-ms", type=float, default=0.0,
                    help="hold each notification this long after its connection event "
                    "(transport latency, on top of the bus's own)")
+    p.add_argument("--notify-path", choices=NOTIFY_PATHS, default="acquire",
+                   help="how the notify characteristics deliver: acquire (AcquireNotify "
+                   "and StartNotify, as BlueZ offers them), start (StartNotify only), "
+                   "silent-acquire (AcquireNotify is accepted and delivers nothing)")
     p.add_argument("--jitter-ms", type=float, default=0.3,
                    help="mean of the exponential jitter added to each direction")
     return p.parse_args(argv)
@@ -450,7 +481,7 @@ async def amain(args: argparse.Namespace) -> None:
     args.control_uuid = layout.control_uuid
     args.info_uuid = getattr(getattr(feed, "profile", None), "info_uuid", None)
     args.layouts = layout.variants
-    bus = await MessageBus(bus_type=BusType.SYSTEM).connect()
+    bus = await MessageBus(bus_type=BusType.SYSTEM, negotiate_unix_fd=True).connect()
     band = Band(bus, args, feed)
     await band.setup()
     server = await serve_control(band, args.control) if args.control else None

@@ -11,8 +11,25 @@ library's view of BlueZ lost the device object, a race in its start-up), the lin
 forget the device (``bluez_dbus.forget_device``) and finds it again on the next scan.
 
 Its notification callback does one thing: ``on_packet(arrival_ns, bytes)`` (the caller pushes
-into a ring). Link events (connected, lost with a cause) go to ``on_event``. bleak is imported
-only here, inside functions, so ``import agent`` works without it.
+into a ring).
+
+How the data notifications reach it (``notify_path``, the band's ``notify`` key): with
+``auto``, through BlueZ's ``AcquireNotify`` where the characteristic offers it
+(``NotifyAcquired``): each notification is one packet on a socket, read by bleak, with no
+D-Bus message to parse per packet (the BLE loop's largest cost with ``StartNotify``: one
+``PropertiesChanged`` signal per notification). A number of devices and hosts have issues
+with AcquireNotify, so the link falls back to ``StartNotify``, and keeps it for the rest of
+the run, when AcquireNotify fails, and when no data notification arrives within
+``ACQUIRE_SILENT_S`` of the start commands (none refused): that session ends as
+``acquire-silent`` (a gap says so) and the link reconnects with StartNotify. ``start``
+always uses StartNotify. ``notify_via`` says what the current session uses
+(``acquire-notify`` | ``start-notify``), ``notify_fallback`` why AcquireNotify was given up.
+The control point's replies always use StartNotify: they are a few a second, and their
+command protocol has its own no-reply check.
+
+Link events (connected, with the notify path as its cause; lost, with a cause) go to
+``on_event``. bleak is imported only here, inside functions, so ``import agent`` works
+without it.
 """
 
 from __future__ import annotations
@@ -21,6 +38,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import logging
+import os
 import random
 import struct
 import threading
@@ -60,6 +78,12 @@ BackoffPolicy = backoff.Policy
 DEFAULT_POLICY = BackoffPolicy()
 NOT_FOUND_MIN_S = 1.0
 """A band that is not advertising is not worth asking for more often than this."""
+ACQUIRE_SILENT_S = 5.0
+"""With AcquireNotify, this long after the start commands with no data notification means
+the socket delivers nothing on this host or band: reconnect with StartNotify. Every profile
+streams within ~1 s of its start command, at a notification every <= 50 ms."""
+NOTIFY_PATHS = ("auto", "start")
+"""The band's ``notify`` key: AcquireNotify where offered (with fallback), or StartNotify."""
 
 
 def _characteristic(client: Any, uuid: str | None) -> Any:
@@ -82,6 +106,21 @@ def check_services(services: Any, profile: SensorProfile) -> None:
     for uuid in (profile.notify_uuid, profile.control_uuid):
         if chars.count(uuid) != 1:
             raise StaleGatt(f"{chars.count(uuid)} instances of characteristic {uuid}")
+
+
+def _close_acquired(client: Any) -> None:
+    """Close the AcquireNotify sockets a disconnected client still holds: bleak closes them
+    only on stop_notify or when BlueZ hangs up its end, and a lost link may do neither."""
+    fds = getattr(getattr(client, "_backend", None), "_notification_fds", None)
+    if not isinstance(fds, dict):
+        return
+    loop = asyncio.get_running_loop()
+    for fd in list(fds.values()):
+        with contextlib.suppress(Exception):
+            loop.remove_reader(fd)
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    fds.clear()
 
 
 # ---------------------------------------------------------------- the link
@@ -109,7 +148,9 @@ class BleLink:
                  on_event: Callable[[LinkEvent], object], connect_timeout: float = 20.0,
                  scan_timeout: float = 5.0, policy: BackoffPolicy = DEFAULT_POLICY,
                  clock: Clock = monotonic_ns, rng: random.Random | None = None,
-                 aimer: PingAimer | None = None) -> None:
+                 aimer: PingAimer | None = None, notify_path: str = "auto") -> None:
+        if notify_path not in NOTIFY_PATHS:
+            raise ValueError(f"notify_path {notify_path!r}: one of {NOTIFY_PATHS}")
         self.name = name
         self.address = address.upper()
         self.adapter = adapter
@@ -137,6 +178,15 @@ class BleLink:
         self.aimer = aimer
         """Aims the time requests at connection events (fed by the band's stream)."""
         self.time_plan: TimeRequests | None = None
+        self.notify_path = notify_path
+        self.notify_via = ""
+        """How this session's data notifications arrive: acquire-notify | start-notify."""
+        self.notify_fallback = ""
+        """Why AcquireNotify was given up for this run ("" while it is not)."""
+        self.notifications = 0
+        """Data notifications received, over the run."""
+        self._silent = False  # this session ended because AcquireNotify delivered nothing
+        self._refused = False  # the band refused a stream in this session
         self._ready = threading.Event()
 
     # -------------------------------------------------------------- thread control
@@ -214,7 +264,8 @@ class BleLink:
                     lc.fire("found")
             elif lc.state is State.CONNECTING:
                 cause, scan = await self._session(device)
-                if self.lifecycle.counts.get("subscribed", 0) and cause == "link-lost":
+                if self.lifecycle.counts.get("subscribed", 0) and cause in ("link-lost",
+                                                                            "acquire-silent"):
                     attempt = 0  # a working link was lost: start the backoff afresh
                 lc.fire("retry", cause)
             elif lc.state is State.BACKOFF:
@@ -238,19 +289,21 @@ class BleLink:
             await self._subscribe(client)
             lc.fire("subscribed")
             streaming = True
-            self.on_event(LinkEvent(self.clock(), "connected"))
+            self.on_event(LinkEvent(self.clock(), "connected", self.notify_via))
             assert self._lost is not None
+            tasks = []
             if self.two_way:
-                timer = asyncio.ensure_future(self._time_loop(client))
-                try:
-                    await self._lost.wait()
-                finally:
-                    timer.cancel()
-                    with contextlib.suppress(asyncio.CancelledError, Exception):
-                        await timer
-            else:
+                tasks.append(asyncio.ensure_future(self._time_loop(client)))
+            if self.notify_via == "acquire-notify" and not self._refused:
+                tasks.append(asyncio.ensure_future(self._watch_acquired(self._lost)))
+            try:
                 await self._lost.wait()
-            cause = "link-lost"
+            finally:
+                for task in tasks:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await task
+            cause = "acquire-silent" if self._silent else "link-lost"
             lc.fire("lost", cause)
             return cause, False
         except asyncio.CancelledError:
@@ -338,6 +391,7 @@ class BleLink:
 
         self._lost = asyncio.Event()
         self._lost_ns = 0
+        self._silent = self._refused = False
         lost = self._lost
 
         def disconnected(_client: Any) -> None:
@@ -372,12 +426,50 @@ class BleLink:
 
         def on_notify(_char: Any, data: bytearray) -> None:  # the hot path: nothing else
             push(-(-clock() // ARRIVAL_STAMP_NS) * ARRIVAL_STAMP_NS, bytes(data))
+            self.notifications += 1
 
-        await client.start_notify(prof.notify_uuid, on_notify)
+        await self._start_data(client, on_notify)
         for cmd in (*prof.rate_commands(self.rate_hz), *prof.start_commands(self.rate_hz)):
             await client.write_gatt_char(prof.control_uuid, cmd, response=True)
             if replies is not None:
                 await self._read_reply(replies, cmd)
+
+    async def _start_data(self, client: Any, on_notify: Callable[[Any, bytearray], None]) -> None:
+        """Subscribe to the data characteristic: AcquireNotify where it is offered and not
+        given up, else (or when it fails on a link that is still up) StartNotify."""
+        uuid = self.profile.notify_uuid
+        char = _characteristic(client, uuid)
+        props: Any = getattr(char, "obj", (None, {}))[1]  # BlueZ's properties of the characteristic
+        if (self.notify_path == "auto" and not self.notify_fallback
+                and isinstance(props, dict) and "NotifyAcquired" in props):
+            try:
+                await client.start_notify(uuid, on_notify, bluez={"use_start_notify": False})
+            except Exception as exc:
+                if self._lost is not None and self._lost.is_set():
+                    raise  # the link went down: not AcquireNotify's fault
+                reason = f"acquire-failed: {classify(exc)}"
+                log.info("%s: AcquireNotify failed (%s); using StartNotify", self.name,
+                         str(exc) or type(exc).__name__)
+            else:
+                self.notify_via = "acquire-notify"
+                return
+            await client.start_notify(uuid, on_notify)
+            self.notify_fallback = reason
+        else:
+            await client.start_notify(uuid, on_notify)
+        self.notify_via = "start-notify"
+
+    async def _watch_acquired(self, lost: asyncio.Event) -> None:
+        """End the session as ``acquire-silent`` if AcquireNotify delivers nothing."""
+        seen = self.notifications
+        await asyncio.sleep(ACQUIRE_SILENT_S)
+        if self.notifications == seen and not lost.is_set():
+            log.warning("%s: no notification through AcquireNotify in %.0f s; reconnecting "
+                        "with StartNotify", self.name, ACQUIRE_SILENT_S)
+            self.notify_fallback = "acquire-silent"
+            self._silent = True
+            self._lost_ns = self.clock()
+            lost.set()
 
     async def _control_replies(self, client: Any) -> asyncio.Queue[bytes] | None:
         """Subscribe to the control point if it notifies or indicates (its replies)."""
@@ -444,6 +536,7 @@ class BleLink:
             self.on_event(LinkEvent(self.clock(), "no-reply", cmd.hex(" ")))
             return None
         if judge and not reply.ok:
+            self._refused = True
             log.warning("%s: the band refused %s: %s", self.name, reply.stream or reply.op,
                         refusal(reply))
             self.on_event(LinkEvent(self.clock(), "refused",
@@ -472,6 +565,7 @@ class BleLink:
         with contextlib.suppress(Exception):
             async with asyncio.timeout(5.0):
                 await client.disconnect()
+        _close_acquired(client)
 
     async def _forget(self, fault: str) -> bool:
         """The one repair, for a stale GATT cache and a stale view alike: BlueZ forgets the

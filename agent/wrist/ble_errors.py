@@ -31,6 +31,8 @@ KINDS = {
     "connect-aborted": "the connection was aborted while it was being set up",
     "in-progress": "BlueZ is busy with the same operation",
     "link-lost": "the link went down",
+    "acquire-silent": "no notification came through AcquireNotify: the link reconnects "
+                      "with StartNotify (agent.wrist.ble)",
     "no-slot": "the adapter has no free connection slot",
     "no-adapter": "the Bluetooth adapter is missing, off or not allowed",
     "no-bluez": "BlueZ is not on the bus",

@@ -72,7 +72,7 @@ class WristSource:
             profile=self.profile, rate_hz=self.band.rate_hz, on_packet=self._on_packet,
             on_event=self._on_event, connect_timeout=self.ble.connect_timeout,
             scan_timeout=self.scan_timeout, policy=self.policy, clock=self.clock,
-            aimer=self.stream.aimer)
+            aimer=self.stream.aimer, notify_path=self.band.notify)
         self.link.start()
 
     def stop(self) -> None:
@@ -106,8 +106,21 @@ class WristSource:
         return stream.drain(self.clock(), link_ended=link is not None and not link.running)
 
     def segment_metadata(self) -> dict[str, str]:
-        """Called as each segment opens; from the second call on, that is a roll."""
-        return self.stream.open_segment(self.clock())
+        """Called as each segment opens; from the second call on, that is a roll. With the
+        link's notify path once it is known (``notify_path``, and ``notify_fallback``: why
+        AcquireNotify was given up)."""
+        meta = self.stream.open_segment(self.clock())
+        meta.update(self._notify_meta())
+        return meta
+
+    def _notify_meta(self) -> dict[str, str]:
+        link = self.link
+        via = str(getattr(link, "notify_via", ""))
+        fallback = str(getattr(link, "notify_fallback", ""))
+        out = {"notify_path": via} if via else {}
+        if fallback:
+            out["notify_fallback"] = fallback
+        return out
 
     def status(self) -> dict[str, Any]:
         """Counters and state; ``streaming`` False with ``absent_s`` and ``absent_cause``
@@ -130,6 +143,8 @@ class WristSource:
             "clock_converged": bool(getattr(fit, "converged", False)),
             "clock_bound_ns": _bound_ns(fit),
             "clock_drift_ppm": getattr(fit, "drift_ppm", None),
+            "notify_path": str(getattr(link, "notify_via", "")),
+            "notify_fallback": str(getattr(link, "notify_fallback", "")),
             **s.stats,
         }
 

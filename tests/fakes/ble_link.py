@@ -33,7 +33,8 @@ class FakeBleLink:
                  rate_hz: float, on_packet: Callable[[int, bytes], object],
                  on_event: Callable[[LinkEvent], object], connect_timeout: float = 20.0,
                  scan_timeout: float = 5.0, policy: BackoffPolicy = DEFAULT_POLICY,
-                 clock: Clock = monotonic_ns, aimer: PingAimer | None = None) -> None:
+                 clock: Clock = monotonic_ns, aimer: PingAimer | None = None,
+                 notify_path: str = "auto") -> None:
         self.name = name
         self.address = address.upper()
         self.adapter = adapter
@@ -46,6 +47,7 @@ class FakeBleLink:
         self.policy = policy
         self.clock = clock
         self.aimer = aimer
+        self.notify_path = notify_path
         self.lifecycle = Lifecycle(clock)
         self.last_error = ""
         self._fake_started = False
