@@ -358,6 +358,8 @@ def _band_fields(st: StreamReport, s: Streams, topic: str) -> None:
         "time_exchange": (json.loads(meta["latency_exchange"])
                           if "latency_exchange" in meta else None),
         "slews": _slews(slewing),
+        "notify_path": meta.get("notify_path"),
+        "notify_fallback": meta.get("notify_fallback"),
     }
 
 

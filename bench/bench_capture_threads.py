@@ -3,6 +3,7 @@
 
     .venv/bin/python bench/bench_capture_threads.py [-s SECONDS] [--warmup S] [--no-mcu]
                                                     [--stages] [--notify auto|start] [--json]
+    .venv/bin/python bench/bench_capture_threads.py --compare-notify ROUNDS [-s S] [--json]
 
 Records in-process exactly as `wearcap run` does (bench/rig.py: simulated rig, sources,
 camera, capture service), and after a warm-up reads every thread's CPU from /proc/self/task
@@ -15,7 +16,10 @@ one core and the agent's total excluding the encoder (budget: <= 3% of a core at
 loop (each stage's own thread CPU time, stages nest: a flush drains), which costs a little
 CPU itself. ``--notify``: every band's ``notify`` key (``auto``: data notifications through
 AcquireNotify's socket where the band offers it; ``start``: StartNotify, one D-Bus signal per
-notification); the path each band used is printed.
+notification); the path each band used is printed. ``--compare-notify ROUNDS``: that many
+rounds of ``--notify start`` (the baseline) and ``--notify auto``, taking turns, each in a
+fresh interpreter; prints each run and the ratios (auto / start) of the BLE loop's CPU per
+notification and of the agent's total, median over the rounds.
 
 Also printed: what came in per second over the measured window (camera frames written, each
 band's notifications and samples, the MCU's reads, frames and samples). The samples are
@@ -28,6 +32,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -141,6 +147,59 @@ def measure(seconds: float, warmup: float, mcu: bool, with_stages: bool,
             "writer_stages_pct": {k: round(s.ns / 1e9 / wall * 100, 3) for k, s in st.items()}}
 
 
+def _ble_us_per_notification(res: dict[str, Any]) -> float | None:
+    n = sum(v for k, v in res["inputs_per_s"].items() if k.endswith(" notifications"))
+    ble = res["threads_pct"].get("ble-loop")
+    return None if not n or ble is None else ble / 100 / n * 1e6
+
+
+def compare_notify(rounds: int, seconds: float, warmup: float, as_json: bool) -> int:
+    """Both notify paths, taking turns in fresh interpreters (see the module doc)."""
+    runs: list[dict[str, Any]] = []
+    for r in range(rounds):
+        for path in ("start", "auto"):
+            cmd = [sys.executable, __file__, "-s", f"{seconds:g}", "--warmup", f"{warmup:g}",
+                   "--notify", path, "--json"]
+            with open("/proc/loadavg") as f:
+                load = f.read().split()[0]
+            out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+            res = json.loads(out)
+            row = {"round": r + 1, "notify": path, "load": load,
+                   "paths": res["notify_paths"],
+                   "agent_pct": res["agent_excluding_encoder_pct"],
+                   "agent_over_encoder": res["agent_over_encoder"],
+                   "ble_loop_pct": res["threads_pct"].get("ble-loop"),
+                   "writer_pct": res["threads_pct"].get("writer"),
+                   "notifications_per_s": round(sum(
+                       v for k, v in res["inputs_per_s"].items()
+                       if k.endswith(" notifications")), 1),
+                   "ble_us_per_notification": _ble_us_per_notification(res)}
+            runs.append(row)
+            if not as_json:
+                print(f"round {row['round']} {path:5s} load {load:>5s}: agent excl. encoder "
+                      f"{row['agent_pct']:.2f}% (agent/encoder {row['agent_over_encoder']}), "
+                      f"ble-loop {row['ble_loop_pct']:.2f}% at {row['notifications_per_s']:g} "
+                      f"notifications/s = {row['ble_us_per_notification'] or 0:.1f} us each, "
+                      f"writer {row['writer_pct']:.2f}%; paths {row['paths']}", flush=True)
+
+    def ratio(key: str) -> float | None:
+        pairs = [(a[key], b[key]) for a, b in zip(runs[::2], runs[1::2], strict=True)
+                 if a[key] and b[key]]
+        return round(statistics.median(b / a for a, b in pairs), 3) if pairs else None
+
+    summary = {"rounds": runs,
+               "ratio_ble_per_notification": ratio("ble_us_per_notification"),
+               "ratio_agent": ratio("agent_pct"),
+               "ratio_agent_over_encoder": ratio("agent_over_encoder")}
+    if as_json:
+        print(json.dumps(summary, indent=2))
+    else:
+        print(f"auto / start, median of {rounds} rounds: BLE loop per notification "
+              f"{summary['ratio_ble_per_notification']}, agent excluding the encoder "
+              f"{summary['ratio_agent']}, agent/encoder {summary['ratio_agent_over_encoder']}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("-s", "--seconds", type=float, default=30.0)
@@ -150,7 +209,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--stages", action="store_true", help="the writer's CPU per stage")
     ap.add_argument("--notify", choices=("auto", "start"),
                     help="every band's notify path (default: the config's)")
+    ap.add_argument("--compare-notify", type=int, metavar="ROUNDS",
+                    help="rounds of both notify paths, taking turns; prints the ratios")
     a = ap.parse_args(argv)
+    if a.compare_notify:
+        return compare_notify(a.compare_notify, a.seconds, a.warmup, a.json)
     res = measure(a.seconds, a.warmup, not a.no_mcu, a.stages, a.notify)
     if a.json:
         print(json.dumps(res, indent=2))

@@ -1,5 +1,6 @@
 """wearcap inspect lists each band's slews: runs of batches whose clock records a fit change
-not yet slewed into the output (``clock.slew_ns``), with the largest and the rate."""
+not yet slewed into the output (``clock.slew_ns``), with the largest and the rate; and how the
+band's notifications reached the agent (AcquireNotify or StartNotify, and why)."""
 
 from __future__ import annotations
 
@@ -38,3 +39,13 @@ def test_a_band_that_never_slewed_says_so(tmp_path):
     assert band["slews"]["count"] == 0 and band["slews"]["listed"] == []
     r = run_cli("inspect", str(segs[0].path))
     assert "/wrist/left/imu: slews 0" in r.stdout
+
+
+def test_a_band_shows_how_its_notifications_came(tmp_path):
+    segs = Take(seconds=2, segment_s=2, band_meta={
+        "notify_path": "start-notify", "notify_fallback": "acquire-silent"}).write(
+        Spool(tmp_path, "dev"))
+    band = inspect_file(segs[0].path)["streams"]["/wrist/left/imu"]["band"]
+    assert (band["notify_path"], band["notify_fallback"]) == ("start-notify", "acquire-silent")
+    r = run_cli("inspect", str(segs[0].path))
+    assert "notifications by start-notify (acquire-silent)" in r.stdout

@@ -112,6 +112,10 @@ def _band_line(con: Any, topic: str, b: dict[str, Any], causes: dict[str, int]) 
     ex = b.get("time_exchange")
     if ex and ex.get("latency_upper_ns") is not None:
         line += f"; time exchange: latency <= {ex['latency_upper_ns'] / 1e6:.3f} ms"
+    if b.get("notify_path"):
+        line += f"; notifications by {b['notify_path']}"
+        if b.get("notify_fallback"):
+            line += f" ({b['notify_fallback']})"
     con.print(line)
     for stream, reason in sorted((b.get("refused") or {}).items()):
         con.print(f"  {topic}: [yellow]{stream} refused by the band[/]: {reason}")

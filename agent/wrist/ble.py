@@ -185,6 +185,7 @@ class BleLink:
         """Why AcquireNotify was given up for this run ("" while it is not)."""
         self.notifications = 0
         """Data notifications received, over the run."""
+        self._subscribed_at = 0  # notifications before this session's data subscription
         self._silent = False  # this session ended because AcquireNotify delivered nothing
         self._refused = False  # the band refused a stream in this session
         self._ready = threading.Event()
@@ -438,8 +439,9 @@ class BleLink:
         """Subscribe to the data characteristic: AcquireNotify where it is offered and not
         given up, else (or when it fails on a link that is still up) StartNotify."""
         uuid = self.profile.notify_uuid
+        self._subscribed_at = self.notifications
         char = _characteristic(client, uuid)
-        props: Any = getattr(char, "obj", (None, {}))[1]  # BlueZ's properties of the characteristic
+        props: Any = getattr(char, "obj", (None, {}))[1]  # BlueZ's properties of it
         if (self.notify_path == "auto" and not self.notify_fallback
                 and isinstance(props, dict) and "NotifyAcquired" in props):
             try:
@@ -460,10 +462,10 @@ class BleLink:
         self.notify_via = "start-notify"
 
     async def _watch_acquired(self, lost: asyncio.Event) -> None:
-        """End the session as ``acquire-silent`` if AcquireNotify delivers nothing."""
-        seen = self.notifications
+        """End the session as ``acquire-silent`` if AcquireNotify delivered nothing since
+        the subscription, ``ACQUIRE_SILENT_S`` after the start commands."""
         await asyncio.sleep(ACQUIRE_SILENT_S)
-        if self.notifications == seen and not lost.is_set():
+        if self.notifications == self._subscribed_at and not lost.is_set():
             log.warning("%s: no notification through AcquireNotify in %.0f s; reconnecting "
                         "with StartNotify", self.name, ACQUIRE_SILENT_S)
             self.notify_fallback = "acquire-silent"
