@@ -2,8 +2,10 @@
 1 kHz head MCU on a pty), so the agent's own cost can be told from the video encoder's.
 
     .venv/bin/python bench/bench_capture_threads.py [-s SECONDS] [--warmup S] [--no-mcu]
-                                                    [--stages] [--notify auto|start] [--json]
-    .venv/bin/python bench/bench_capture_threads.py --compare-notify ROUNDS [-s S] [--json]
+                                                    [--stages] [--notify auto|start]
+                                                    [--interval-ms LO HI] [--json]
+    .venv/bin/python bench/bench_capture_threads.py --compare-notify ROUNDS [-s S]
+                                                    [--interval-ms LO HI] [--json]
 
 Records in-process exactly as `wearcap run` does (bench/rig.py: simulated rig, sources,
 camera, capture service), and after a warm-up reads every thread's CPU from /proc/self/task
@@ -16,10 +18,13 @@ one core and the agent's total excluding the encoder (budget: <= 3% of a core at
 loop (each stage's own thread CPU time, stages nest: a flush drains), which costs a little
 CPU itself. ``--notify``: every band's ``notify`` key (``auto``: data notifications through
 AcquireNotify's socket where the band offers it; ``start``: StartNotify, one D-Bus signal per
-notification); the path each band used is printed. ``--compare-notify ROUNDS``: that many
-rounds of ``--notify start`` (the baseline) and ``--notify auto``, taking turns, each in a
-fresh interpreter; prints each run and the ratios (auto / start) of the BLE loop's CPU per
-notification and of the agent's total, median over the rounds.
+notification); the path each band used is printed. ``--interval-ms LO HI``: the simulated
+bands' connection interval range (``[sim] interval_ms``); ``--interval-ms 15 15`` fixes it, so
+that runs carry the samples in like numbers of notifications and can be compared.
+``--compare-notify ROUNDS``: that many rounds of ``--notify start`` (the baseline) and
+``--notify auto``, taking turns, each in a fresh interpreter; prints each run and the ratios
+(auto / start) of the BLE loop's CPU per notification and of the agent's total, median over
+the rounds.
 
 Also printed: what came in per second over the measured window (camera frames written, each
 band's notifications and samples, the MCU's reads, frames and samples). The samples are
@@ -111,10 +116,12 @@ def inputs(rig: Any) -> dict[str, int]:
 
 
 def measure(seconds: float, warmup: float, mcu: bool, with_stages: bool,
-            notify: str | None = None) -> dict[str, Any]:
+            notify: str | None = None,
+            interval_ms: tuple[float, float] | None = None) -> dict[str, Any]:
     st = stages() if with_stages else {}
     try:
-        with recording(warmup + seconds + 3, mcu=mcu, notify=notify) as rig:
+        with recording(warmup + seconds + 3, mcu=mcu, notify=notify,
+                       interval_ms=interval_ms) as rig:
             time.sleep(warmup)
             for s in st.values():
                 s.on = True
@@ -153,13 +160,15 @@ def _ble_us_per_notification(res: dict[str, Any]) -> float | None:
     return None if not n or ble is None else ble / 100 / n * 1e6
 
 
-def compare_notify(rounds: int, seconds: float, warmup: float, as_json: bool) -> int:
+def compare_notify(rounds: int, seconds: float, warmup: float, as_json: bool,
+                   interval_ms: list[float] | None = None) -> int:
     """Both notify paths, taking turns in fresh interpreters (see the module doc)."""
     runs: list[dict[str, Any]] = []
     for r in range(rounds):
         for path in ("start", "auto"):
             cmd = [sys.executable, __file__, "-s", f"{seconds:g}", "--warmup", f"{warmup:g}",
-                   "--notify", path, "--json"]
+                   "--notify", path, "--json",
+                   *(["--interval-ms", *map(str, interval_ms)] if interval_ms else [])]
             with open("/proc/loadavg") as f:
                 load = f.read().split()[0]
             out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
@@ -211,10 +220,13 @@ def main(argv: list[str] | None = None) -> int:
                     help="every band's notify path (default: the config's)")
     ap.add_argument("--compare-notify", type=int, metavar="ROUNDS",
                     help="rounds of both notify paths, taking turns; prints the ratios")
+    ap.add_argument("--interval-ms", type=float, nargs=2, metavar=("LO", "HI"),
+                    help="the simulated bands' connection interval range (default: config)")
     a = ap.parse_args(argv)
     if a.compare_notify:
-        return compare_notify(a.compare_notify, a.seconds, a.warmup, a.json)
-    res = measure(a.seconds, a.warmup, not a.no_mcu, a.stages, a.notify)
+        return compare_notify(a.compare_notify, a.seconds, a.warmup, a.json, a.interval_ms)
+    res = measure(a.seconds, a.warmup, not a.no_mcu, a.stages, a.notify,
+                  tuple(a.interval_ms) if a.interval_ms else None)
     if a.json:
         print(json.dumps(res, indent=2))
         return 0

@@ -56,11 +56,14 @@ class Rig:
 
 @contextlib.contextmanager
 def recording(seconds: float, *, mcu: bool = True, publisher: Any = None,
-              notify: str | None = None) -> Iterator[Rig]:
+              notify: str | None = None,
+              interval_ms: tuple[float, float] | None = None) -> Iterator[Rig]:
     """Record for at most ``seconds`` (the block may end it sooner) on the simulated rig.
     The live status is published as `wearcap run` does, into a directory on /dev/shm
     (``publisher``: another agent.livestatus.Publisher). ``notify``: every band's ``notify``
-    key (auto: AcquireNotify where offered; start: StartNotify), else the config's."""
+    key (auto: AcquireNotify where offered; start: StartNotify), else the config's.
+    ``interval_ms``: the simulated bands' connection interval range (``[sim] interval_ms``;
+    equal ends fix it, and with it how many notifications carry the samples)."""
     from agent import config
     from agent.camera.open import open_camera
     from agent.capture import CaptureService, CaptureSettings
@@ -70,6 +73,9 @@ def recording(seconds: float, *, mcu: bool = True, publisher: Any = None,
     cfg = config.load(REPO / "device_configs" / "sim.toml")
     if not mcu:
         cfg = dataclasses.replace(cfg, mcu=dataclasses.replace(cfg.mcu, enabled=False))
+    if interval_ms is not None:
+        cfg = dataclasses.replace(cfg, sim=dataclasses.replace(cfg.sim,
+                                                               interval_ms=list(interval_ms)))
     if notify is not None:
         cfg = dataclasses.replace(cfg, wrist=[dataclasses.replace(w, notify=notify)
                                                   for w in cfg.wrist])
