@@ -15,17 +15,19 @@ into a ring).
 
 How the data notifications reach it (``notify_path``, the band's ``notify`` key): with
 ``auto``, through BlueZ's ``AcquireNotify`` where the characteristic offers it
-(``NotifyAcquired``): each notification is one packet on a socket, read by bleak, with no
-D-Bus message to parse per packet (the BLE loop's largest cost with ``StartNotify``: one
-``PropertiesChanged`` signal per notification). A number of devices and hosts have issues
-with AcquireNotify, so the link falls back to ``StartNotify``, and keeps it for the rest of
-the run, when AcquireNotify fails, and when no data notification arrives within
-``ACQUIRE_SILENT_S`` of the start commands (none refused): that session ends as
-``acquire-silent`` (a gap says so) and the link reconnects with StartNotify. ``start``
-always uses StartNotify. ``notify_via`` says what the current session uses
-(``acquire-notify`` | ``start-notify``), ``notify_fallback`` why AcquireNotify was given up.
-The control point's replies always use StartNotify: they are a few a second, and their
-command protocol has its own no-reply check.
+(``NotifyAcquired``): each notification is one packet on a socket, read by bleak, with no D-Bus
+message to parse per packet (``StartNotify``: one ``PropertiesChanged`` signal per
+notification, parsed in Python on the BLE loop; the loop costs 0.76-0.88x as much per
+notification without it, ``bench/bench_capture_threads.py --compare-notify``). A number of
+devices and hosts have issues with AcquireNotify, so the link falls back to ``StartNotify``,
+and keeps it for the rest of the run, when AcquireNotify fails, and when no data notification
+arrives within ``ACQUIRE_SILENT_S`` of the start commands (none refused): that session ends as
+``acquire-silent`` (nothing was heard, so it lies in the gap already open; the status and
+segment metadata say why) and the link reconnects with StartNotify. ``start`` always uses
+StartNotify. ``notify_via`` says what the current session uses (``acquire-notify`` |
+``start-notify``), ``notify_fallback`` why AcquireNotify was given up. The control point's
+replies always use StartNotify: they are a few a second, and their command protocol has its own
+no-reply check.
 
 Link events (connected, with the notify path as its cause; lost, with a cause) go to
 ``on_event``. bleak is imported only here, inside functions, so ``import agent`` works
