@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from agent.mcu.tap import calibrate, onsets
+from agent.mcu.tap import calibrate, onset_spans, onsets
 
 G = 9.80665
 SCALE = 16 * G / 32768
@@ -73,3 +73,61 @@ def test_the_simulated_band_feels_a_tap_at_its_true_instant():
         assert np.all(np.abs(err) <= m.period_host / 2 + 1)
         quiet = BandModel(BandParams(profile="movesense", rate_hz=rate, seed=2), 0)
         assert onsets(quiet.truth_ns(k), quiet.signal(k)[0], SCALE) == []
+
+
+def step_imu(t, taps):
+    """Counts of an IMU sampled at ``t`` that a tap at each of ``taps`` hits at once (a step
+    up, then damped)."""
+    az = np.full(len(t), G)
+    for tap in taps:
+        dt = (t - tap) / 1e6
+        az[dt >= 0] += 60 * np.exp(-dt[dt >= 0] / 4.0)
+    acc = np.stack([np.zeros(len(t)), np.zeros(len(t)), az], axis=1)
+    return np.round(acc / SCALE).astype(np.int16)
+
+
+def test_taps_in_a_rhythm_locked_to_both_rates_are_still_covered():
+    """Taps exactly 1 s apart, a 416 Hz band and the 1 kHz head: every tap lands at the same
+    sampling phase of both IMUs, here just after a band sample and just before a head one,
+    so every tap's offset is off by the same +1.7 ms (half a period of each) and their
+    spread says nothing of it. The uncertainty must still hold it: taps a sampling rhythm
+    locks cannot be averaged (a uniform phase over taps was assumed before, and its
+    +-0.9 ms missed)."""
+    band_p = 1e9 / 416
+    bt = (10**9 + np.arange(30 * 416) * band_p).astype(np.int64)
+    taps = [int(bt[416 * 5] + 1_000 + i * 10**9) for i in range(8)]  # 1 us after a sample
+    ht = (taps[0] + 1_000 - 4 * 10**9 + np.arange(30_000) * 10**6).astype(np.int64)
+    late = 2_000_000
+    r = calibrate(onset_spans(ht, step_imu(ht, taps), SCALE),
+                  onset_spans(bt + late, step_imu(bt, taps), SCALE),
+                  head_bound_ns=100_000, band_period_ns=round(band_p))
+    assert r is not None and r.taps == 8 and not r.rejected_ns
+    assert np.ptp(r.offsets_ns) < 10_000  # all the same: the spread shows nothing
+    assert abs(np.mean(r.offsets_ns) - late - 1_700_000) < 20_000  # each 1.7 ms off
+    assert abs(r.offset_ns - late) <= r.uncertainty_ns
+    # the taps' spans all coincide: only half a period of each IMU is known
+    assert r.sampling_ns >= 1_690_000
+
+
+def test_taps_at_random_phases_narrow_the_range_below_half_a_period():
+    rng = np.random.default_rng(8)
+    taps = list(np.cumsum(rng.uniform(1e9, 3e9, 12)).astype(np.int64) + 2 * 10**9)
+    band_p = 1e9 / 416
+    bt = (10**9 + (np.arange(40 * 416) + rng.uniform()) * band_p).astype(np.int64)
+    ht = (10**9 + (np.arange(40_000) + rng.uniform()) * 1e6).astype(np.int64)
+    r = calibrate(onset_spans(ht, step_imu(ht, taps), SCALE),
+                  onset_spans(bt + 3_000_000, step_imu(bt, taps), SCALE),
+                  head_bound_ns=100_000, band_period_ns=round(band_p))
+    assert r is not None and r.taps == 12
+    assert abs(r.offset_ns - 3_000_000) <= r.uncertainty_ns
+    assert r.sampling_ns < (band_p + 1e6) / 4
+    assert r.uncertainty_ns == r.sampling_ns + 100_000 or r.sampling_ns == 0
+
+
+def test_a_tap_whose_span_misses_the_others_is_rejected():
+    from agent.mcu.tap import intersect
+
+    (lo, hi), out = intersect([(0, 10), (2, 12), (5, 15), (40, 50)])
+    assert (lo, hi) == (5, 10) and out == [3]
+    (lo, hi), out = intersect([(0, 10), (20, 30)])  # no majority: as wide as both
+    assert (lo, hi) == (0, 30) and out == []

@@ -96,12 +96,18 @@ def analyse(head: Stream, band: Stream, band_name: str, *, min_taps: int,
     if assumed is None:
         raise SourceError("the band's batches do not say which latency they assumed",
                           device=band_name)
-    h_on = tap.onsets(head.host_ns, head.acc, head.acc_scale)
-    b_on = tap.onsets(band.host_ns, band.acc, band.acc_scale)
-    r = tap.calibrate(h_on, b_on, head_bound_ns=tap.bound_at(head, h_on),
+    h_sp = tap.onset_spans(head.host_ns, head.acc, head.acc_scale)
+    b_sp = tap.onset_spans(band.host_ns, band.acc, band.acc_scale)
+    h_on, b_on = [hi for _lo, hi in h_sp], [hi for _lo, hi in b_sp]
+    # each tap's band sample: the mapping's bound there (the refit's; latency aside) and how
+    # far that sample's stamp strays from its neighbours' line
+    b_b = [(b if refitted else 0) + j for b, j in
+           zip(tap.bounds_at(band, b_on), tap.stamp_jitter_at(band, b_on), strict=True)]
+    r = tap.calibrate(h_sp, b_sp, head_bound_ns=tap.bound_at(head, h_on),
+                      head_bounds_ns=tap.bounds_at(head, h_on),
                       band_period_ns=tap.period_ns(band),
                       head_period_ns=tap.period_ns(head) or 1_000_000,
-                      band_bound_ns=tap.bound_at(band, b_on) if refitted else 0)
+                      band_bounds_ns=b_b)
     if r is None or r.taps < min_taps:
         got = 0 if r is None else r.taps
         raise SourceError(
@@ -137,6 +143,7 @@ def result_doc(band: WristBand, r: TapResult, assumed_ns: int, written: str | No
             "offsets_ms": [round(o / 1e6, 3) for o in r.offsets_ns],
             "rejected_offsets_ms": [round(o / 1e6, 3) for o in r.rejected_ns],
             "span_ms": [round(t / 1e6, 3) for t in r.span_ns],
+            "sampling_ms": round(r.sampling_ns / 1e6, 3),
             "head_bound_ms": round(r.head_bound_ns / 1e6, 3),
             "band_fit_bound_ms": round(r.band_bound_ns / 1e6, 3),
             "band_mapping": "refitted over the recording",
@@ -218,7 +225,8 @@ def run(args: argparse.Namespace) -> int:
           f"(recorded assuming {doc['assumed_latency_ms']:.2f} ms; the taps came "
           f"{doc['offset_ms']:+.2f} ms late)")
     print(f"  the band's samples placed by its clock refitted over the recording; of the "
-          f"uncertainty, +-{doc['band_fit_bound_ms']:.2f} ms is that fit's bound at the taps, "
+          f"uncertainty, +-{doc['sampling_ms']:.2f} ms is what the taps' samples leave open, "
+          f"+-{doc['band_fit_bound_ms']:.2f} ms that fit's bound at the taps, "
           f"+-{doc['head_bound_ms']:.2f} ms the head's")
     if r.rejected_ns or r.head_only or r.band_only:
         print(f"  not used: {len(r.rejected_ns)} inconsistent, {r.head_only} felt by the "
