@@ -4,9 +4,9 @@
 
 Per trial: a true band latency drawn from 0.5-8 ms (what a vendor band on an unknown host
 might have), a band recorded assuming 0.4 ms, 200 Hz, random sampling phase, its one-way fit
-adding +-100 us of its own error; the head IMU at 1 kHz through the two-way fit (its error
-drawn within the UART figures of bench_mcu_clock.py, bound 200 us). ``--taps`` taps, 1-3 s
-apart, each a sharp damped spike seen by both. The head's truth is the simulator's; nothing
+adding +-100 us of its own error (its bound); the head IMU at 1 kHz through the two-way fit
+(its error drawn within the UART figures of bench_mcu_clock.py, bound 200 us). ``--taps`` taps,
+1-3 s apart, each a sharp damped spike seen by both. The head's truth is the simulator's; nothing
 is assumed about the band but its sample rate. Prints the recovered latency's error
 p50/p99/max beside the error of the assumed latency (the baseline), and how often the stated
 uncertainty covered the true latency.
@@ -23,7 +23,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from agent.mcu.tap import calibrate, onsets
+from agent.mcu.tap import calibrate, onset_spans
 
 G = 9.80665
 SCALE = 16 * G / 32768
@@ -52,8 +52,8 @@ def trial(rng: np.random.Generator, n_taps: int) -> dict[str, float]:
     bt, bacc = imu(200, taps, span, rng, rng.uniform())
     # the band's mapped times: the one-way fit subtracted the assumed latency, not the true
     bt = bt + int(true_lat - assumed) + rng.integers(-100_000, 100_000)
-    r = calibrate(onsets(ht, hacc, SCALE), onsets(bt, bacc, SCALE), head_bound_ns=200_000,
-                  band_period_ns=5_000_000)
+    r = calibrate(onset_spans(ht, hacc, SCALE), onset_spans(bt, bacc, SCALE),
+                  head_bound_ns=200_000, band_period_ns=5_000_000, band_bound_ns=100_000)
     assert r is not None and r.taps == n_taps
     recovered = assumed + r.offset_ns
     return {"true_ms": true_lat / 1e6, "recovered_ms": recovered / 1e6,
