@@ -27,6 +27,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+import msgpack
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -72,9 +73,16 @@ def trial(d: Path, i: int, lat_ms: float, a: argparse.Namespace) -> dict[str, fl
     truth = json.loads(truth_file.read_text())["left"]
     true = converged_latency_ns(band, truth)
     rec = assumed + r.offset_ns
+    if a.keep:
+        keep = Path(a.keep)
+        keep.mkdir(parents=True, exist_ok=True)
+        (keep / f"trial{i}.msgpack").write_bytes(msgpack.packb(
+            {"head": head, "band": band, "truth": truth, "rate_hz": a.rate}))
     row = {"set_ms": lat_ms, "true_ms": true / 1e6, "recovered_ms": rec / 1e6,
            "error_us": abs(rec - true) / 1e3, "assumed_error_us": abs(assumed - true) / 1e3,
-           "uncertainty_us": r.uncertainty_ns / 1e3, "taps": r.taps,
+           "uncertainty_us": r.uncertainty_ns / 1e3, "sampling_us": r.sampling_ns / 1e3,
+           "head_bound_us": r.head_bound_ns / 1e3, "band_bound_us": r.band_bound_ns / 1e3,
+           "taps": r.taps,
            "rejected": len(r.rejected_ns), "covered": bool(abs(rec - true) <= r.uncertainty_ns)}
     # the taps on the times stored while recording (the young mapping), as before the refit
     try:
@@ -99,6 +107,9 @@ def main() -> int:
     ap.add_argument("--drift-ppm", type=float, default=50.0,
                     help="the band clock's drift against the host's")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--keep", metavar="DIR",
+                    help="also write each trial's recording (head and band payloads, the "
+                    "band's truth) to DIR/trialN.msgpack")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
     lats = np.linspace(0.3, 3.0, a.trials) if a.trials > 1 else np.array([1.5])
@@ -110,7 +121,9 @@ def main() -> int:
             if not a.json:
                 print(f"trial {i + 1}/{a.trials}: set {row['set_ms']:.2f} ms, true "
                       f"{row['true_ms']:.3f} ms, recovered {row['recovered_ms']:.3f} +- "
-                      f"{row['uncertainty_us'] / 1e3:.3f} ms ({row['taps']} taps, "
+                      f"{row['uncertainty_us'] / 1e3:.3f} ms (taps' spans "
+                      f"{row['sampling_us'] / 1e3:.2f}, head {row['head_bound_us'] / 1e3:.2f}, "
+                      f"band fit {row['band_bound_us'] / 1e3:.2f}; {row['taps']} taps, "
                       f"{row['rejected']} rejected): error {row['error_us']:.0f} us, "
                       f"{'covered' if row['covered'] else 'NOT covered'}; stored times: "
                       f"error {row['stored_error_us']:.0f} us +- "

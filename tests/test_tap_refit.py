@@ -82,3 +82,28 @@ def test_a_tap_offset_through_the_refit_recovers_the_latency():
     assumed = profile_latency("movesense").ns
     assert abs(assumed + r.offset_ns - floor) <= r.uncertainty_ns
     assert r.band_bound_ns > 0
+
+
+
+def test_the_true_latency_leaves_out_what_a_band_sends_at_once_at_its_stop():
+    """At a stop the simulated band sends what it holds at once, outside any connection
+    event, which no BLE link can: such a chunk, the recording's last, once came 3.2 ms under
+    every other and set the truth's floor alone. The truth leaves out the last 100 ms."""
+    from agent.sim.tap_truth import converged_latency_ns
+
+    payloads, _true, floor = recording(30, seed=6)
+    period = 1e9 / RATE
+    k = sum(p["n"] for p in payloads)
+    t = 5e9 + (k + np.arange(SPP)) * period
+    stop = ImuChunk(int(t[-1]) + LATENCY, None, int(7e9 + (t[0] - 5e9) * (1 + 50e-6)),
+                    period * (1 + 50e-6), np.zeros((SPP, 3), np.int16), 1.0,
+                    np.zeros((SPP, 3), np.int16), 1.0, index=k)
+    clock = make_clock("movesense", RATE)
+    observe(clock, stop)
+    last = msgpack.unpackb(msgpack.packb(imu_message("left", [stop], clock, "movesense").payload))
+    truth = {"start_ns": 5e9, "phase_ns": 0.0, "period_ns": period, "first_sample": 0,
+             "clock": {"offset_ns": 7e9, "drift_ppm": 50.0, "wander_amp_ns": 0.0,
+                       "wander_period_s": 600.0}}
+    assert floor > LATENCY + 100_000  # every packet waited for an event
+    assert abs(converged_latency_ns([*payloads, last], truth) - floor) < 2_000
+    assert abs(converged_latency_ns([*payloads, last], truth, stop_tail_ns=0) - LATENCY) < 2_000
