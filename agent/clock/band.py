@@ -58,11 +58,18 @@ their connection event shows no spread of waits; its lowest is not zero. Such wa
 under ``LOCK_SPREAD_NS``, per-second lows unmoved over the window) put one packet period into
 the fit part (``lock_floor_ns``).
 
+**Arrivals re-timed onto their connection events** (kind "device"). Notifications leave at
+connection events, which come at a fixed interval on the host; the arrivals of many events
+show that grid, and an earlier arrival, re-timed onto its event (its jitter removed), lowers
+the fit's observation to the band's own wait (agent/clock/band_grid.py: never earlier than
+the sample plus the latency, less ``GRID_MARGIN_NS``, which the bound counts).
+
 **Where each part lives.** ``BandClock`` is built in layers, each a base class of the next:
 agent/clock/band_line.py (the fit and its line: young, held and carried slopes; the mapper's
 lock), band_bound.py (the stated bound's fit part: tail, slope part and tilt, local low, lock
 floor), band_exchange.py (two-way replies and the latency they measure), band_observe.py
-(observations, restarts, the suspect gate, ``cut``), band_now.py (what every placement takes
+(observations, restarts, the suspect gate, ``cut``, re-timing), band_grid.py (the event
+grid), band_now.py (what every placement takes
 from the fit, cached per version), band_place.py (placement by the fit or by arrival, and the
 slew), band_types.py (``Latency``, ``ChunkTime``); here: the arguments, and what a batch and
 a segment record.

@@ -7,9 +7,11 @@ carried over.
 
 from __future__ import annotations
 
+import math
 from collections import deque
 
 from agent.clock.band_exchange import BandExchanges
+from agent.clock.band_grid import SEARCH_ARRIVALS, EventGrid
 from agent.clock.band_line import SETTLE_BINS, serial
 
 REPLAY_NS = 2_000_000_000
@@ -22,6 +24,11 @@ ARRIVAL_WINDOW_NS = 6_000_000_000
 by sample numbers at the nominal rate (a backlog delays arrivals; it cannot hasten one)."""
 
 
+RETIME_AFTER = 8
+"""Events with an arrival a re-timed observation waits for after its own (the grid's hull is
+then drawn on both sides of it, through arrivals with less jitter than its own)."""
+
+
 class BandObservations(BandExchanges):
     """Observations, restarts and cuts."""
 
@@ -32,6 +39,15 @@ class BandObservations(BandExchanges):
         self.restarts = 0
         """Fit restarts: start-up timestamps that jumped, a device clock that went back."""
         self._checked = -1
+        self._grid = EventGrid()
+        self._pending: deque[tuple[int, int, int]] = deque()  # device ns, arrival, event
+        self._raw: deque[tuple[int, int]] = deque(maxlen=SEARCH_ARRIVALS)  # device, arrival
+        self._retime_bin = -1
+        self.retimed = 0
+        """Observations re-timed onto their connection event (``_retime``)."""
+        self._retimed_epoch = -1
+        """The fit epoch that holds re-timed observations: its bound counts the grid's
+        margin (agent/clock/band_grid.py)."""
 
     @serial
     def observe_device(self, device_ns: int, arrival_ns: int,
@@ -43,8 +59,51 @@ class BandObservations(BandExchanges):
             raise ValueError("a band with no device clock is observed by sample number")
         if index is not None:
             self._note_arrival(index, arrival_ns)
+        grid = self._grid
+        k = None
+        if self.kind == "device":
+            found, resets = grid.found, grid.resets
+            k = grid.add(arrival_ns)
+            self._raw.append((device_ns, arrival_ns))
+            if grid.resets != resets:
+                self._pending.clear()  # their events are another grid's
+            if grid.found != found:  # a grid found: the arrivals it was found from too
+                self._pending.extend((d, a, grid.seeded[a]) for d, a in self._raw
+                                     if a != arrival_ns and a in grid.seeded)
         self._observe(device_ns, arrival_ns, 1)
+        if k is not None:
+            self._pending.append((device_ns, arrival_ns, k))
+        if self._pending:
+            self._retime(device_ns)
         self._ver += 1
+
+    def _retime(self, device_ns: int) -> None:
+        """Lower the fit's earlier observations onto the connection events they came in
+        (agent/clock/band_grid.py): the host's jitter on top of each is then gone, and what
+        is left above the floor is the band's wait for its event. Each waits for
+        ``RETIME_AFTER`` events after its own; done once per bin of the fit (one refit)."""
+        f = self.fit
+        b = device_ns // f.bin_ns
+        if b == self._retime_bin:
+            return
+        self._retime_bin = b
+        grid = self._grid
+        pend = self._pending
+        newest = grid.event(-RETIME_AFTER)
+        lows: list[tuple[int, int]] = []
+        while pend and newest is not None and pend[0][2] < newest:
+            dev, arr, k = pend.popleft()
+            v = grid.value(k)
+            if v is not None and v < arr:
+                lows.append((dev, math.ceil(v)))
+        if not grid.active:
+            pend.clear()
+        if lows:
+            self._ver += 1
+            n = f.lower(lows)
+            if n:
+                self.retimed += n
+                self._retimed_epoch = self._epoch
 
     def _note_arrival(self, index: int, arrival_ns: int) -> None:
         arr = self._arr
@@ -134,6 +193,8 @@ class BandObservations(BandExchanges):
 
     def _restart(self, replay: list[tuple[int, int, int]]) -> None:
         self._ver += 1
+        self._pending.clear()
+        self._raw.clear()
         self.restarts += 1
         self._checked = -1
         self._new_fit()
@@ -155,6 +216,10 @@ class BandObservations(BandExchanges):
         or has converged (a band 3 % off its nominal rate otherwise ran 3 % off for the
         first second after every break: up to 29 ms)."""
         if self.kind != "rate":
+            # a new connection: a new event phase (perhaps a new interval)
+            self._grid.reset()
+            self._pending.clear()
+            self._raw.clear()
             return
         f = self.fit
         carried = self._carrying()

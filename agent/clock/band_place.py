@@ -8,6 +8,7 @@ bound's slew part.
 
 from __future__ import annotations
 
+from agent.clock.band_grid import GRID_MARGIN_NS
 from agent.clock.band_line import MAX_RATE_ERROR, serial
 from agent.clock.band_now import BandNow
 from agent.clock.band_observe import ARRIVAL_WINDOW_NS
@@ -58,6 +59,8 @@ class BandPlacement(BandNow):
         # the anchor allow; below it, by no more than the recent observations rise above
         # the line (the floor is under every observation) and the tilt they allow beyond
         below = self._local_low(key, excess) if now.settled_bins else sl
+        if self._retimed_epoch == self._epoch:
+            below += GRID_MARGIN_NS  # a re-timed observation may be that far under its floor
         fit_part = round(max(excess - now.ex_mid + sl, now.ex_mid + below))
         return t0, spacing, fit_part, now.lat_part, now.source
 

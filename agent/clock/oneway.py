@@ -173,6 +173,41 @@ class OneWayFit:
             bins.insert(i + 1, (x, y))
         self._refit()
 
+    def lower(self, points: list[tuple[int, int]]) -> int:
+        """Earlier observations, re-timed lower (each ``(device_ns, host_ns)``: an arrival
+        less a lateness learnt since, agent/clock/band_grid.py). A bin takes one if it lies
+        lower under the line than what the bin holds; none counts as an observation, and all
+        take one refit. Those outside the window, or in a bin that has no observation, are
+        left out. Returns how many were taken."""
+        if self._x0 is None:
+            return 0
+        bins = self._bins
+        taken = 0
+        refit = False
+        for dev, host in points:
+            x, y = dev - self._x0, host - self._y0
+            b = x // self.bin_ns
+            if b == self._cur_bin and self._cur is not None:
+                if self._key(x, y) < self._key(*self._cur):
+                    self._cur = (x, y)
+                    taken += 1
+                    if not bins:
+                        self._ax, self._ay = self._cur
+                continue
+            for i in range(len(bins) - 1, -1, -1):
+                bi = bins[i][0] // self.bin_ns
+                if bi < b:
+                    break
+                if bi == b:
+                    if self._key(x, y) < self._key(*bins[i]):
+                        bins[i] = (x, y)
+                        taken += 1
+                        refit = True
+                    break
+        if refit:
+            self._refit()
+        return taken
+
     def _key(self, x: int, y: int) -> float:
         return y - self.slope * x
 
