@@ -317,3 +317,14 @@ def test_a_device_band_is_timed_from_the_connection_events_its_arrivals_sit_on()
     r = run_cell(Cell("movesense", "congested", 0.3, 1, 3.0))
     assert r["coverage"] >= 0.99 and r["backward_steps"] == 0
     assert r["bound_over_p99"] <= 3.0
+
+
+def test_a_rate_fit_is_not_tilted_by_a_high_first_or_last_bottom():
+    """WitMotion on the default link: the rate fit converged at 60 s with the bottoms'
+    centre edge a few seconds long, so the slope was the chord from the first bottom (1.9 ms
+    up: its bin's lowest wait) to the last: 25 ppm off, and 1.4 ms under the floor 70 s on
+    (p99 after 60 s 2.8 ms against the 2.6 ms budget). The slope is now the lower bridge
+    between the bottoms of the window's outer thirds, each support the lowest of its third."""
+    r = run_cell(Cell("witmotion", "default", 0.3, 1, 1.4))
+    assert r["coverage"] >= 0.99 and r["backward_steps"] == 0
+    assert r["p99_after_60s_us"] < r["budget_p99_us"]

@@ -23,9 +23,10 @@ and the event grid, and jumps by the lattice step when a sample crosses an event
 that holds one tooth only is also supported by the tooth's ramp, whose slope is the event
 grid's, not the band's: the plain hull then picks a slope wrong by the whole mismatch. With
 ``jump_ns`` set, bins next to a jump of at least ``jump_ns`` are the tooth *bottoms* (wait
-near zero); the slope is then the chord of the lower hull of the bottoms, the line is lowered
-onto the window's lowest bin, and the fit counts as converged only with two bottoms at least
-``converge_span_ns`` apart. agent.clock.rate.RateFit (bands with no device clock) uses it.
+near zero); the slope is then the lower bridge between the bottoms of the window's outer
+thirds (``_bridge``), the line is lowered onto the window's lowest bin, and the fit counts as
+converged only with two bottoms at least ``converge_span_ns`` apart. agent.clock.rate.RateFit
+(bands with no device clock) uses it.
 """
 
 from __future__ import annotations
@@ -266,20 +267,31 @@ class OneWayFit:
         self._bottoms = bottoms
         if len(bottoms) < 2 or bottoms[-1][0] - bottoms[0][0] < self.converge_span_ns:
             return  # bottoms too close together (or noise early on): keep the hull's slope
-        hb = lower_hull(bottoms)
-        (x1, y1), (x2, y2) = hb[0], hb[-1]
-        if len(hb) > 2:
-            # the edge of the bottoms' hull under their centre: an end bottom (a bin beside a
-            # backlog taken for one) tilts the chord between the ends, not that edge
-            xm = sum(b[0] for b in bottoms) / len(bottoms)
-            i = 0
-            while i < len(hb) - 2 and hb[i + 1][0] < xm:
-                i += 1
-            if hb[i + 1][0] - hb[i][0] >= self.converge_span_ns:
-                (x1, y1), (x2, y2) = hb[i], hb[i + 1]
+        (x1, y1), (x2, y2) = self._bridge(bottoms)
         self.slope = (y2 - y1) / (x2 - x1)
         self._edge_ns = x2 - x1
         self._ax, self._ay = min(pts, key=lambda p: p[1] - self.slope * p[0])
+
+    @staticmethod
+    def _bridge(bottoms: list[tuple[int, int]]) -> tuple[tuple[int, int], tuple[int, int]]:
+        """The two supports a rate fit's slope is drawn through: the lower bridge between the
+        bottoms of the window's first and last thirds (the edge of their lower hull across the
+        middle third; Bartlett's three groups, taken from below). Every bottom is up to its own
+        wait high (and a bin beside a backlog may pass for one), so the slope is off by what
+        its two supports' elevations differ by over their distance. The first and last
+        bottoms are vertices of any hull whatever their elevation, so the chord between them
+        is tilted by however high either end sits (1.9 ms at the start of a WitMotion default
+        link: 25 ppm); an edge of the whole hull may be a few seconds long. The bridge's
+        supports are the lowest of each outer third (hull vertices: under every bottom of
+        both), at least a third of the span apart."""
+        lo, hi = bottoms[0][0], bottoms[-1][0]
+        third = (hi - lo) / 3
+        hb = lower_hull([b for b in bottoms if b[0] <= lo + third or b[0] >= hi - third])
+        xm = (lo + hi) / 2
+        i = 0
+        while i < len(hb) - 2 and hb[i + 1][0] < xm:
+            i += 1
+        return hb[i], hb[i + 1]
 
     def lowest(self, slope: float) -> tuple[int, int]:
         """The observation (absolute device ns, host ns) lowest under a line of ``slope``:
@@ -339,7 +351,7 @@ class OneWayFit:
     @property
     def edge_ns(self) -> int:
         """Device time between the two supports the slope is drawn through (the hull edge,
-        or the chord of the tooth bottoms); 0 with one support."""
+        or the tooth bottoms' bridge); 0 with one support."""
         return self._edge_ns
 
     @property
