@@ -23,6 +23,7 @@ import math
 
 from agent.clock.band_line import SETTLE_BINS, BandLine
 from agent.clock.oneway import TAIL_RANK
+from agent.clock.rate import BURST_GAP_NS
 
 LOCAL_LOW_NS = 30_000_000_000
 """The recent stretch whose lowest observation bounds how far the envelope may be below the
@@ -55,6 +56,8 @@ class BandBound(BandLine):
         self._spread_cache = 0.0
         self._bin_spread_at = (-1, -1)
         self._bin_spread_cache = 0.0
+        self._alike_at = (-1, -1)
+        self._alike_cache = False
         self._low_at = (-1, -1)
         self._low_cache: list[tuple[float, float]] = []
         self._tilt_at: tuple[int, int, int] = (-1, -1, -1)
@@ -98,6 +101,34 @@ class BandBound(BandLine):
         if self.kind == "rate":
             return 0.0 if self.fit.converged else self.nominal_period_ns
         return self.lock_floor_ns()
+
+    def _waits_alike(self) -> bool:
+        """Kind "rate": whether the newest sample of each recent burst (notifications
+        ``BURST_GAP_NS`` apart or less, as the rate fit observes them) waited alike for its
+        event: its residuals above the envelope spread under ``LOCK_SPREAD_NS`` (from the
+        75th percentile, as for a uniform spread; host jitter, a burst it splits or a
+        retransmission raise a few). A sample clock phase-locked to the connection interval
+        (or sliding too slowly to show yet) waits alike every time, and nothing tells how
+        long; waits that slide or step through the interval spread over it. Once per
+        refit."""
+        f = self.fit
+        at = (f.refits, self._epoch)
+        if self._alike_at == at:
+            return self._alike_cache
+        bursts: list[tuple[int, int, int]] = []  # newest index, burst start, 1
+        last: int | None = None
+        for k, a, m in self._recent:
+            if last is not None and bursts and 0 <= a - last <= BURST_GAP_NS:
+                bursts[-1] = (k + m - 1, bursts[-1][1], 1)
+            else:
+                bursts.append((k + m - 1, a, 1))
+            last = a
+        out = False
+        if len(bursts) >= 8:
+            res = sorted(self._above(bursts))
+            out = (res[int(0.75 * (len(res) - 1))] - res[0]) / 0.75 < LOCK_SPREAD_NS
+        self._alike_at, self._alike_cache = at, out
+        return out
 
     def _bin_spread(self) -> float:
         """How far the window's per-bin lowest residuals spread (90th percentile): waits

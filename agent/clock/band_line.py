@@ -124,7 +124,8 @@ class BandLine:
         of 1 (crystals), the line lowered onto the lowest bin under it, and the bound counts
         the whole physical range of slopes over the distance from that bin."""
         f = self.fit
-        key = (f.refits, self._epoch, f.bins == 0 and f.observations)
+        key = (f.refits, self._epoch,
+               (f.bins == 0 or self._carried is not None) and f.observations)
         if self._line_at == key:
             return self._line_cache
         slope = f.slope
@@ -132,7 +133,9 @@ class BandLine:
         car = self._carrying()
         if car is not None:
             # the band's rate from before the break: only the offset is new
-            ax, ay = f.lowest(car[0])
+            # (laid on the lowest observation yet, the open bin's too: a reconnection's
+            # first second of arrivals is the whole window)
+            ax, ay = f.lowest(car[0], open_bin=True)
             line = (car[0], float(ax), float(ay))
             self._line_on_edge = False
             self._line_at, self._line_cache = key, line
@@ -166,6 +169,7 @@ class BandLine:
         car = self._carried
         if car is not None and (self.fit.converged or self.fit.window_span_ns >= car[2]):
             self._carried = car = None
+            self.fit.key_slope = None
         return car
 
     @property

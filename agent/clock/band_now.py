@@ -91,6 +91,11 @@ class BandNow(BandObservations):
         # bounded by the distance to either end of [0, excess]
         n_obs = max(1, min(f.observations, self._window_obs()))
         ex_mid = min(excess / 2, self._spread() / (n_obs + 1))
+        if self.kind == "rate" and not f.converged and self._waits_alike():
+            # no wait seen sliding: the lowest is anywhere in [0, P) (the period the bound
+            # holds, ``_fit_part``). Placed at its middle, not at one edge: the worst error
+            # is half a period, and the bound still spans the whole period
+            ex_mid += self.nominal_period_ns / 2
         settled_bins = self._bins() >= SETTLE_BINS
         span = f.window_span_ns
         # waits that do not slide: the lowest is anywhere in [0, lock). Counted in the

@@ -231,4 +231,8 @@ class BandObservations(BandExchanges):
         self._arr.clear()
         self._res.clear()
         self._carried = carried
+        if carried is not None:
+            # the new fit's bins keep their lowest observation under the band's rate, not
+            # the nominal one (``OneWayFit.key_slope``)
+            self.fit.key_slope = self.fit.slope = carried[0]
         self._ver += 1
