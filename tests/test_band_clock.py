@@ -301,8 +301,8 @@ def test_a_bottom_beside_a_backlog_does_not_tilt_a_rate_fit():
     for a tooth bottom, and the chord from the first bottom to that last one was ~100 ppm
     off (-29063 against ~-29170 ppm) while each refit's jump stayed under the 100 ppm guard;
     the line under it was lowered onto the newest bin, 4.4 ms above the floor under a
-    0.7 ms fit part (coverage 98.45 % over 7.3 minutes). The slope is now the edge of the
-    bottoms' hull under their centre, which one end bottom does not move."""
+    0.7 ms fit part (coverage 98.45 % over 7.3 minutes). The slope is now drawn through
+    bottoms one end bottom does not move (the outer thirds' bridge: the test after next)."""
     r = run_cell(Cell("witmotion", "congested", 2.0, 1, 7.3))
     assert r["coverage"] >= 0.99 and r["backward_steps"] == 0
     assert r["bound_over_p99"] <= 3.0

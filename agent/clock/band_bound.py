@@ -183,8 +183,9 @@ class BandBound(BandLine):
         car = self._carrying()
         if car is not None:
             return car[1] * abs(d)
-        # a rate fit's slope is the chord of its tooth bottoms (agent/clock/rate.py), each
-        # up to its own wait high: its bound holds what its newest observations show
+        # a rate fit's slope is drawn through two of its tooth bottoms (the bridge of
+        # agent/clock/oneway.py), each up to its own wait high: its bound holds what its
+        # newest observations show
         edge = f.edge_ns if self._line_on_edge else 0
         part = abs(d) * (excess / edge if edge > 0 else 3.0 * excess / f.window_span_ns)
         tilt = None if self.kind == "rate" else self._tilt(excess, d >= 0)
