@@ -112,11 +112,14 @@ class WristBand:
     latency_uncertainty_ms: float = _f(-1.0, min=-1.0, max=100.0)
     """Half-width of the range the true latency may be in; -1: the profile's default (or,
     with latency_ms set, 0.3 ms)."""
-    notify: str = _f("auto", choices=("auto", "start"))
-    """How the band's data notifications reach the agent: "auto", through BlueZ's
+    notify: str = _f("auto", choices=("auto", "acquire", "start"))
+    """How the band's data notifications reach the agent: "acquire", through BlueZ's
     AcquireNotify (a socket, no D-Bus message per notification) where the band offers it,
-    falling back to StartNotify if it fails or stays silent; "start", always StartNotify
-    (D-Bus signals), for a band or host known to misbehave with AcquireNotify."""
+    falling back to StartNotify if it fails or stays silent; "auto", the same, except that a
+    band answering the two-way time exchange (open profile v2) keeps StartNotify, because its
+    exchange's bound assumes the time-request writes and the notifications take alike paths
+    (both D-Bus); "start", always StartNotify (D-Bus signals), for a band or host known to
+    misbehave with AcquireNotify."""
     latency_source: str = _f("config", choices=("config", "calibrated"))
     """Where latency_ms comes from: "calibrated" when wearcap calibrate measured it on this
     rig (it writes this key), "config" when it was set by hand. Recordings say which."""

@@ -2,7 +2,7 @@
 1 kHz head MCU on a pty), so the agent's own cost can be told from the video encoder's.
 
     .venv/bin/python bench/bench_capture_threads.py [-s SECONDS] [--warmup S] [--no-mcu]
-                                                    [--stages] [--notify auto|start]
+                                                    [--stages] [--notify auto|acquire|start]
                                                     [--interval-ms LO HI] [--json]
     .venv/bin/python bench/bench_capture_threads.py --compare-notify ROUNDS [-s S]
                                                     [--interval-ms LO HI] [--json]
@@ -16,14 +16,15 @@ one core and the agent's total excluding the encoder (budget: <= 3% of a core at
 2 x 200 Hz + 1 kHz), with the encoder's share as the baseline of the same run.
 ``--no-mcu``: without the MCU. ``--stages``: also the writer thread's CPU per stage of its
 loop (each stage's own thread CPU time, stages nest: a flush drains), which costs a little
-CPU itself. ``--notify``: every band's ``notify`` key (``auto``: data notifications through
-AcquireNotify's socket where the band offers it; ``start``: StartNotify, one D-Bus signal per
-notification); the path each band used is printed. ``--interval-ms LO HI``: the simulated
+CPU itself. ``--notify``: every band's ``notify`` key (``acquire``: data notifications
+through AcquireNotify's socket where the band offers it; ``start``: StartNotify, one D-Bus
+signal per notification; ``auto``: StartNotify for the simulated rig's two-way bands); the
+path each band used is printed. ``--interval-ms LO HI``: the simulated
 bands' connection interval range (``[sim] interval_ms``); ``--interval-ms 15 15`` fixes it, so
 that runs carry the samples in like numbers of notifications and can be compared.
 ``--compare-notify ROUNDS``: that many rounds of ``--notify start`` (the baseline) and
-``--notify auto``, taking turns, each in a fresh interpreter; prints each run and the ratios
-(auto / start) of the BLE loop's CPU per notification and of the agent's total, median over
+``--notify acquire``, taking turns, each in a fresh interpreter; prints each run and the ratios
+(acquire / start) of the BLE loop's CPU per notification and of the agent's total, median over
 the rounds.
 
 Also printed: what came in per second over the measured window (camera frames written, each
@@ -165,7 +166,7 @@ def compare_notify(rounds: int, seconds: float, warmup: float, as_json: bool,
     """Both notify paths, taking turns in fresh interpreters (see the module doc)."""
     runs: list[dict[str, Any]] = []
     for r in range(rounds):
-        for path in ("start", "auto"):
+        for path in ("start", "acquire"):
             cmd = [sys.executable, __file__, "-s", f"{seconds:g}", "--warmup", f"{warmup:g}",
                    "--notify", path, "--json",
                    *(["--interval-ms", *map(str, interval_ms)] if interval_ms else [])]
@@ -203,7 +204,7 @@ def compare_notify(rounds: int, seconds: float, warmup: float, as_json: bool,
     if as_json:
         print(json.dumps(summary, indent=2))
     else:
-        print(f"auto / start, median of {rounds} rounds: BLE loop per notification "
+        print(f"acquire / start, median of {rounds} rounds: BLE loop per notification "
               f"{summary['ratio_ble_per_notification']}, agent excluding the encoder "
               f"{summary['ratio_agent']}, agent/encoder {summary['ratio_agent_over_encoder']}")
     return 0
@@ -216,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--no-mcu", action="store_true", help="leave the head MCU out")
     ap.add_argument("--stages", action="store_true", help="the writer's CPU per stage")
-    ap.add_argument("--notify", choices=("auto", "start"),
+    ap.add_argument("--notify", choices=("auto", "acquire", "start"),
                     help="every band's notify path (default: the config's)")
     ap.add_argument("--compare-notify", type=int, metavar="ROUNDS",
                     help="rounds of both notify paths, taking turns; prints the ratios")

@@ -273,7 +273,7 @@ def _band_offers(rig: SimRig, name: str, path: str) -> Iterator[None]:
 
 def test_data_comes_through_acquire_notify_and_a_dropped_link_reconnects(rig):
     before = rig.stats("right")["socket_packets"]
-    run = Run(rig, "right")
+    run = Run(rig, "right", band_changes={"notify": "acquire"})
     run.streaming_samples(100)
     st = run.src.status()
     assert (st["notify_path"], st["notify_fallback"]) == ("acquire-notify", "")
@@ -293,7 +293,7 @@ def test_data_comes_through_acquire_notify_and_a_dropped_link_reconnects(rig):
 def test_a_band_without_acquire_notify_is_read_with_start_notify(rig):
     with _band_offers(rig, "left", "start"):
         before = rig.stats("left")["socket_packets"]
-        run = Run(rig, "left")
+        run = Run(rig, "left", band_changes={"notify": "acquire"})
         run.streaming_samples(200)
         st = run.src.status()
         delivered = run.stop()
@@ -309,7 +309,7 @@ def test_acquire_notify_that_delivers_nothing_falls_back_to_start_notify(rig, mo
 
     monkeypatch.setattr(ble, "ACQUIRE_SILENT_S", 1.5)
     with _band_offers(rig, "left", "silent-acquire"):
-        run = Run(rig, "left")
+        run = Run(rig, "left", band_changes={"notify": "acquire"})
         run.streaming_samples(200)
         st = run.src.status()
         assert (st["notify_path"], st["notify_fallback"]) == ("start-notify", "acquire-silent")
@@ -327,6 +327,22 @@ def test_acquire_notify_that_delivers_nothing_falls_back_to_start_notify(rig, mo
     (start,) = [g for g in run.begin_gaps() if g["cause"].startswith("not-connected:")]
     assert start["end_ns"] - start["start_ns"] >= 1.5e9
     assert [g["cause"] for g in run.gaps()] == ["disconnect:link-lost"]
+
+
+def test_a_two_way_band_keeps_start_notify_by_default(rig):
+    """Its exchange's bound assumes the time requests (D-Bus writes) and the notifications take
+    alike paths: ``auto`` leaves a two-way band's data on D-Bus though the band offers the
+    socket."""
+    before = rig.stats("right")["socket_packets"]
+    run = Run(rig, "right")
+    run.streaming_samples(100)
+    st = run.src.status()
+    two_way = getattr(run.src.link, "two_way", None)
+    delivered = run.stop()
+    assert two_way is True
+    assert (st["notify_path"], st["notify_fallback"]) == ("start-notify", "")
+    assert rig.stats("right")["socket_packets"] == before
+    assert run.src.stats["samples"] == delivered["samples"]
 
 
 def test_the_notify_key_forces_start_notify(rig):

@@ -386,7 +386,13 @@ class Band:
                 while self.malformed_left > 0:
                     self.malformed_left -= 1
                     self.stats["malformed_sent"] += 1
-                    char.notify(self.feed.garbage())
+                    junk = self.feed.garbage()
+                    if not junk and _relayed(char):
+                        # the simulated BlueZ serves a StartNotify from the socket it
+                        # acquired, and takes an empty packet there for its hang-up; BlueZ
+                        # carries an empty notification as a signal
+                        junk = b"\x00"
+                    char.notify(junk)
             else:
                 self.stats["dropped_samples"] += sum(n for _h, _p, n in deliveries)
             wait = self.feed.next_event_ns() + lat - time.monotonic_ns()
@@ -397,6 +403,13 @@ class Band:
                     streamed = 0.0
                     self._fault("drop")
                     await self.drop()
+
+
+def _relayed(char: Characteristic) -> bool:
+    """Whether ``char``'s notifications go into a socket the simulated BlueZ acquired to serve
+    a central's StartNotify."""
+    return (isinstance(char, AcquiringCharacteristic) and char.sock is not None
+            and not char.for_central)
 
 
 def _through_socket(char: Characteristic) -> int:

@@ -14,7 +14,8 @@ Its notification callback does one thing: ``on_packet(arrival_ns, bytes)`` (the 
 into a ring).
 
 How the data notifications reach it (``notify_path``, the band's ``notify`` key): with
-``auto``, through BlueZ's ``AcquireNotify`` where the characteristic offers it
+``acquire``, and with ``auto`` for a band that does not answer the two-way time exchange,
+through BlueZ's ``AcquireNotify`` where the characteristic offers it
 (``NotifyAcquired``): each notification is one packet on a socket, read by bleak, with no D-Bus
 message to parse per packet (``StartNotify``: one ``PropertiesChanged`` signal per
 notification, parsed in Python on the BLE loop; the loop costs 0.76-0.88x as much per
@@ -24,7 +25,12 @@ and keeps it for the rest of the run, when AcquireNotify fails, and when no data
 arrives within ``ACQUIRE_SILENT_S`` of the start commands (none refused): that session ends as
 ``acquire-silent`` (nothing was heard, so it lies in the gap already open; the status and
 segment metadata say why) and the link reconnects with StartNotify. ``start`` always uses
-StartNotify. ``notify_via`` says what the current session uses (``acquire-notify`` |
+StartNotify, and so does ``auto`` for a two-way band (open profile v2): its exchange observes
+the sum of the time request's write latency and the data notification's latency, and its
+bound rests on the two being alike (``agent.clock.band.TWO_WAY_ASYMMETRY``), which holds while
+both go through D-Bus; AcquireNotify takes the notifications off D-Bus and leaves the writes
+on it (bleak writes through D-Bus only). ``acquire`` uses it there too, for a host where the
+two were measured alike. ``notify_via`` says what the current session uses (``acquire-notify`` |
 ``start-notify``), ``notify_fallback`` why AcquireNotify was given up. The control point's
 replies always use StartNotify: they are a few a second, and their command protocol has its own
 no-reply check.
@@ -84,8 +90,10 @@ ACQUIRE_SILENT_S = 5.0
 """With AcquireNotify, this long after the start commands with no data notification means
 the socket delivers nothing on this host or band: reconnect with StartNotify. Every profile
 streams within ~1 s of its start command, at a notification every <= 50 ms."""
-NOTIFY_PATHS = ("auto", "start")
-"""The band's ``notify`` key: AcquireNotify where offered (with fallback), or StartNotify."""
+NOTIFY_PATHS = ("auto", "acquire", "start")
+"""The band's ``notify`` key: ``acquire``, AcquireNotify where offered (with fallback);
+``auto``, the same except for a band that answers the two-way time exchange, which keeps
+StartNotify; ``start``, StartNotify."""
 
 
 def _characteristic(client: Any, uuid: str | None) -> Any:
@@ -444,7 +452,13 @@ class BleLink:
         self._subscribed_at = self.notifications
         char = _characteristic(client, uuid)
         props: Any = getattr(char, "obj", (None, {}))[1]  # BlueZ's properties of it
-        if (self.notify_path == "auto" and not self.notify_fallback
+        # a two-way band's exchange observes the time-request write's latency plus the data
+        # notification's, and its bound holds while the two are alike (TWO_WAY_ASYMMETRY):
+        # both on D-Bus. AcquireNotify would take the notifications off D-Bus while the
+        # writes stay on it, so ``auto`` keeps StartNotify for such a band
+        acquire = self.notify_path == "acquire" or (self.notify_path == "auto"
+                                                    and not self.two_way)
+        if (acquire and not self.notify_fallback
                 and isinstance(props, dict) and "NotifyAcquired" in props):
             try:
                 await client.start_notify(uuid, on_notify, bluez={"use_start_notify": False})
