@@ -61,7 +61,8 @@ def recording(seconds: float, *, mcu: bool = True, publisher: Any = None,
     """Record for at most ``seconds`` (the block may end it sooner) on the simulated rig.
     The live status is published as `wearcap run` does, into a directory on /dev/shm
     (``publisher``: another agent.livestatus.Publisher). ``notify``: every band's ``notify``
-    key (auto: AcquireNotify where offered; start: StartNotify), else the config's.
+    key (auto: AcquireNotify where offered, except for a two-way band, which keeps
+    StartNotify; acquire: AcquireNotify where offered; start: StartNotify), else the config's.
     ``interval_ms``: the simulated bands' connection interval range (``[sim] interval_ms``;
     equal ends fix it, and with it how many notifications carry the samples)."""
     from agent import config
