@@ -2,7 +2,10 @@
 
 /run is a tmpfs: the status never touches the SD card, and no network port is opened on the
 rig. ``wearcap status`` and ``wearcap selftest`` read it; the same figures go to a Prometheus
-textfile (``wearcap.prom``, for node_exporter's textfile collector) in the same directory.
+textfile (``wearcap.prom``, for node_exporter's textfile collector) in the same directory,
+rewritten every ``PROM_SECONDS``: node_exporter reads it only when scraped (every 15 s or
+more), and rendering it (prometheus_client's exposition, in Python) costs the capture's
+writer loop ~20x what the JSON does.
 
 Where: ``$WEARCAP_RUN_DIR``, else ``$RUNTIME_DIRECTORY`` (systemd's ``RuntimeDirectory=``),
 else ``/run/wearcap`` when it can be written, else ``$XDG_RUNTIME_DIR/wearcap``, else
@@ -28,6 +31,9 @@ CAPTURE_FILE = "capture.json"
 PROM_FILE = "wearcap.prom"
 STALE_SECONDS = 5.0
 """A status file older than this is from a service that stopped or hangs."""
+PROM_SECONDS = 5.0
+"""The Prometheus textfile is rewritten at most this often (its figures are at most this old
+plus the publisher's ``every``); ``capture.json`` every publication."""
 
 
 def run_dir() -> Path:
@@ -109,15 +115,19 @@ def _alive(pid: object) -> bool:
 
 
 class Publisher:
-    """Writes a status document (and its Prometheus textfile) at most every ``every``
-    seconds. A write that fails is counted, never raised: status is not worth a recording."""
+    """Writes a status document at most every ``every`` seconds, and its Prometheus textfile
+    at most every ``prom_every``. A write that fails is counted, never raised: status is not
+    worth a recording."""
 
     def __init__(self, directory: Path | None = None, *, every: float = 1.0,
+                 prom_every: float = PROM_SECONDS,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.dir = directory or run_dir()
         self.every = every
+        self.prom_every = prom_every
         self.clock = clock
         self._last = -1e18
+        self._prom_last = -1e18
         self.failures = 0
         self.last_error = ""
         self._prom = PromFile()
@@ -129,14 +139,17 @@ class Publisher:
         return self.clock() - self._last >= self.every * 0.95
 
     def publish(self, doc: dict[str, Any]) -> bool:
-        self._last = self.clock()
+        now = self._last = self.clock()
         try:
             if not self._dir_made:
                 self.dir.mkdir(parents=True, exist_ok=True)
                 self._dir_made = True
+                self._prom_last = -1e18  # a directory made again gets both files at once
             # compact JSON: the C encoder (an indent would take the pure-Python one)
             _replace(self.dir / CAPTURE_FILE, json.dumps(doc).encode())
-            self._prom.write(self.dir / PROM_FILE, doc)
+            if now - self._prom_last >= self.prom_every * 0.95:  # 5 % early: as due()
+                self._prom.write(self.dir / PROM_FILE, doc)
+                self._prom_last = now
         except OSError as exc:
             self.failures += 1
             self.last_error = str(exc)

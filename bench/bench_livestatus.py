@@ -1,5 +1,5 @@
-"""What the live status costs the capture: the status files the writer loop rewrites once a
-second (``capture.json`` and the Prometheus textfile ``wearcap.prom``, on tmpfs).
+"""What the live status costs the capture: the status files the writer loop rewrites
+(``capture.json`` once a second, the Prometheus textfile ``wearcap.prom`` every 5 s; on tmpfs).
 
     .venv/bin/python bench/bench_livestatus.py [-s SECONDS] [--warmup S] [--json]
 

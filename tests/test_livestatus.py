@@ -76,3 +76,35 @@ def test_a_directory_that_vanishes_is_made_again(tmp_path: Path) -> None:
     run.rmdir()
     assert not pub.publish(doc([])) and pub.failures == 1
     assert pub.publish(doc([])) and (run / CAPTURE_FILE).exists()
+
+
+def test_the_textfile_is_rewritten_every_prom_every_and_the_json_every_publication(
+        tmp_path: Path) -> None:
+    now = [100.0]
+    pub = Publisher(tmp_path, every=1.0, prom_every=5.0, clock=lambda: now[0])
+    got: list[tuple[float, float]] = []
+    for i in range(12):  # one publication a second, each with its own frame count
+        d = doc([{"name": "left", "rate_hz": 200.0}])
+        d["camera"]["frames"] = i
+        assert pub.due() and pub.publish(d)
+        js = read(tmp_path / CAPTURE_FILE)
+        assert js is not None
+        got.append((js["camera"]["frames"],
+                    samples(tmp_path / PROM_FILE)[("wearcap_camera_frames_total",
+                                                   ("sim-0001",))]))
+        now[0] += 1.0
+    assert [j for j, _ in got] == list(range(12))
+    # the first publication at once, then every 5 s; never older than that
+    assert [p for _, p in got] == [0, 0, 0, 0, 0, 5, 5, 5, 5, 5, 10, 10]
+    # a directory made again gets the textfile at once
+    run = tmp_path / "run"
+    pub = Publisher(run, prom_every=5.0, clock=lambda: now[0])
+    assert pub.publish(doc([]))
+    for f in run.iterdir():
+        f.unlink()
+    run.rmdir()
+    assert not pub.publish(doc([]))
+    d = doc([])
+    d["camera"]["frames"] = 99
+    assert pub.publish(d)
+    assert samples(run / PROM_FILE)[("wearcap_camera_frames_total", ("sim-0001",))] == 99

@@ -19,6 +19,7 @@ from conftest import REPO, run_cli
 from sync_servers import collector
 
 from agent import selftest
+from agent.livestatus import PROM_SECONDS
 
 
 def _config(path: Path, *, spool: Path, url: str, token: Path, rig: bool,
@@ -201,10 +202,22 @@ def live_checks(cfg: Path, run_dir: Path) -> None:
     line = next(ln for ln in text.splitlines() if "head mcu" in ln)
     assert "ping round trip" in line and "ms p50" in line, text
     live = json.loads((run_dir / "capture.json").read_text())
-    prom = (run_dir / "wearcap.prom").read_text()
-    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
-               for fam in text_string_to_metric_families(prom) for s in fam.samples}
     dev = ("device", live["device_id"])
+
+    def prom_samples() -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        prom = (run_dir / "wearcap.prom").read_text()
+        return {(s.name, tuple(sorted(s.labels.items()))): s.value
+                for fam in text_string_to_metric_families(prom) for s in fam.samples}
+
+    # the textfile is rewritten every PROM_SECONDS: wait for one written since the JSON
+    # above said all three stream
+    deadline = time.monotonic() + PROM_SECONDS + 5
+    while True:
+        samples = prom_samples()
+        if samples.get(("wearcap_status_updated_seconds", (dev,)), 0) >= live["updated"]:
+            break
+        assert time.monotonic() < deadline, "the Prometheus textfile was not rewritten"
+        time.sleep(0.5)
     assert samples[("wearcap_recording", (dev,))] in (0.0, 1.0)
     assert samples[("wearcap_status_updated_seconds", (dev,))] > 1.6e9
     assert ("wearcap_camera_fps", (dev,)) in samples
