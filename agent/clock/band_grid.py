@@ -36,7 +36,7 @@ import itertools
 import math
 from collections import deque
 
-from agent.clock.oneway import lower_hull
+from agent.clock.window_hull import WindowHull
 
 BLE_STEP_NS = 1_250_000
 """BLE connection intervals are whole multiples of this."""
@@ -76,8 +76,7 @@ class EventGrid:
         self.interval_ns: float | None = None
         """The grid's interval on the host clock (None until found)."""
         self._nominal = 0.0
-        self._pts: deque[tuple[int, int]] = deque()  # (event number, lowest arrival)
-        self._hull: list[tuple[int, int]] = []
+        self._pts = WindowHull()  # (event number, lowest arrival), and their lower hull
         self._ref = (0, 0.0)  # an event number and its grid time: where new arrivals index from
         self._rejects = 0
         self._since = SEARCH_EVERY  # arrivals since the last search that found no grid
@@ -91,7 +90,6 @@ class EventGrid:
         """A break (a new connection has a new event phase, perhaps a new interval)."""
         self._arr.clear()
         self._pts.clear()
-        self._hull = []
         self.interval_ns = None
         self._rejects = 0
         self._since = SEARCH_EVERY
@@ -123,7 +121,7 @@ class EventGrid:
     def value(self, k: int) -> float | None:
         """The grid at event ``k`` (its lower hull), if ``k`` lies between two taken arrivals
         (strictly before the newest): None otherwise."""
-        h = self._hull
+        h = self._pts.hull
         if len(h) < 2 or not (h[0][0] <= k < self._pts[-1][0]):
             return None
         for (x1, y1), (x2, y2) in itertools.pairwise(h):
@@ -155,9 +153,9 @@ class EventGrid:
         self._rejects = 0
         if pts and pts[-1][0] == k:
             if a < pts[-1][1]:
-                pts[-1] = (k, a)
+                pts.lower_last(a)
         else:
-            pts.append((k, a))
+            pts.push((k, a))
         while len(pts) > GRID_POINTS or pts[0][1] < a - GRID_SPAN_NS:
             pts.popleft()
         self._refit()
@@ -169,11 +167,11 @@ class EventGrid:
         interval is the search's (whole BLE steps) while that edge spans
         fewer than ``EDGE_EVENTS`` or runs at a rate no two crystals differ by; then it
         measures how the host's and the controller's clocks differ (tens of ppm)."""
-        pts = list(self._pts)
-        h = self._hull = lower_hull(pts)
+        pts = self._pts
+        h = pts.hull
         iv = self._nominal
         if len(h) >= 2:
-            km = sum(p[0] for p in pts) / len(pts)
+            km = pts.sum_x / len(pts)
             i = 0
             while i < len(h) - 2 and h[i + 1][0] < km:
                 i += 1
@@ -182,8 +180,15 @@ class EventGrid:
             if k2 - k1 >= EDGE_EVENTS and abs(s / iv - 1.0) <= MAX_GRID_PPM * 1e-6:
                 iv = s
         self.interval_ns = iv
-        k, y = min(pts[-max(8, len(pts) // 3):], key=lambda p: p[1] - iv * p[0])
-        self._ref = (k, float(y))
+        # the first of the lowest (newest first: a tie goes to the older)
+        best = None
+        low = 0.0
+        for p in pts.newest(max(8, len(pts) // 3)):
+            v = p[1] - iv * p[0]
+            if best is None or v <= low:
+                best, low = p, v
+        assert best is not None
+        self._ref = (best[0], float(best[1]))
 
     def _search(self) -> bool:
         """The largest interval (on BLE's 1.25 ms steps) on which ``GRID_SHARE`` of the
@@ -213,7 +218,6 @@ class EventGrid:
         self.interval_ns = self._nominal = iv
         self._ref = (0, arr[0] + phase)
         self._pts.clear()
-        self._hull = []
         self.seeded = {}
         for a in arr:
             k = self._take(a)
