@@ -527,6 +527,7 @@ class BleLink:
         time, the band replies with its clock (``_on_time_reply``). On the cadence of
         ``agent.wrist.time_requests``, each request aimed just before a connection event
         once the band's events are known (``aimer``); one request in flight at a time."""
+        from agent.wrist.ble_loop import sleep_ms_up
         from agent.wrist.decode.open_profile import time_request
         from agent.wrist.time_requests import TimeRequests
 
@@ -537,7 +538,7 @@ class BleLink:
             await client.write_gatt_char(self.profile.control_uuid,
                                          time_request(self._time_sent), response=False)
             wait_ns = plan.after(self._time_sent) - self.clock()
-            await asyncio.sleep(max(0, wait_ns) / 1e9)
+            await sleep_ms_up(wait_ns / 1e9)  # as asyncio's loop would, on uvloop too
 
     async def _read_reply(self, q: asyncio.Queue[bytes], cmd: bytes, timeout: float = 1.0,
                           judge: bool = True) -> Reply | None:
