@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 import pytest
-from hypothesis import settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
@@ -164,6 +164,62 @@ def test_byte_ring_pop_all_takes_everything_in_order_with_python_meta():
     assert all(type(v) is int for meta, _ in got for v in meta)
     assert r.used_bytes == 0 and len(r) == 0
     assert r.push(b"d" * 50, (8, 0))  # empty again: half the ring always fits
+
+
+# --------------------------------------------------------------------------- struct packing
+
+PACKED = [IMU, SMALL, META, np.dtype([("offset", "<u8"), ("length", "<u8"), ("end", "<u8"),
+                                      ("arrival_ns", "<i8"), ("ticket", "<u8")]),
+          np.dtype([("f", "<f4"), ("d", "<f8"), ("ok", "?"), ("b", "i1"), ("u", "<u2")]),
+          np.dtype([("a", ">i4"), ("b", ">u8")])]
+UNPACKED = [np.dtype([("a", "u1"), ("b", "<u8")], align=True),  # padding
+            np.dtype([("v", "<i2", (3,)), ("t", "<u8")]),  # a sub-array
+            np.dtype([("a", ">i4"), ("b", "<i4")]),  # mixed byte order
+            np.dtype([("h", "<f2"), ("t", "<u8")])]  # half floats: numpy's rounding
+
+
+def _value(ft: np.dtype, draw) -> object:
+    if ft.kind == "f":
+        return draw(st.floats(width=32 if ft.itemsize == 4 else 64, allow_nan=False))
+    if ft.kind == "b":
+        return draw(st.booleans())
+    info = np.iinfo(ft)
+    return draw(st.integers(int(info.min), int(info.max)))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.sampled_from(PACKED), st.data())
+def test_a_pushed_record_is_stored_byte_for_byte_as_numpy_stores_it(dtype, data):
+    from agent.ring import record_struct
+
+    assert record_struct(dtype) is not None
+    rec = tuple(_value(dtype.fields[name][0], data.draw) for name in dtype.names)
+    ring = RecordRing(dtype, 4)
+    ring.push(rec)
+    want = np.zeros(1, dtype)
+    want[0] = rec
+    assert ring.pop_batch().tobytes() == want.tobytes()
+
+
+@pytest.mark.parametrize("dtype", UNPACKED)
+def test_records_struct_cannot_pack_are_stored_by_numpy(dtype):
+    from agent.ring import record_struct
+
+    assert record_struct(dtype) is None
+    ring = RecordRing(dtype, 4)
+    rec = tuple(np.zeros(1, dtype)[0].tolist())
+    assert ring.push(rec)
+    assert ring.pop_batch().tobytes() == np.zeros(1, dtype).tobytes()
+
+
+def test_a_value_struct_refuses_takes_numpys_conversion():
+    ring = RecordRing(SMALL, 4)
+    assert ring.push((7.9, np.int16(-3)))  # a float for an int field: numpy truncates it
+    assert ring.pop_batch().tolist() == [(7, -3)]
+    with pytest.raises(ValueError):  # the wrong number of fields is still an error
+        ring.push((1, 2, 3))
+    b = ByteRing(64, 4, META)
+    assert b.push(b"x", (2.0, True)) and b.pop_all() == [((2, 1), b"x")]
 
 
 # --------------------------------------------------------------------------- threaded stress
