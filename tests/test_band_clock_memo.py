@@ -5,23 +5,100 @@ equals a fresh recompute after every step. Exact equality, no tolerance."""
 
 from __future__ import annotations
 
+import itertools
+import math
 import random
 from typing import Any
 
 import pytest
 
-from agent.clock.band import BandClock, Latency, _FitNow
+from agent.clock.band import BLE_STEP_NS, SETTLE_BINS, WAIT_WITNESSES, BandClock, Latency, _FitNow
 from bench.bench_clock import Cell, run_cell
 
 
+def fresh_slope_part(self: BandClock, x: float, excess: float) -> float:
+    """``_slope_part`` by its per-key formula, nothing kept."""
+    f = self.fit
+    if self._bins() < SETTLE_BINS or f.window_span_ns <= 0:
+        return 0.0
+    _s, ax, _ay = self._line()
+    d = x - ax
+    car = self._carrying()
+    if car is not None:
+        return car[1] * abs(d)
+    edge = f.edge_ns if self._line_on_edge else 0
+    part = abs(d) * (excess / edge if edge > 0 else 3.0 * excess / f.window_span_ns)
+    tilt = None if self.kind == "rate" else self._tilt(excess, d >= 0)
+    if tilt is not None:
+        part = min(part, abs(d) * tilt)
+    if self.young:
+        part = max(part, self.max_slope_dev * abs(d))
+    return part
+
+
+def fresh_local_low(self: BandClock, x: float, excess: float) -> float:
+    """``_local_low`` by its per-key formula (the residuals as the mapper keeps them)."""
+    self._low_prepared(excess)  # the residuals, once per refit (as the mapper keeps them)
+    rec = self._low_cache
+    if not rec:
+        return 0.0
+    d = x - self._line()[1]
+    out = math.inf
+    for dj, r in rec:
+        v = r
+        if dj * d > 0 and abs(d) > abs(dj):
+            v += (r + excess) * (abs(d) - abs(dj)) / abs(dj)
+        out = min(out, v)
+    return max(0.0, out)
+
+
 class Fresh(BandClock):
-    """The mapper with no cache: every placement recomputes what it takes from the fit."""
+    """The mapper with no cache: every placement recomputes what it takes from the fit, the
+    slope part and the local low by their per-key formulas, the measured latency by sorting
+    every sum and the interval by every pair of anchors."""
 
     def _now(self) -> _FitNow:
         return self._fit_now()
 
     def _gates(self) -> tuple[bool, bool, bool]:
         return self._fresh_gates()
+
+    def _slope_part(self, x: float, excess: float) -> float:
+        return fresh_slope_part(self, x, excess)
+
+    def _local_low(self, x: float, excess: float) -> float:
+        return fresh_local_low(self, x, excess)
+
+    def _measured_latency(self) -> tuple[float, float] | None:
+        f = self.fit
+        if not f.ready or not self._xch:
+            return None
+        key = (f.refits, self._epoch, self.exchanges // 32)  # the mapper's own staleness
+        if self._lat_cache[0] == key:
+            return self._lat_cache[1]
+        slope, ax, ay = self._line()
+        sums = sorted(s for s in (ay + slope * (rx - ax) - send for rx, send in self._xch)
+                      if s > 0)
+        out: tuple[float, float] | None = None
+        if sums:
+            low = sums[0]
+            iv = self._interval_ns()
+            out = (low, low)
+            if iv is not None and len(sums) > WAIT_WITNESSES:
+                m = low % iv
+                back = sorted((m - s % iv) % iv for s in sums[1:])
+                out = (low, min(low, back[WAIT_WITNESSES - 1]))
+        self._lat_cache = (key, out)
+        return out
+
+    def _interval_ns(self) -> float | None:
+        keys = [k for k, _a, _m in self._recent]
+        g = 0
+        for a, b in itertools.pairwise(keys):
+            steps = round((b - a) / BLE_STEP_NS)
+            if steps > 0:
+                g = math.gcd(g, steps)
+        return g * BLE_STEP_NS if g else None
 
 
 class Checked(BandClock):
@@ -43,6 +120,20 @@ class Checked(BandClock):
         gates = super()._gates()
         assert gates == self._fresh_gates()
         return gates
+
+    lows = 0
+    """Local lows above 0 (the residuals made a difference)."""
+
+    def _slope_part(self, x: float, excess: float) -> float:
+        got = super()._slope_part(x, excess)  # kept per version and excess
+        assert got == fresh_slope_part(self, x, excess)
+        return got
+
+    def _local_low(self, x: float, excess: float) -> float:
+        got = super()._local_low(x, excess)
+        assert got == fresh_local_low(self, x, excess)
+        self.lows += got > 0
+        return got
 
 
 def _clock(cls: type[BandClock], kind: str) -> BandClock:
@@ -163,13 +254,34 @@ def test_the_cache_holds_across_the_simulated_bands(monkeypatch):
         assert gates == self._fresh_gates()
         return gates
 
+    lows: list[float] = []
+    slopes: list[float] = []
+    cached_slope, cached_low = BandClock._slope_part, BandClock._local_low
+
+    def checked_slope(self: BandClock, x: float, excess: float) -> float:
+        got = cached_slope(self, x, excess)
+        assert got == fresh_slope_part(self, x, excess)
+        slopes.append(got)
+        return got
+
+    def checked_low(self: BandClock, x: float, excess: float) -> float:
+        got = cached_low(self, x, excess)
+        assert got == fresh_local_low(self, x, excess)
+        lows.append(got)
+        return got
+
     monkeypatch.setattr(BandClock, "_now", checked_now)
     monkeypatch.setattr(BandClock, "_gates", checked_gates)
+    monkeypatch.setattr(BandClock, "_slope_part", checked_slope)
+    monkeypatch.setattr(BandClock, "_local_low", checked_low)
     for cell in (Cell("polar-pmd", "default", 1.0, 1, 0.5),
                  Cell("wearcap-open", "default", 2.0, 2, 0.5),
-                 Cell("witmotion", "lossy", 1.0, 1, 0.5)):
+                 Cell("witmotion", "lossy", 1.0, 1, 0.5),
+                 Cell("movesense", "default", 1.0, 1, 1.0)):  # recent bins above the line
         assert run_cell(cell)["backward_steps"] == 0
     assert len(reads) > 1000 and len(set(reads)) < len(reads)
+    # the slope part and the local low (kept per version) were read, and were not all 0
+    assert sum(v > 0 for v in lows) > 100 and sum(v > 0 for v in slopes) > 100
 
 
 def test_a_peek_from_another_thread_never_reads_an_observation_half_done():

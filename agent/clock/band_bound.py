@@ -62,6 +62,9 @@ class BandBound(BandLine):
         self._low_cache: list[tuple[float, float]] = []
         self._tilt_at: tuple[int, int, int] = (-1, -1, -1)
         self._tilt_cache = (math.inf, math.inf)
+        self._slope_memo: tuple[int, float, float, int, float, float | None,
+                                float | None, float] | None = None
+        self._low_memo: _LowMemo | None = None
 
     def _spread(self) -> float:
         """How widely recent observations sit above the envelope (the wait distribution's
@@ -165,35 +168,60 @@ class BandBound(BandLine):
             part += self.nominal_period_ns  # the floor: wait unknown within a period
         return round(part)
 
-    def _slope_part(self, key: float, excess: float) -> float:
-        """What a slope error adds at ``key``, on the side where the envelope is above its
-        floor. The line is ``h`` (<= the excess) above the floor at its anchor; tilted by
-        ``s`` against the floor, it is ``h + s d`` above it a distance ``d`` away, and as far
-        below it on the other side of the anchor, where every observation is above the floor:
-        a bin there ``r`` above the line, ``d'`` from the anchor, allows ``s <= (r + h) / d'``.
-        The tightest of those bins bounds the tilt (``_tilt``), however the supports are
-        spread; with no bin on that side, the supports at either end may each be up to the
-        excess high (3 excess / span per unit of distance). A young window's held slope: the
-        physical range over the distance."""
+    def _slope_part(self, x: float, excess: float) -> float:
+        """What a slope error adds at ``x`` (a key's ``_x``), on the side where the envelope
+        is above its floor. The line is ``h`` (<= the excess) above the floor at its anchor;
+        tilted by ``s`` against the floor, it is ``h + s d`` above it a distance ``d`` away,
+        and as far below it on the other side of the anchor, where every observation is above
+        the floor: a bin there ``r`` above the line, ``d'`` from the anchor, allows
+        ``s <= (r + h) / d'``. The tightest of those bins bounds the tilt (``_tilt``), however
+        the supports are spread; with no bin on that side, the supports at either end may each
+        be up to the excess high (3 excess / span per unit of distance). A young window's held
+        slope: the physical range over the distance. What does not depend on ``x`` is kept per
+        version (``_slope_factors``)."""
+        memo = self._slope_memo
+        if memo is None or memo[0] != self._ver or memo[1] != excess:
+            memo = self._slope_memo = (self._ver, excess, *self._slope_factors(excess))
+        _v, _e, ax, how, per, behind, ahead, dev = memo
+        if how == 0:
+            return 0.0
+        d = x - ax
+        if how == 1:
+            return per * abs(d)
+        ad = abs(d)
+        part = ad * per
+        tilt = ahead if d >= 0 else behind
+        if tilt is not None:
+            part = min(part, ad * tilt)
+        if how == 3:
+            part = max(part, dev * ad)
+        return part
+
+    def _slope_factors(self, excess: float) -> tuple[float, int, float, float | None,
+                                                     float | None, float]:
+        """What ``_slope_part`` takes from the fit, whatever the key: (anchor, how, factor,
+        tilt behind, tilt ahead, physical range); ``how`` 0: nothing, 1: a carried rate's
+        uncertainty (``factor``), 2: the edge's (``factor``, at most the tilt), 3: that, at
+        least the physical range (a young window). Kept per ``_ver`` and excess (nothing it
+        reads changes between observations); read in the order and under the conditions the
+        per-key computation read them, so the fit's own caches fill as they always did."""
         f = self.fit
         if self._bins() < SETTLE_BINS or f.window_span_ns <= 0:
-            return 0.0
+            return 0.0, 0, 0.0, None, None, 0.0
         _s, ax, _ay = self._line()
-        d = self._x(key) - ax
         car = self._carrying()
         if car is not None:
-            return car[1] * abs(d)
+            return ax, 1, car[1], None, None, 0.0
         # a rate fit's slope is drawn through two of its tooth bottoms (the bridge of
         # agent/clock/oneway.py), each up to its own wait high: its bound holds what its
         # newest observations show
         edge = f.edge_ns if self._line_on_edge else 0
-        part = abs(d) * (excess / edge if edge > 0 else 3.0 * excess / f.window_span_ns)
-        tilt = None if self.kind == "rate" else self._tilt(excess, d >= 0)
-        if tilt is not None:
-            part = min(part, abs(d) * tilt)
-        if self.young:
-            part = max(part, self.max_slope_dev * abs(d))
-        return part
+        per = excess / edge if edge > 0 else 3.0 * excess / f.window_span_ns
+        behind = ahead = None
+        if self.kind != "rate":
+            ahead = self._tilt(excess, True)
+            behind = self._tilt(excess, False)
+        return ax, (3 if self.young else 2), per, behind, ahead, self.max_slope_dev
 
     def _tilt(self, excess: float, ahead: bool) -> float | None:
         """The largest tilt of the line against its floor that raises it ``ahead`` of its
@@ -218,9 +246,9 @@ class BandBound(BandLine):
         out = self._tilt_cache[0 if ahead else 1]
         return None if math.isinf(out) else out
 
-    def _local_low(self, key: float, excess: float) -> float:
-        """How far the envelope may be below its floor at ``key``, from the recent
-        observations (the window's last ``LOCAL_LOW_NS`` of bins, and the open one): the
+    def _local_low(self, x: float, excess: float) -> float:
+        """How far the envelope may be below its floor at ``x`` (a key's ``_x``), from the
+        recent observations (the window's last ``LOCAL_LOW_NS`` of bins, and the open one): the
         floor is under every one of them, so at a bin ``r`` above the line the envelope is
         at most ``r`` below it. Further from the anchor (at ``d`` vs the bin's ``d'``) a
         line ``h`` (<= the excess) above the floor at its anchor and ``r + h`` under it at
@@ -229,6 +257,31 @@ class BandBound(BandLine):
         back (the tooth bottoms of a rate fit, each up to its own wait high) is off by what
         those supports' elevations differ by over the span; this is where that shows, and
         the bound need not guess it from the tightest bins. Residuals once per refit."""
+        memo = self._low_memo
+        if memo is None or memo.ver != self._ver or memo.excess != excess:
+            memo = self._low_memo = self._low_prepared(excess)
+        if memo.empty:
+            return 0.0
+        d = x - memo.ax
+        if d > 0:
+            out, side = memo.low_behind, memo.ahead
+        elif d < 0:
+            out, side = memo.low_ahead, memo.behind
+            d = -d
+        else:
+            return max(0.0, memo.low_all)
+        # bins on the key's side of the anchor, nearer to it than the key: the line may fall
+        # beyond them (``r + (r + h)(d - d') / d'``); the others bound it by ``r``
+        for adj, r, c in side:
+            v = r + c * (d - adj) / adj if d > adj else r
+            if v < out:
+                out = v
+        return max(0.0, out)
+
+    def _low_prepared(self, excess: float) -> _LowMemo:
+        """What ``_local_low`` takes from the fit, whatever the key, kept per ``_ver`` and
+        excess: the recent bins' residuals (once per refit, as they always were), split by
+        the side of the anchor they lie on, each with ``r + excess``."""
         f = self.fit
         at = (f.refits, self._epoch)
         if self._low_at != at:
@@ -244,16 +297,28 @@ class BandBound(BandLine):
                        for x, y in pts if x >= newest - LOCAL_LOW_NS]
             self._low_at, self._low_cache = at, rec
         rec = self._low_cache
+        memo = _LowMemo(self._ver, excess)
         if not rec:
-            return 0.0
-        d = self._x(key) - self._line()[1]
-        out = math.inf
+            return memo
+        memo.empty = False
+        memo.ax = self._line()[1]
         for dj, r in rec:
-            v = r
-            if dj * d > 0 and abs(d) > abs(dj):
-                v += (r + excess) * (abs(d) - abs(dj)) / abs(dj)
-            out = min(out, v)
-        return max(0.0, out)
+            if r < memo.low_all:
+                memo.low_all = r
+            if dj > 0:
+                memo.ahead.append((dj, r, r + excess))
+                if r < memo.low_ahead:
+                    memo.low_ahead = r
+            elif dj < 0:
+                memo.behind.append((-dj, r, r + excess))
+                if r < memo.low_behind:
+                    memo.low_behind = r
+            else:  # at the anchor: r on either side
+                if r < memo.low_ahead:
+                    memo.low_ahead = r
+                if r < memo.low_behind:
+                    memo.low_behind = r
+        return memo
 
     def _window_obs(self) -> int:
         """Observations the fit's window holds (bins x observations per bin lately)."""
@@ -263,3 +328,23 @@ class BandBound(BandLine):
         dt = rec[-1][1] - rec[0][1]
         per_bin = len(rec) * self.fit.bin_ns / max(dt, self.fit.bin_ns)
         return max(1, round(per_bin * max(1, self.fit.bins)))
+
+
+class _LowMemo:
+    """``BandBound._local_low``'s key-independent part (``_low_prepared``)."""
+
+    __slots__ = ("ahead", "ax", "behind", "empty", "excess", "low_ahead", "low_all",
+                 "low_behind", "ver")
+
+    def __init__(self, ver: int, excess: float) -> None:
+        self.ver = ver
+        self.excess = excess
+        self.empty = True
+        self.ax = 0.0
+        self.ahead: list[tuple[float, float, float]] = []
+        """Bins ahead of the anchor: (distance, residual, residual + excess)."""
+        self.behind: list[tuple[float, float, float]] = []
+        self.low_all = math.inf
+        self.low_ahead = math.inf
+        """The lowest residual of the bins ahead of the anchor (or at it)."""
+        self.low_behind = math.inf

@@ -6,7 +6,7 @@ observe the sum of the notification and write latencies (plus the least wait), f
 
 from __future__ import annotations
 
-import itertools
+import heapq
 import math
 from collections import deque
 
@@ -36,6 +36,10 @@ class BandExchanges(BandBound):
         self._xch: deque[tuple[int, int]] = deque(maxlen=RTT_WINDOW)  # device rx, send
         self._lat_cache: tuple[tuple[int, int, int], tuple[float, float] | None] = (
             (-1, -1, -1), None)
+        self._iv_seen: deque[tuple[int, int, int]] = deque()
+        """The observations ``_interval_ns`` has counted (``_recent``'s, by identity)..."""
+        self._iv_steps: deque[int] = deque()
+        """... and the steps between neighbours (in BLE steps; 0 where not forward)."""
 
     @serial
     def observe_exchange(self, host_send_ns: int, device_rx_ns: int, host_recv_ns: int,
@@ -72,11 +76,10 @@ class BandExchanges(BandBound):
         if self._lat_cache[0] == key:
             return self._lat_cache[1]
         slope, ax, ay = self._line()  # the envelope at each rx (kind "two-way": x is rx)
-        sums = sorted(s for s in (ay + slope * (rx - ax) - send for rx, send in self._xch)
-                      if s > 0)
+        sums = [s for rx, send in self._xch if (s := ay + slope * (rx - ax) - send) > 0]
         out: tuple[float, float] | None = None
         if sums:
-            out = (sums[0], self._least_wait(sums))
+            out = (min(sums), self._least_wait(sums))
         self._lat_cache = (key, out)
         return out
 
@@ -84,12 +87,23 @@ class BandExchanges(BandBound):
         """The connection interval, from the anchors the band stamps (each an event: their
         differences are whole intervals, on BLE's 1.25 ms grid): their greatest common
         divisor. None until two anchors differ."""
-        keys = [k for k, _a, _m in self._recent]
-        g = 0
-        for a, b in itertools.pairwise(keys):
-            steps = round((b - a) / BLE_STEP_NS)
-            if steps > 0:
-                g = math.gcd(g, steps)
+        rec, seen, steps = self._recent, self._iv_seen, self._iv_steps
+        # the window only drops its oldest observations and takes new ones (or starts
+        # again): the steps between neighbours already counted are kept (by identity)
+        while seen and (not rec or seen[0] is not rec[0]):
+            seen.popleft()
+            if steps:
+                steps.popleft()
+        if seen and (len(seen) > len(rec) or rec[len(seen) - 1] is not seen[-1]):
+            seen.clear()
+            steps.clear()
+        for i in range(len(seen), len(rec)):
+            o = rec[i]
+            if seen:
+                s = round((o[0] - seen[-1][0]) / BLE_STEP_NS)
+                steps.append(s if s > 0 else 0)  # 0 leaves a gcd as it is
+            seen.append(o)
+        g = math.gcd(*steps)
         return g * BLE_STEP_NS if g else None
 
     def _least_wait(self, sums: list[float]) -> float:
@@ -101,11 +115,14 @@ class BandExchanges(BandBound):
         would be late by a whole interval or more (a lateness under it would make its S the
         least); so that arc bounds y unless all of them missed an event. Requests that all
         come at a few phases (a fixed cadence on the 1.25 ms grid) leave wide arcs: their
-        waits are then counted in full. The whole S while there are too few."""
-        low = sums[0]
+        waits are then counted in full. The whole S while there are too few. ``sums``: in
+        any order."""
+        low = min(sums)
         iv = self._interval_ns()
         if iv is None or len(sums) <= WAIT_WITNESSES:
             return low
         m = low % iv
-        back = sorted((m - s % iv) % iv for s in sums[1:])
+        rest = list(sums)
+        rest.remove(low)  # the least once: the others are its predecessors on the circle
+        back = heapq.nsmallest(WAIT_WITNESSES, [(m - s % iv) % iv for s in rest])
         return min(low, back[WAIT_WITNESSES - 1])

@@ -42,23 +42,25 @@ class BandPlacement(BandNow):
         if now.clamped:
             self.clamped += 1
         slope = now.slope
+        nominal = self.nominal_period_ns
         if self.kind == "rate":
-            spacing = slope * self.nominal_period_ns
+            spacing = slope * nominal
+            x = key * nominal  # ``_x``
         else:
-            spacing = (period_ns or self.nominal_period_ns) * slope
-        x = self._x(key)
+            spacing = (period_ns or nominal) * slope
+            x = key
         env = now.ay + slope * (x - now.ax)
         t0 = env - now.ln - now.ex_mid
         # what a slope error adds at ``key`` (``_slope_part``: the edge's, at most what the
         # bins behind the anchor allow; a young window's held slope, the physical range)
         excess = now.excess
-        sl = self._slope_part(key, excess) if now.slope_span else 0.0
+        sl = self._slope_part(x, excess) if now.slope_span else 0.0
         if now.lock:
             excess += now.lock
         # the envelope may be above the floor by the excess and the tilt the bins behind
         # the anchor allow; below it, by no more than the recent observations rise above
         # the line (the floor is under every observation) and the tilt they allow beyond
-        below = self._local_low(key, excess) if now.settled_bins else sl
+        below = self._local_low(x, excess) if now.settled_bins else sl
         if self._retimed_epoch == self._epoch:
             below += GRID_MARGIN_NS  # a re-timed observation may be that far under its floor
         fit_part = round(max(excess - now.ex_mid + sl, now.ex_mid + below))
@@ -89,6 +91,7 @@ class BandPlacement(BandNow):
         if not self.fit.ready:
             raise ValueError("no observations yet")
         suspect, settled, converged = self._gates()
+        nominal = self.nominal_period_ns
         if arrival_ns is not None and suspect:
             t0, spacing, fit_part, lat_part, source = self._by_arrival(n, arrival_ns, index)
         else:
@@ -97,14 +100,16 @@ class BandPlacement(BandNow):
                 # a fit that has not settled may rest on timestamps that have not either
                 # (start-up frames): no sample is placed after its chunk's arrival allows
                 # (a backlog delays an arrival, it cannot hasten one)
-                hi = arrival_ns - (n - 1) * self.nominal_period_ns * (1 - MAX_RATE_ERROR) \
+                hi = arrival_ns - (n - 1) * nominal * (1 - MAX_RATE_ERROR) \
                     - self.latency.ns + self.latency.uncertainty_ns
                 t0 = min(t0, hi)
                 # nor is its spacing trusted further than a sample clock's error from nominal
-                nom = self.nominal_period_ns
-                if abs(spacing / nom - 1.0) > MAX_RATE_ERROR:
-                    spacing = nom
-                fit_part += round((n - 1) * nom * MAX_RATE_ERROR)
+                if abs(spacing / nominal - 1.0) > MAX_RATE_ERROR:
+                    spacing = nominal
+                fit_part += round((n - 1) * nominal * MAX_RATE_ERROR)
+        rate_kind = self.kind == "rate"
+        # the key's step on the device (``_x``: kind "rate" keys are sample numbers)
+        device_step = nominal if rate_kind else (period_ns or nominal)
         out = t0
         last = self._last
         rate = self._slew_ppm(converged, settled) * 1e-6
@@ -114,10 +119,9 @@ class BandPlacement(BandNow):
             rate = self.slew_fast_ppm * 1e-6
         if last is not None:
             lkey, lh, _lsp, epoch, lsource = last
-            dx = self._x(key) - self._x(lkey)
+            dx = (key * nominal - lkey * nominal) if rate_kind else key - lkey
             if epoch == self._epoch and lsource == source and source != "arrival" and dx > 0:
-                step = spacing / (self.nominal_period_ns if self.kind == "rate"
-                                  else (period_ns or self.nominal_period_ns))
+                step = spacing / device_step
                 pred = lh + dx * step  # where the previous output puts this sample
                 room = rate * dx
                 out = pred + min(max(t0 - pred, -room), room)
@@ -133,14 +137,15 @@ class BandPlacement(BandNow):
         ct = ChunkTime(round(out), out_spacing, fit_part, lat_part, self.quantisation_ns,
                        slew, source)
         if commit:
-            self._committed[(key, n)] = ct
-            if len(self._committed) > 64:
-                del self._committed[next(iter(self._committed))]
-            self._last = (key + (n - 1) * (1 if self.kind == "rate" else
-                                           (period_ns or self.nominal_period_ns)),
+            committed = self._committed
+            committed[(key, n)] = ct
+            if len(committed) > 64:
+                del committed[next(iter(committed))]
+            self._last = (key + (n - 1) * (1 if rate_kind else device_step),
                           round(out + (n - 1) * out_spacing), spacing, self._epoch, source)
             self._last_slew_ns = slew
-            self.max_slew_seen_ns = max(self.max_slew_seen_ns, slew)
+            if slew > self.max_slew_seen_ns:
+                self.max_slew_seen_ns = slew
         return ct
 
     @serial

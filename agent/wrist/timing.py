@@ -66,15 +66,19 @@ def make_clock(profile: str, rate_hz: float, latency: Latency | None = None,
 
 def observe(clock: BandClock, chunk: ImuChunk) -> None:
     """Feed one decoded chunk into its band's clock (call in arrival order)."""
+    n = chunk.n
     if clock.kind == "rate":
-        clock.observe_index(chunk.arrival_ns, chunk.n, chunk.index)
+        clock.observe_index(chunk.arrival_ns, n, chunk.index)
         return
     if chunk.device_t0_ns is None:
         return
-    when = chunk.tx_device_ns if chunk.tx_device_ns is not None else chunk.last_device_ns
-    assert when is not None
-    clock.observe_device(when, chunk.first_arrival_ns if chunk.first_arrival_ns is not None
-                         else chunk.arrival_ns, chunk.index + chunk.n - 1)
+    when = chunk.tx_device_ns
+    if when is None:
+        when = chunk.last_device_ns
+        assert when is not None
+    first = chunk.first_arrival_ns
+    clock.observe_device(when, first if first is not None else chunk.arrival_ns,
+                         chunk.index + n - 1)
 
 
 def _arrival_time(clock: BandClock, chunk: ImuChunk) -> ChunkTime:
@@ -94,10 +98,17 @@ def _key(clock: BandClock, chunk: ImuChunk) -> float | None:
 
 def place(clock: BandClock, chunk: ImuChunk) -> ChunkTime:
     """Host times of ``chunk``'s samples and their bound; once per chunk, in sample order."""
-    key = _key(clock, chunk)
-    if key is None or not clock.ready:
+    if clock.kind == "rate":
+        key = float(chunk.index)
+    elif chunk.device_t0_ns is not None:
+        key = float(chunk.device_t0_ns)
+    else:
         return _arrival_time(clock, chunk)
-    return clock.place(key, chunk.n, chunk.period_ns, _arrival(chunk), chunk.index)
+    if not clock.ready:
+        return _arrival_time(clock, chunk)
+    first = chunk.first_arrival_ns
+    return clock.place(key, chunk.n, chunk.period_ns,
+                       first if first is not None else chunk.arrival_ns, chunk.index)
 
 
 def peek(clock: BandClock, chunk: ImuChunk) -> ChunkTime:
