@@ -188,6 +188,17 @@ def _hello(s: int, f: list[Any]) -> Hello:
     return Hello(s, _u(f[0], 8), _u(f[1], 8), _str(f[2]), caps)
 
 
+_DELTAS: dict[int, struct.Struct] = {}
+"""The tick deltas' layout per sample count (a frame's count repeats: compiled once)."""
+
+
+def _deltas(n: int) -> struct.Struct:
+    st = _DELTAS.get(n)
+    if st is None:
+        st = _DELTAS[n] = struct.Struct(f"<{n - 1}H")
+    return st
+
+
 def _imu(s: int, f: list[Any]) -> ImuBatch:
     deltas, samples = _bin(f[2]), _bin(f[3])
     if len(samples) % IMU_SAMPLE.size or not samples:
@@ -195,8 +206,7 @@ def _imu(s: int, f: list[Any]) -> ImuBatch:
     n = len(samples) // IMU_SAMPLE.size
     if len(deltas) != 2 * (n - 1):
         raise FieldError(f"{n} samples need {n - 1} tick deltas")
-    return ImuBatch(s, _u(f[0], 32), _u(f[1], 32),
-                    struct.unpack(f"<{n - 1}H", deltas), samples)
+    return ImuBatch(s, _u(f[0], 32), _u(f[1], 32), _deltas(n).unpack(deltas), samples)
 
 
 _SPEC: dict[int, tuple[int, Any]] = {
@@ -345,8 +355,8 @@ class Decoder:
         if len(body) < 6:  # the smallest payload (fixarray, type, seq) + CRC is 7 bytes
             self._fail("short", f"{len(body)} bytes")
             return None
-        payload, crc = body[:-4], body[-4:]
-        if zlib.crc32(payload) != struct.unpack("<I", crc)[0]:
+        payload = body[:-4]
+        if zlib.crc32(payload) != int.from_bytes(body[-4:], "little"):
             self._fail("crc", f"frame of {len(body)} bytes")
             return None
         try:

@@ -341,10 +341,10 @@ class McuSource:
         if self._hello is None:
             self.stats["before_hello"] += 1
             return
-        if isinstance(m, p.Pong):
-            self._on_pong(m, arrival)
-        elif isinstance(m, p.ImuBatch):
+        if isinstance(m, p.ImuBatch):  # the 1 kHz stream's frames first: most of them
             self._on_imu(m, arrival, out)
+        elif isinstance(m, p.Pong):
+            self._on_pong(m, arrival)
         elif isinstance(m, p.Strobe):
             self._on_strobe(m)
         elif isinstance(m, p.Button):
@@ -414,7 +414,7 @@ class McuSource:
                 lost = 0
         self._next_index = (m.index + n) % (1 << 32)
         self.stats["samples"] += n
-        chunk = records.HeadChunk(m.index, m.seq, lost, m.tick0, dev, counts.copy(), arrival)
+        chunk = records.HeadChunk(m.index, m.seq, lost, m.tick0, dev, counts, arrival)
         if lost:
             self.stats["samples_lost"] += lost
             chunk.lost_before = lost

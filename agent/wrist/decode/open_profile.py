@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from agent.wrist.decode import DEG, G, ImuChunk, as_counts
+from agent.wrist.decode import DEG, G, ImuChunk
 
 VERSION = 1
 """Version byte of a data notification (unchanged since profile version 1)."""
@@ -197,23 +197,15 @@ class OpenDecoder:
         self._next_seq = (seq + n) % SEQ_MOD
         index = self._index + lost
         self._index = index + n
-        counts = as_counts(body)  # acc and gyro in one pass: (n, 3) or (2n, 3) rows
+        # acc and gyro in one pass (as_counts for a packet's int16 words: only -32768 moves)
+        counts = np.maximum(body, -32767)
         if width == 12:
-            counts = counts.reshape(n, 6)
             acc, gyro = counts[:, 0:3], counts[:, 3:6]
         else:
             acc, gyro = counts, None
+        info = self.info
         return [ImuChunk(
-            arrival_ns=arrival_ns,
-            seq=seq,
-            device_t0_ns=t0_us * 1000,
-            period_ns=float(period_ns),
-            acc=acc,
-            acc_scale=self.info.acc_scale,
-            gyro=gyro,
-            gyro_scale=self.info.gyro_scale,
-            lost_before=lost,
-            raw_time=t0_us,
-            index=index,
-            tx_device_ns=(t0_us + tx) * 1000 if tx else None,
-        )]
+            arrival_ns=arrival_ns, seq=seq, device_t0_ns=t0_us * 1000,
+            period_ns=float(period_ns), acc=acc, acc_scale=info.acc_scale, gyro=gyro,
+            gyro_scale=info.gyro_scale, lost_before=lost, raw_time=t0_us, index=index,
+            tx_device_ns=(t0_us + tx) * 1000 if tx else None)]
