@@ -21,6 +21,9 @@ trees see exactly the same inputs, so how the simulated links happened to batch
 notifications does not move the ratio, and a loaded machine moves it less than it moves
 bench_capture_threads.py (the whole agent's CPU on the live rig).
 
+A third figure replays the decoders alone: each band's profile decoder on its notifications
+and the MCU's frame decoder (COBS, CRC, msgpack, fields) on its reads, outputs compared too.
+
 Not in the figure: the BLE loop (bleak and D-Bus), the serial reader's reads, the camera,
 MCAP writing and checkpoints (bench_capture_threads.py --stages has them).
 """
@@ -41,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
+KINDS = ("wrist", "mcu", "decoders")
 
 
 # ---------------------------------------------------------------- recording (this tree)
@@ -183,11 +187,33 @@ def _replay_mcu(rec: dict[str, Any]) -> list[Any]:
     return out
 
 
+def _replay_decoders(rec: dict[str, Any]) -> list[Any]:
+    """The decoders alone (each band's profile decoder on its notifications, the MCU's frame
+    decoder on its reads): what the two replays above spend before any clock or batch."""
+    from agent.mcu.protocol import Decoder as McuDecoder
+    from agent.wrist.decode import make_decoder
+
+    out: list[Any] = []
+    for b in rec["bands"]:
+        dec = make_decoder(b["band"]["profile"], rate_hz=b["band"]["rate_hz"])
+        for name, args, _kw in b["calls"]:
+            if name == "feed":
+                for c in dec.feed(args[1], args[0]):
+                    out.append((c.arrival_ns, c.seq, c.device_t0_ns, c.index, c.lost_before,
+                                c.acc.tobytes(), None if c.gyro is None else c.gyro.tobytes()))
+    mcu = McuDecoder()
+    for tag, a in rec["mcu"]:
+        if tag == "bytes":
+            out.extend(repr(m) for m in mcu.feed(a[1]))
+    return out
+
+
 def replay(path: Path, repeat: int) -> dict[str, Any]:
     """In this interpreter (its ``agent`` is the tree under test): CPU of each replay."""
     rec = pickle.loads(path.read_bytes())
     res: dict[str, Any] = {}
-    for name, fn in (("wrist", _replay_bands), ("mcu", _replay_mcu)):
+    for name, fn in (("wrist", _replay_bands), ("mcu", _replay_mcu),
+                     ("decoders", _replay_decoders)):
         rows = fn(rec)  # warm: imports, first-call costs
         best = float("inf")
         for _ in range(repeat):
@@ -200,11 +226,14 @@ def replay(path: Path, repeat: int) -> dict[str, Any]:
 
 
 def _run_tree(tree: Path, path: Path, repeat: int) -> dict[str, Any]:
+    # the tree's agent, this file's replays (both trees are driven the same way)
     code = (f"import sys; sys.path.insert(0, {str(tree)!r}); "
-            f"sys.path.insert(1, {str(REPO)!r}); "
-            "import agent, json; assert agent.__file__.startswith(sys.path[0]), agent.__file__; "
-            "from bench.bench_capture_replay import replay; from pathlib import Path; "
-            f"print(json.dumps(replay(Path({str(path)!r}), {repeat})))")
+            "import agent, json, importlib.util; "
+            "assert agent.__file__.startswith(sys.path[0]), agent.__file__; "
+            f"spec = importlib.util.spec_from_file_location('replay_bench', {__file__!r}); "
+            "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m); "
+            "from pathlib import Path; "
+            f"print(json.dumps(m.replay(Path({str(path)!r}), {repeat})))")
     r = subprocess.run([sys.executable, "-c", code], cwd=tree, capture_output=True, text=True,
                        check=False)
     if r.returncode != 0:
@@ -243,9 +272,9 @@ def main(argv: list[str] | None = None) -> int:
             runs["base"].append(_run_tree(base_tree, path, a.repeat))
             runs["this"].append(_run_tree(REPO, path, a.repeat))
         base, this = ({k: min((r[k] for r in rs), key=lambda x: x["cpu_s"])
-                       for k in ("wrist", "mcu")} for rs in (runs["base"], runs["this"]))
+                       for k in KINDS} for rs in (runs["base"], runs["this"]))
     res: dict[str, Any] = {"seconds": a.seconds, "ref": a.ref, "inputs": counts}
-    for k in ("wrist", "mcu"):
+    for k in KINDS:
         res[k] = {"this_pct": round(this[k]["pct_of_core"], 3),
                   "base_pct": round(base[k]["pct_of_core"], 3),
                   "ratio": round(this[k]["cpu_s"] / base[k]["cpu_s"], 3),
@@ -257,7 +286,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     print("inputs: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
     for k, label in (("wrist", "wrist bands (decode, band clock, batches)"),
-                     ("mcu", "head MCU (decode, two-way clock, batches, strobes)")):
+                     ("mcu", "head MCU (decode, two-way clock, batches, strobes)"),
+                     ("decoders", "decoders alone (band profiles, MCU frames)")):
         r = res[k]
         print(f"{label}: {r['this_pct']:.3f} % of a core replayed, {a.ref} "
               f"{r['base_pct']:.3f} % -> ratio {r['ratio']:.3f}; outputs "
