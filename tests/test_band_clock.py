@@ -376,3 +376,17 @@ def test_a_phase_locked_band_with_no_clock_is_placed_mid_period():
     assert r["floor_us"] == 20_000
     # half the period, plus the latency the agent cannot observe (1.3 ms here)
     assert r["p99_after_10s_us"] < 10_000 + 1_600
+
+
+def test_a_movesense_bound_states_its_stamps_quantisation_on_the_one_side_it_can_err():
+    """Movesense stamps packets in whole ms: once the fit's part is its tail estimate and the
+    stamps' phases slide through the ms, the stamps' lag can only put the truth after the
+    placement, so the bound holds the ms only where the low side needs it (not the whole ms
+    on top of the fit's part), and still covers every sample; a band whose packets are
+    locked to the ms (100 Hz, 80 ms packets) keeps the whole ms."""
+    r = run_cell(Cell("movesense", "default", 2.0, 1, 1.5))
+    assert r["coverage"] >= 0.99 and r["ok"]["tight"]
+    assert r["bound_parts_median_us"]["quantisation_ns"] < 1000.0
+    locked = run_cell(Cell("movesense", "locked", 2.0, 1, 1.5))
+    assert locked["coverage"] >= 0.99
+    assert locked["bound_parts_median_us"]["quantisation_ns"] == 1000.0

@@ -33,7 +33,11 @@ in sample order: it is what keeps host time monotonic.
   arrival times cannot place its samples closer, agent/clock/rate.py). The slope error adds
   what the bins behind the line's anchor allow it to tilt, at most what supports at either end
   of the window, each up to that excess high, allow (``_slope_part``).
-- ``quantisation_ns``: the resolution of the band's timestamps.
+- ``quantisation_ns``: the resolution Q of the band's timestamps. Once the fit's part is its
+  tail estimate and the stamps' phases slide through Q, a stamp's lag can only put the truth
+  after the placement (the envelope rests on the lowest observation, whose lag is in the fit
+  part): Q is then on the low side only, and this part is what it adds beyond the high
+  side's room (``_one_sided``, docs/design-notes.md); else the whole Q.
 - ``slew_ns``: how far the output is still from the fit (below).
 
 **Monotonic time.** The output never steps: each chunk's first sample is placed where the

@@ -42,6 +42,9 @@ ratio of the lowest to the 10th-lowest of such delays ``sqrt(Beta(1, 9))`` distr
 lowest is beyond 1.73 x (10th - lowest) with 1 % chance (``(1 - q**2)**9 = 0.01``, factor
 ``q / (1 - q)``); from the 5th-lowest it would take 4.78 x, and a single uniform part gives
 2.16 x the 5th."""
+PHASE_GAP = 0.25
+"""Stamps whose recent phases (device time modulo their resolution) leave no wider gap than
+this share of it slide through the whole resolution (``_one_sided``)."""
 WAIT_PRIOR_NS = 150_000_000
 """Largest plausible wait of a notification for its connection event (intervals up to
 100 ms, plus jitter), the fit part of a bound before any bin has closed."""
@@ -65,6 +68,8 @@ class BandBound(BandLine):
         self._slope_memo: tuple[int, float, float, int, float, float | None,
                                 float | None, float] | None = None
         self._low_memo: _LowMemo | None = None
+        self._phase_at = (-1, -1)
+        self._phase_gap = 0.0
 
     def _spread(self) -> float:
         """How widely recent observations sit above the envelope (the wait distribution's
@@ -319,6 +324,28 @@ class BandBound(BandLine):
                 if r < memo.low_behind:
                     memo.low_behind = r
         return memo
+
+    def _one_sided(self) -> bool:
+        """Whether the timestamps' quantisation can only put the truth after where the fit
+        places it (module doc, ``quantisation``): the fit's part is its tail estimate (the
+        window holds ``4 x TAIL_RANK`` bins), its slope is its own (not a young window's),
+        and the recent observations' stamp phases (device time modulo the resolution) leave
+        no gap wider than ``PHASE_GAP`` of it: the phases slide through the whole
+        resolution within seconds, so the window's lowest observations have seen its
+        extreme. Once per refit."""
+        q = self.quantisation_ns
+        f = self.fit
+        if self.kind != "device" or not q or f.bins < 4 * TAIL_RANK or self.young:
+            return False
+        at = (f.refits, self._epoch)
+        if self._phase_at != at:
+            ph = sorted(k % q for k, _a, _m in self._recent)
+            gap = float(q)
+            if len(ph) >= 8:
+                gap = max(ph[0] + q - ph[-1],
+                          max(b - a for a, b in itertools.pairwise(ph)))
+            self._phase_at, self._phase_gap = at, gap
+        return self._phase_gap <= PHASE_GAP * q
 
     def _window_obs(self) -> int:
         """Observations the fit's window holds (bins x observations per bin lately)."""

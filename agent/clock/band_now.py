@@ -39,6 +39,8 @@ class _FitNow:
     settled_bins: bool
     """Enough bins for the recent ones to bound the envelope below the floor
     (``_local_low``); else the slope part does."""
+    one_sided: bool
+    """The stamps' quantisation lag is one-sided in the error (``BandBound.one_sided``)."""
     ln: float
     """The latency subtracted from the envelope."""
     lat_part: int
@@ -123,5 +125,5 @@ class BandNow(BandObservations):
             clamped=abs(f.slope - 1.0) > self.max_slope_dev, excess=excess, ex_mid=ex_mid,
             slope_span=float(span) if settled_bins and span > 0 else 0.0,
             young=self.young, lock=lock,
-            settled_bins=settled_bins,
+            settled_bins=settled_bins, one_sided=self._one_sided(),
             ln=ln, lat_part=lat_part, source=source)

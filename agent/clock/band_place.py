@@ -36,8 +36,10 @@ class BandPlacement(BandNow):
         self.max_slew_seen_ns = 0
         self._committed: dict[tuple[float, int], ChunkTime] = {}  # the last placements
 
-    def _target(self, key: float, period_ns: float | None) -> tuple[float, float, int, int, str]:
-        """(host t0, spacing, fit part, latency part, source) by the best fit now."""
+    def _target(self, key: float, period_ns: float | None
+                ) -> tuple[float, float, int, int, int, str]:
+        """(host t0, spacing, fit part, latency part, quantisation part, source) by the best
+        fit now."""
         now = self._now()
         if now.clamped:
             self.clamped += 1
@@ -63,8 +65,14 @@ class BandPlacement(BandNow):
         below = self._local_low(x, excess) if now.settled_bins else sl
         if self._retimed_epoch == self._epoch:
             below += GRID_MARGIN_NS  # a re-timed observation may be that far under its floor
-        fit_part = round(max(excess - now.ex_mid + sl, now.ex_mid + below))
-        return t0, spacing, fit_part, now.lat_part, now.source
+        high, low = excess - now.ex_mid + sl, now.ex_mid + below
+        fit_part = round(max(high, low))
+        q = self.quantisation_ns
+        if q and now.one_sided:
+            # the stamps' lag lowers only the low side (module doc): the part is what it
+            # adds beyond the high side's room
+            q = round(max(high, low + q)) - fit_part
+        return t0, spacing, fit_part, now.lat_part, q, now.source
 
     def _by_arrival(self, n: int, arrival_ns: int,
                     index: int | None) -> tuple[float, float, int, int, str]:
@@ -94,8 +102,9 @@ class BandPlacement(BandNow):
         nominal = self.nominal_period_ns
         if arrival_ns is not None and suspect:
             t0, spacing, fit_part, lat_part, source = self._by_arrival(n, arrival_ns, index)
+            quant = self.quantisation_ns
         else:
-            t0, spacing, fit_part, lat_part, source = self._target(key, period_ns)
+            t0, spacing, fit_part, lat_part, quant, source = self._target(key, period_ns)
             if self.kind == "device" and arrival_ns is not None and not settled:
                 # a fit that has not settled may rest on timestamps that have not either
                 # (start-up frames): no sample is placed after its chunk's arrival allows
@@ -107,6 +116,7 @@ class BandPlacement(BandNow):
                 if abs(spacing / nominal - 1.0) > MAX_RATE_ERROR:
                     spacing = nominal
                 fit_part += round((n - 1) * nominal * MAX_RATE_ERROR)
+                quant = self.quantisation_ns
         rate_kind = self.kind == "rate"
         # the key's step on the device (``_x``: kind "rate" keys are sample numbers)
         device_step = nominal if rate_kind else (period_ns or nominal)
@@ -134,8 +144,7 @@ class BandPlacement(BandNow):
         span = (n - 1) * spacing
         sigma = min(max((t0 - out) / span, -rate), rate) if span > 0 else 0.0
         out_spacing = spacing * (1.0 + sigma)
-        ct = ChunkTime(round(out), out_spacing, fit_part, lat_part, self.quantisation_ns,
-                       slew, source)
+        ct = ChunkTime(round(out), out_spacing, fit_part, lat_part, quant, slew, source)
         if commit:
             committed = self._committed
             committed[(key, n)] = ct
