@@ -527,7 +527,7 @@ class BleLink:
         time, the band replies with its clock (``_on_time_reply``). On the cadence of
         ``agent.wrist.time_requests``, each request aimed just before a connection event
         once the band's events are known (``aimer``); one request in flight at a time."""
-        from agent.wrist.ble_loop import sleep_ms_up
+        from agent.wrist.ble_loop import sleep_ns
         from agent.wrist.decode.open_profile import time_request
         from agent.wrist.time_requests import TimeRequests
 
@@ -538,7 +538,7 @@ class BleLink:
             await client.write_gatt_char(self.profile.control_uuid,
                                          time_request(self._time_sent), response=False)
             wait_ns = plan.after(self._time_sent) - self.clock()
-            await sleep_ms_up(wait_ns / 1e9)  # as asyncio's loop would, on uvloop too
+            await sleep_ns(wait_ns)  # woken as asyncio's loop wakes, on uvloop too
 
     async def _read_reply(self, q: asyncio.Queue[bytes], cmd: bytes, timeout: float = 1.0,
                           judge: bool = True) -> Reply | None:

@@ -19,11 +19,13 @@ The loop is uvloop's where it is installed (``LOOP``; ``WEARCAP_BLE_LOOP=asyncio
 environment keeps asyncio's). Every data notification wakes the loop once, and on a shared,
 busy CPU each wake runs with the caches cold, so what a wake costs is mostly how much code it
 runs: asyncio's loop iteration (``_run_once``, the selector, the handle) is Python, uvloop's is
-compiled. The BLE loop costs about 10 % less per notification
+compiled. The BLE loop costs about 15 % less per notification
 (``bench/bench_capture_threads.py``, in turns against the asyncio loop). Timers differ:
-asyncio's wait their delay rounded up to a millisecond, uvloop's round it to the nearest one,
-so the coroutine whose timing matters (``BleLink._time_loop``, the aimed time requests) sleeps
-whole milliseconds rounded up on both (``sleep_ms_up``).
+asyncio's wake within a millisecond after their instant (its selector's timeout is rounded up
+to one); uvloop's ``sleep`` rounds to a whole millisecond counted from the last whole one, so
+it wakes up to 1.5 ms early. The coroutine whose timing matters (``BleLink._time_loop``, the
+aimed time requests) sleeps with ``sleep_ns``, which wakes on uvloop about as asyncio's loop
+does (``bench/bench_loop_timers.py``).
 """
 
 from __future__ import annotations
@@ -32,9 +34,9 @@ import asyncio
 import concurrent.futures
 import contextlib
 import logging
-import math
 import os
 import threading
+import time
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
@@ -66,12 +68,36 @@ def new_loop() -> asyncio.AbstractEventLoop:
     return asyncio.new_event_loop()
 
 
-async def sleep_ms_up(seconds: float) -> None:
-    """Sleep ``seconds`` rounded up to a whole millisecond, as asyncio's loop does on its own:
-    uvloop would round to the nearest one (a wait under 0.5 ms would not wait at all). On
-    uvloop the wake may still come early by the time since its loop iteration began (it
-    caches the time then): the callbacks run since, typically tens of microseconds."""
-    await asyncio.sleep(math.ceil(max(0.0, seconds) * 1e3) / 1e3)
+def _wake(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+async def sleep_ns(wait_ns: float) -> None:
+    """Sleep ``wait_ns`` (<= 0: just yield), woken about when asyncio's own loop would wake
+    the sleeper, on either loop. uvloop's ``sleep`` rounds the delay to a whole millisecond
+    and counts it from the last whole millisecond of its clock (the monotonic clock), so it
+    wakes up to 1.5 ms early. Its ``call_at`` counts the rounded delay from that same
+    millisecond, so the instant itself is aimed at (within +-0.5 ms), and the loop's own
+    lateness comes on top, as on asyncio's loop (``bench/bench_loop_timers.py``)."""
+    loop = asyncio.get_running_loop()
+    if wait_ns <= 0 or not _is_uvloop(loop):
+        await asyncio.sleep(max(0.0, wait_ns) / 1e9)
+        return
+    fut: asyncio.Future[None] = loop.create_future()
+    handle = loop.call_at(time.monotonic() + wait_ns / 1e9, _wake, fut)
+    try:
+        await fut
+    finally:
+        handle.cancel()
+
+
+def _is_uvloop(loop: asyncio.AbstractEventLoop) -> bool:
+    try:
+        import uvloop
+    except ImportError:
+        return False
+    return isinstance(loop, uvloop.Loop)
 
 
 class SharedLoop:
