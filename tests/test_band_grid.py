@@ -5,6 +5,8 @@ jitter too wide for a grid), and it removes most of the host's jitter where ther
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -97,3 +99,22 @@ def test_arrivals_whose_jitter_is_wider_than_a_grid_are_not_retimed():
     assert g.found <= 2
     assert not above or min(above) >= -GRID_MARGIN_NS
     assert len(above) < 40
+
+
+def test_a_grid_is_drawn_through_the_lowest_of_the_arrivals_it_was_found_from():
+    """The first arrival a grid is found from may sit well above the grid's lower edge (its
+    jitter): the grid is still the edge, so the arrivals it was found from are all taken, and
+    so are later ones on it (not only those as late as that first one)."""
+    iv = 30_000_000
+    jitter = [2_500_000] + [(i * 370_000) % 900_000 for i in range(1, 40)]
+    arrivals = [5_000_000_000 + 10 * iv * i + (i * 7 % 3) * iv + LATENCY + j
+                for i, j in enumerate(jitter)]
+    g = EventGrid()
+    taken = [g.add(a) for a in arrivals]
+    assert g.found == 1 and g.resets == 0
+    assert len(g.seeded) == 16  # every arrival it was found from
+    after = taken[16:]
+    assert all(k is not None for k in after)
+    # each numbered on its own event: 8 to 12 events apart, as sent
+    ks = [g.seeded[a] for a in arrivals[:16]] + after
+    assert {b - a for a, b in itertools.pairwise(ks)} <= {8, 9, 10, 11, 12}

@@ -141,7 +141,7 @@ class EventGrid:
     def active(self) -> bool:
         return self.interval_ns is not None
 
-    def _take(self, a: int) -> int | None:
+    def _take(self, a: int, refit: bool = True) -> int | None:
         iv = self.interval_ns
         assert iv is not None
         k0, g0 = self._ref
@@ -158,7 +158,8 @@ class EventGrid:
             pts.push((k, a))
         while len(pts) > GRID_POINTS or pts[0][1] < a - GRID_SPAN_NS:
             pts.popleft()
-        self._refit()
+        if refit:
+            self._refit()
         return k
 
     def _refit(self) -> None:
@@ -219,10 +220,16 @@ class EventGrid:
         self._ref = (0, arr[0] + phase)
         self._pts.clear()
         self.seeded = {}
+        # every seed is numbered from the phase found (the cluster's lowest arrival), and only
+        # then is the line drawn: drawn after each, it would move to the first seed (which
+        # may sit up to the cluster's width above that lowest) and the rest, earlier than
+        # that line by more than the margin, would not be taken
         for a in arr:
-            k = self._take(a)
+            k = self._take(a, refit=False)
             if k is not None:
                 self.seeded[a] = k
+        if self._pts:
+            self._refit()
         self._arr.clear()
         self.found += 1
         return bool(self._pts)
