@@ -355,8 +355,8 @@ class Decoder:
         if len(body) < 6:  # the smallest payload (fixarray, type, seq) + CRC is 7 bytes
             self._fail("short", f"{len(body)} bytes")
             return None
-        payload = body[:-4]
-        if zlib.crc32(payload) != int.from_bytes(body[-4:], "little"):
+        payload, crc = body[:-4], body[-4:]
+        if zlib.crc32(payload) != struct.unpack("<I", crc)[0]:
             self._fail("crc", f"frame of {len(body)} bytes")
             return None
         try:
