@@ -26,7 +26,6 @@ import dataclasses
 import hashlib
 import json
 import pickle
-import subprocess
 import sys
 import tempfile
 import time
@@ -34,6 +33,11 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from bench.trees import export_tree, run_json  # noqa: E402
+
 LINKS = ("default", "lossy")
 PROFILES = ("wearcap-open", "polar-pmd", "movesense", "witmotion")
 
@@ -161,21 +165,7 @@ def _run_tree(tree: Path, path: Path, repeat: int) -> dict[str, Any]:
             "import agent, json; assert agent.__file__.startswith(sys.path[0]), agent.__file__; "
             "from bench.bench_band_clock import replay; from pathlib import Path; "
             f"print(json.dumps(replay(Path({str(path)!r}), {repeat})))")
-    r = subprocess.run([sys.executable, "-c", code], cwd=tree, capture_output=True, text=True,
-                       check=False)
-    if r.returncode != 0:
-        raise SystemExit(f"replay in {tree} failed:\n{r.stderr[-2000:]}")
-    out: dict[str, Any] = json.loads(r.stdout.strip().splitlines()[-1])
-    return out
-
-
-def export_tree(ref: str, dst: Path) -> Path:
-    """A copy of the code committed at ``ref`` (the work tree may be mid-edit)."""
-    dst.mkdir()
-    archive = subprocess.run(["git", "-C", str(REPO), "archive", ref], capture_output=True,
-                             check=True).stdout
-    subprocess.run(["tar", "-x", "-C", str(dst)], input=archive, check=True)
-    return dst
+    return run_json(tree, code)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -39,6 +39,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.trees import export_tree  # noqa: E402
+
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -184,15 +186,6 @@ def slope_mb_per_hour(samples: list[tuple[float, float]]) -> float:
     if den == 0:
         return 0.0
     return 3600 * sum((t - mt) * (v - mv) for t, v in samples) / den
-
-
-def export_tree(ref: str, dst: Path) -> Path:
-    """A copy of the code committed at ``ref`` (the work tree is shared and may be mid-edit)."""
-    dst.mkdir()
-    archive = subprocess.run(["git", "-C", str(REPO), "archive", ref], capture_output=True,
-                             check=True).stdout
-    subprocess.run(["tar", "-x", "-C", str(dst)], input=archive, check=True)
-    return dst
 
 
 def soak(seconds: float, interval: float, config: str | None, as_json: bool,
