@@ -98,17 +98,10 @@ def _key(clock: BandClock, chunk: ImuChunk) -> float | None:
 
 def place(clock: BandClock, chunk: ImuChunk) -> ChunkTime:
     """Host times of ``chunk``'s samples and their bound; once per chunk, in sample order."""
-    if clock.kind == "rate":
-        key = float(chunk.index)
-    elif chunk.device_t0_ns is not None:
-        key = float(chunk.device_t0_ns)
-    else:
+    key = _key(clock, chunk)
+    if key is None or not clock.ready:
         return _arrival_time(clock, chunk)
-    if not clock.ready:
-        return _arrival_time(clock, chunk)
-    first = chunk.first_arrival_ns
-    return clock.place(key, chunk.n, chunk.period_ns,
-                       first if first is not None else chunk.arrival_ns, chunk.index)
+    return clock.place(key, chunk.n, chunk.period_ns, _arrival(chunk), chunk.index)
 
 
 def peek(clock: BandClock, chunk: ImuChunk) -> ChunkTime:
